@@ -1,0 +1,319 @@
+"""Compile validated rule files into a RuleSet: CEL programs, numeric guards, safety checks.
+
+Why guards: a CEL evaluation with fresh figures costs several microseconds, far more than the
+rest of an event's work. Each top-level ``&&`` conjunct of the form ``budget.used_ratio >= 0.7``
+is a necessary condition, checked natively first; CEL runs only when every guard passes.
+That is exact (the same truth value as the full expression), not a sampling trick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import cel
+import orjson
+
+from spendwarden.exceptions import RuleFileError
+from spendwarden.rules.schema import Budget, Rule, RuleFile, TenantSpec
+from spendwarden.streams.money import usd_to_nanos
+
+# Variables a `when` may use, and the fields each offers (documented in docs/rules.md).
+VARIABLES: dict[str, tuple[str, ...]] = {
+    "budget": ("spend_usd", "limit_usd", "used_ratio", "remaining_usd", "name", "period", "period_id"),
+    "period": ("elapsed_ratio", "hours_left"),
+    "local": ("hour", "minute", "weekday", "day", "month"),
+    "tenant": ("id", "tier"),
+    "scope": (),
+    "window": ("spend_usd_5m", "spend_usd_1h", "calls_5m", "calls_1h"),
+}
+# Roots whose values change only with the clock, never with spend: memoised per minute.
+TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
+_GUARD = re.compile(
+    r"^\(?\s*(budget|window)\.([a-z_0-9]+)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
+)
+_GUARD_REVERSED = re.compile(
+    r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window)\.([a-z_0-9]+)\s*\)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A necessary condition ``root.name >= threshold`` (or ``>``) of a rule."""
+
+    root: str
+    name: str
+    strict: bool
+    threshold: float
+
+
+@dataclass(slots=True)
+class CompiledRule:
+    spec: Rule
+    file: str
+    line: int | None
+    program: Any
+    guards: tuple[Guard, ...]
+    residual: Any | None
+    residual_time_only: bool
+    roots: frozenset[str]
+    decide_tiers: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def time_dependent(self) -> bool:
+        """Whether the clock alone can change the result (re-checked on ticks)."""
+        return bool(self.roots & {"local", "period", "window"})
+
+
+@dataclass(slots=True)
+class CompiledBudget:
+    spec: Budget
+    index: int
+    file: str
+    rules: list[CompiledRule] = field(default_factory=list)
+    needs_window: bool = False
+    # Scope matchers as (dimension, allowed values) for fast event matching.
+    matchers: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def per_tenant(self) -> bool:
+        """True when each instance belongs to one tenant (stage one in the service)."""
+        values = self.spec.scope_values("tenant_id")
+        return "tenant_id" in self.spec.for_each or (values is not None and len(values) == 1)
+
+
+@dataclass(slots=True)
+class SourceFile:
+    """A parsed rule file and a way to find the line and column of a field path in it."""
+
+    path: str
+    model: RuleFile
+    locate: Callable[[tuple[Any, ...]], tuple[int | None, int | None]]
+    raw: bytes = b""
+
+
+@dataclass(slots=True)
+class RuleSet:
+    """Everything the engine needs from a rules directory, compiled once."""
+
+    tenants: dict[str, TenantSpec]
+    default_tenant: TenantSpec
+    budgets: list[CompiledBudget]
+    rules: list[CompiledRule]
+    version: str
+    files: list[str]
+
+    def tenant(self, tenant_id: str) -> TenantSpec:
+        return self.tenants.get(tenant_id, self.default_tenant)
+
+    def budget(self, name: str) -> CompiledBudget:
+        for budget in self.budgets:
+            if budget.name == name:
+                return budget
+        raise KeyError(name)
+
+    def limit_nanos(self, budget: CompiledBudget, tenant_id: str | None) -> int | None:
+        """The budget's limit for a tenant, or None when the tenant's tier has none."""
+        spec = budget.spec
+        if spec.limit_usd is not None:
+            return usd_to_nanos(spec.limit_usd)
+        tier = self.tenant(tenant_id).tier if tenant_id is not None else self.default_tenant.tier
+        usd = spec.limit_by_tier.get(tier) if spec.limit_by_tier else None
+        return usd_to_nanos(usd) if usd is not None else None
+
+
+def split_conjuncts(expression: str) -> list[str]:
+    """Split a CEL expression on ``&&`` at parenthesis depth 0, outside string literals."""
+    parts: list[str] = []
+    depth = 0
+    quote = ""
+    start = 0
+    i = 0
+    while i < len(expression):
+        ch = expression[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "&" and expression.startswith("&&", i) and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 2
+            i += 1
+        i += 1
+    parts.append(expression[start:].strip())
+    return parts
+
+
+def extract_guards(expression: str) -> tuple[tuple[Guard, ...], str | None]:
+    """Numeric guards of a conjunction and the residual expression (None if nothing is left)."""
+    guards: list[Guard] = []
+    rest: list[str] = []
+    for part in split_conjuncts(expression):
+        match = _GUARD.match(part)
+        if match and match.group(2) in VARIABLES[match.group(1)]:
+            guards.append(Guard(match.group(1), match.group(2), match.group(3) == ">", float(match.group(4))))
+            continue
+        match = _GUARD_REVERSED.match(part)
+        if match and match.group(4) in VARIABLES[match.group(3)]:
+            guards.append(Guard(match.group(3), match.group(4), match.group(2) == "<", float(match.group(1))))
+            continue
+        rest.append(part)
+    if not rest:
+        return tuple(guards), None
+    if len(rest) == 1:
+        return tuple(guards), rest[0]
+    return tuple(guards), " && ".join(f"({part})" for part in rest)
+
+
+def _compile_cel(expression: str, source: SourceFile, loc: tuple[Any, ...]) -> Any:
+    try:
+        return cel.compile(expression)
+    except ValueError as exc:
+        line, column = source.locate(loc)
+        detail = str(exc).split("\n")[0]
+        found = re.search(r"<input>:(\d+):(\d+): (.*)", str(exc))
+        if found and line is not None:
+            # Field value starts on `line`; CEL reports its own 1-based line/column inside it.
+            inner_line, inner_col = int(found.group(1)), int(found.group(2))
+            if inner_line > 1:
+                line, column = line + inner_line - 1, inner_col
+            elif column is not None:
+                column = column + inner_col
+            detail = found.group(3)
+        raise RuleFileError(source.path, line, column, f"{'.'.join(map(str, loc))}: CEL: {detail}") from None
+
+
+def _roots(program: Any, expression: str, source: SourceFile, loc: tuple[Any, ...]) -> frozenset[str]:
+    roots = frozenset(program.variables())
+    unknown = sorted(roots - VARIABLES.keys())
+    if unknown:
+        line, column = source.locate(loc)
+        raise RuleFileError(
+            source.path, line, column,
+            f"{'.'.join(map(str, loc))}: unknown variable {unknown[0]!r} in {expression!r}; "
+            f"available: {', '.join(VARIABLES)}",
+        )
+    return roots
+
+
+def _decide_tiers(rule: Rule, budget: Budget, source: SourceFile, loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """Risk tiers a rule's decision applies to; refuse any that would touch high risk."""
+    decide = rule.decide
+    if decide is None or decide.level == "L0":
+        return ()
+    tiers = set(budget.risk_tiers())
+    if decide.only_risk_tiers is not None:
+        tiers &= set(decide.only_risk_tiers)
+    line, column = source.locate(loc + ("decide",))
+    where = f"rules.{loc[1]}.decide"
+    if "high" in tiers:
+        raise RuleFileError(
+            source.path, line, column,
+            f"{where}: rule {rule.name!r} would {decide.level} high-risk traffic: budget pressure may "
+            "degrade low-risk routes, never high-risk ones. Add `only_risk_tiers: [low, medium]` "
+            "or scope the budget to `risk_tier: low`; to reach high-risk traffic, alert only (drop decide).",
+        )
+    if not tiers:
+        raise RuleFileError(source.path, line, column, f"{where}: only_risk_tiers excludes every tier of the budget's scope")
+    if not budget_is_per_tenant(budget):
+        raise RuleFileError(
+            source.path, line, column,
+            f"{where}: budget {budget.name!r} spans tenants; decisions are published per tenant, "
+            "so a cross-tenant budget can only alert (drop decide, or add tenant_id to for_each)",
+        )
+    order = ("low", "medium", "high")
+    return tuple(t for t in order if t in tiers)
+
+
+def budget_is_per_tenant(budget: Budget) -> bool:
+    values = budget.scope_values("tenant_id")
+    return "tenant_id" in budget.for_each or (values is not None and len(values) == 1)
+
+
+def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
+    """Merge and compile rule files; raise RuleFileError naming file:line:column on the first problem."""
+    sources = list(sources)
+    tenants: dict[str, TenantSpec] = {}
+    budgets: dict[str, CompiledBudget] = {}
+    pending: list[tuple[SourceFile, int, Rule]] = []
+    for source in sources:
+        for tenant_id, spec in source.model.tenants.items():
+            if tenant_id in tenants:
+                line, column = source.locate(("tenants", tenant_id))
+                raise RuleFileError(source.path, line, column, f"tenant {tenant_id!r} is described twice")
+            tenants[tenant_id] = spec
+        for i, budget in enumerate(source.model.budgets):
+            if budget.name in budgets:
+                line, column = source.locate(("budgets", i, "name"))
+                raise RuleFileError(
+                    source.path, line, column,
+                    f"budget {budget.name!r} is defined twice (also in {budgets[budget.name].file})",
+                )
+            matchers = tuple(
+                (dim, frozenset(budget.scope_values(dim) or ())) for dim in budget.scope  # type: ignore[arg-type]
+            )
+            budgets[budget.name] = CompiledBudget(budget, len(budgets), source.path, matchers=matchers)
+        pending.extend((source, i, rule) for i, rule in enumerate(source.model.rules))
+
+    rules: list[CompiledRule] = []
+    seen: dict[str, str] = {}
+    for source, i, rule in pending:
+        loc = ("rules", i)
+        if rule.name in seen:
+            line, column = source.locate(loc + ("name",))
+            raise RuleFileError(source.path, line, column, f"rule {rule.name!r} is defined twice (also in {seen[rule.name]})")
+        seen[rule.name] = source.path
+        budget = budgets.get(rule.budget)
+        if budget is None:
+            line, column = source.locate(loc + ("budget",))
+            known = ", ".join(sorted(budgets)) or "none defined"
+            raise RuleFileError(source.path, line, column, f"rules.{i}.budget: unknown budget {rule.budget!r}; known: {known}")
+        program = _compile_cel(rule.when, source, loc + ("when",))
+        roots = _roots(program, rule.when, source, loc + ("when",))
+        guards, residual_text = extract_guards(rule.when)
+        residual = _compile_cel(residual_text, source, loc + ("when",)) if residual_text else None
+        residual_roots = frozenset(residual.variables()) if residual is not None else frozenset()
+        compiled = CompiledRule(
+            spec=rule,
+            file=source.path,
+            line=source.locate(loc)[0],
+            program=program,
+            guards=guards,
+            residual=residual,
+            residual_time_only=residual is not None and residual_roots <= TIME_ONLY_ROOTS,
+            roots=roots,
+            decide_tiers=_decide_tiers(rule, budget.spec, source, loc),
+        )
+        budget.rules.append(compiled)
+        budget.needs_window = budget.needs_window or "window" in roots
+        rules.append(compiled)
+
+    default = tenants.pop("defaults", TenantSpec())
+    digest = hashlib.sha256()
+    for source in sorted(sources, key=lambda s: s.path):
+        digest.update(orjson.dumps(source.model.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS))
+    return RuleSet(
+        tenants=tenants,
+        default_tenant=default,
+        budgets=list(budgets.values()),
+        rules=rules,
+        version=digest.hexdigest()[:12],
+        files=[s.path for s in sources],
+    )

@@ -1,0 +1,37 @@
+"""Money as integer nano-dollars (1e-9 USD): exact sums, no float drift.
+
+Token prices go below a micro-dollar, so cents or micros are too coarse; an event's cost is
+rounded once (half-even) to a whole nano-dollar when it is priced or read, and every total
+after that is an exact integer sum.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+NANOS_PER_USD = 1_000_000_000
+_NANO = Decimal("1e-9")
+
+
+def usd_to_nanos(usd: Decimal | int | str) -> int:
+    """Convert a dollar amount to integer nano-dollars, rounding half-even once."""
+    value = usd if isinstance(usd, Decimal) else Decimal(usd)
+    return int((value * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    """Exact Decimal dollars for a nano-dollar amount (for reports and JSON)."""
+    return (Decimal(nanos) * _NANO).normalize() if nanos else Decimal(0)
+
+
+def nanos_to_float(nanos: int) -> float:
+    """Dollars as float, only for ratios and rule conditions, never for sums."""
+    return nanos / NANOS_PER_USD
+
+
+def format_usd(nanos: int) -> str:
+    """Human text: $1,234.57 for large amounts, more digits below a cent."""
+    usd = nanos / NANOS_PER_USD
+    if abs(usd) >= 0.01 or nanos == 0:
+        return f"${usd:,.2f}"
+    return f"${usd:.6f}"
