@@ -1,0 +1,405 @@
+"""The pure budget engine: events in, effects out. No I/O, no wall clock.
+
+``process(event, position)`` counts a priced event into every budget instance it matches and
+re-evaluates only the rules of those instances; ``advance(now)`` moves the clock so periods
+end, decisions expire and alerts resolve with no traffic. All state lives in the mapping
+handed in (a dict in replay and tests, a table-backed store in the service) under small
+tuple keys documented in docs/engine.md.
+
+Exactly once on money: every counter remembers the source position of the last event it
+applied and ignores positions it has seen, and producer duplicates (same ``cost_event_id``,
+new position) are caught by a per-tenant id set bounded in event time. Positions must grow
+per tenant (one tenant's events come from one partition, in order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import MutableMapping
+from operator import attrgetter
+from typing import Any
+
+from spendwarden.rules.compiler import CompiledBudget, CompiledRule, RuleSet
+from spendwarden.streams import evaluation as ev_
+from spendwarden.streams.decisions import decision_fields, make_verdict, strictest
+from spendwarden.streams.effects import (
+    AlertFiring, AlertResolved, DecisionChanged, Effect, LateSpend, TooLate,
+)
+from spendwarden.streams.engine_state import EngineStats, Facts, Position, position
+from spendwarden.streams.events import PricedEvent
+from spendwarden.streams.money import nanos_to_usd
+from spendwarden.streams.periods import Calendar, Period, iso_utc
+
+__all__ = ["Engine", "EngineStats", "Position", "position"]
+
+GLOBAL = "*"  # tenant key of budgets that span tenants
+SEEN_BUCKET_S = 600
+DEFAULT_HORIZON_S = 7 * 86400
+_MATCH_CACHE_MAX = 200_000
+
+
+class Engine:
+    """Budgets, rules and decisions over a stream of priced cost events."""
+
+    def __init__(self, rules: RuleSet, state: MutableMapping[Any, Any] | None = None, *,
+                 dedupe_horizon_s: float = DEFAULT_HORIZON_S) -> None:
+        self.state: MutableMapping[Any, Any] = {} if state is None else state
+        self.horizon = dedupe_horizon_s
+        self.stats = EngineStats()
+        self.facts = Facts(self.state)
+        self._tick = 0.0
+        self._clock: dict[str, float] = {}
+        self._seen_buckets: dict[str, set[int]] = {}
+        self._watch: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+        self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
+        self._pruned_at = 0.0
+        self._install(rules)
+        self._rebuild_indexes()
+
+    # ---------------------------------------------------------------- rules
+    def _install(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._budgets = rules.budgets
+        self._calendars: dict[str, Calendar] = {}
+        self._match_cache: dict[tuple[Any, ...], list[tuple[CompiledBudget, tuple[str, ...], str, int]]] = {}
+        dims = {"tenant_id", "use_case_id"}
+        for budget in rules.budgets:
+            dims.update(budget.spec.for_each)
+            dims.update(budget.spec.scope)
+        self._dims = tuple(sorted(dims))
+        self._dim_key = attrgetter(*self._dims)
+        self._memo.clear()
+
+    def set_rules(self, rules: RuleSet) -> list[Effect]:
+        """Swap the rule set (hot reload); spend state is kept and re-evaluated against new limits."""
+        effects: list[Effect] = []
+        names = {rule.name for rule in rules.rules}
+        for key in [k for k in list(self.state.keys()) if k[0] == "fire" and k[2] not in names]:
+            self._resolve_key(key, "rule removed", effects)
+        self._install(rules)
+        self._rebuild_indexes()
+        current: dict[tuple[str, str, tuple[str, ...]], None] = {}
+        for key in list(self.state.keys()):
+            if key[0] == "spend":
+                current[(key[1], key[2], key[3])] = None
+        by_name = {budget.name: budget for budget in rules.budgets}
+        for tkey, name, inst in current:
+            budget = by_name.get(name)
+            if budget is not None and budget.rules:
+                self._reevaluate(budget, inst, tkey, effects, refresh=True)
+        return effects
+
+    # ---------------------------------------------------------------- events
+    def process(self, priced: PricedEvent, pos: Position) -> list[Effect]:
+        """Count one event (idempotent by ``pos``) and return what changed."""
+        event = priced.event
+        tenant = event.tenant_id
+        ts = priced.ts
+        state = self.state
+        frontier = self._frontier(tenant)
+        if ts < frontier - self.horizon:
+            self.stats.too_late += 1
+            return [TooLate(tenant, event.cost_event_id, iso_utc(ts), str(nanos_to_usd(priced.cost_nanos)),
+                            iso_utc(frontier - self.horizon))]
+        bucket = int(ts // SEEN_BUCKET_S)
+        seen_key = ("seen", tenant, bucket)
+        seen = state.get(seen_key)
+        if seen is None:
+            seen = {}
+            self._seen_buckets.setdefault(tenant, set()).add(bucket)
+        previous = seen.get(event.cost_event_id)
+        if previous is not None and previous != pos:
+            self.stats.duplicates += 1
+            return []
+        if previous is None:
+            seen[event.cost_event_id] = pos
+            state[seen_key] = seen
+        if ts > frontier:
+            self._clock[tenant] = ts
+            state[("clock", tenant)] = ts
+            frontier = ts
+        if ts > self._clock.get(GLOBAL, 0.0):
+            self._clock[GLOBAL] = ts
+            state[("clock", GLOBAL)] = ts
+        self.stats.events += 1
+
+        cost = priced.cost_nanos
+        effects: list[Effect] = []
+        late: list[str] = []
+        touched = []
+        applied = False
+        for budget, inst, tkey, limit in self._match(event):
+            calendar = self._calendar(tkey)
+            period = calendar.period(budget.spec.period, ts)
+            key = ("spend", tkey, budget.name, inst, period.id)
+            current = state.get(key)
+            if current is None:
+                total = cost
+            elif current[1] >= pos:
+                continue
+            else:
+                total = current[0] + cost
+            state[key] = (total, pos)
+            applied = True
+            if budget.needs_window:
+                wkey = ("window", tkey, budget.name, inst)
+                state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
+            if period.end <= (frontier if tkey != GLOBAL else self._clock[GLOBAL]):
+                late.append(f"{budget.name}/{period.id}")
+            elif budget.rules:
+                touched.append((budget, inst, tkey, period, total, limit))
+        if previous is None or applied:
+            self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
+        if late:
+            self.stats.late_spend += 1
+            effects.append(LateSpend(tenant, event.cost_event_id, iso_utc(ts), late, str(nanos_to_usd(cost))))
+        for budget, inst, tkey, period, total, limit in touched:
+            self._evaluate(budget, inst, tkey, period, total, limit, effects)
+        return effects
+
+    def advance(self, now: float) -> list[Effect]:
+        """Move the clock to ``now`` (epoch seconds): ends periods, lifts decisions, resolves alerts."""
+        effects: list[Effect] = []
+        if now <= self._tick:
+            return effects
+        self._tick = now
+        for tkey, watched in list(self._watch.items()):
+            by_index = self._budgets
+            for index, inst in list(watched):
+                self._reevaluate(by_index[index], inst, tkey, effects)
+        if now - self._pruned_at >= 3600:
+            self._prune_seen()
+            self._pruned_at = now
+        return effects
+
+    # ---------------------------------------------------------------- queries
+    def spend_nanos(self, budget: str, instance: dict[str, str], period_id: str) -> int:
+        """Counted spend of a budget instance in a period (0 when nothing was counted)."""
+        spec = self.rules.budget(budget)
+        inst = tuple(instance.get(dim, "none") for dim in spec.spec.for_each)
+        tkey = instance.get("tenant_id", GLOBAL) if spec.per_tenant else GLOBAL
+        if tkey == GLOBAL and spec.per_tenant:
+            tkey = (spec.spec.scope_values("tenant_id") or (GLOBAL,))[0]
+        found = self.state.get(("spend", tkey, budget, inst, period_id))
+        return found[0] if found else 0
+
+    def totals(self) -> dict[tuple[str, tuple[str, ...], str], int]:
+        """Every counter as ``(budget, instance values, period_id) -> nano-dollars``."""
+        return {(k[2], k[3], k[4]): v[0] for k, v in self.state.items() if k[0] == "spend"}
+
+    def verdicts(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """The effective verdict per field for a tenant (fields at L0 are absent)."""
+        found = {}
+        for key, contributions in self.state.items():
+            if key[0] == "verdicts" and key[1] == tenant_id:
+                best = strictest(contributions)
+                if best is not None:
+                    found[key[2]] = best
+        return found
+
+    def frontier(self, tenant_id: str) -> float:
+        """Engine time for a tenant: the newest event time or tick seen."""
+        return self._frontier(tenant_id)
+
+    # ---------------------------------------------------------------- internals
+    def _frontier(self, tkey: str) -> float:
+        clock = self._clock.get(tkey, 0.0)
+        return clock if clock > self._tick else self._tick
+
+    def _calendar(self, tkey: str) -> Calendar:
+        calendar = self._calendars.get(tkey)
+        if calendar is None:
+            spec = self.rules.default_tenant if tkey == GLOBAL else self.rules.tenant(tkey)
+            calendar = Calendar(spec.timezone, spec.week_start)
+            self._calendars[tkey] = calendar
+        return calendar
+
+    def _match(self, event: Any) -> list[tuple[CompiledBudget, tuple[str, ...], str, int]]:
+        key = self._dim_key(event)
+        found = self._match_cache.get(key)
+        if found is not None:
+            return found
+        found = []
+        for budget in self._budgets:
+            if all(getattr(event, dim) in allowed for dim, allowed in budget.matchers):
+                inst = tuple(getattr(event, dim) or "none" for dim in budget.spec.for_each)
+                tkey = event.tenant_id if budget.per_tenant else GLOBAL
+                limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
+                if limit is not None:
+                    found.append((budget, inst, tkey, limit))
+        if len(self._match_cache) >= _MATCH_CACHE_MAX:
+            self._match_cache.clear()
+        self._match_cache[key] = found
+        return found
+
+    def _reevaluate(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, effects: list[Effect],
+                    refresh: bool = False) -> None:
+        limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
+        if limit is None:
+            return
+        now = self._frontier(tkey)
+        period = self._calendar(tkey).period(budget.spec.period, now)
+        found = self.state.get(("spend", tkey, budget.name, inst, period.id))
+        self._evaluate(budget, inst, tkey, period, found[0] if found else 0, limit, effects, refresh)
+
+    def _evaluate(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period, spend: int,
+                  limit: int, effects: list[Effect], refresh: bool = False) -> None:
+        state = self.state
+        now = self._frontier(tkey)
+        figures = ev_.budget_figures(spend, limit)
+        window = None
+        if budget.needs_window:
+            window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
+        watch = False
+        for rule in budget.rules:
+            fire_key = ("fire", tkey, rule.name, inst)
+            firing = state.get(fire_key)
+            if firing is not None and firing["period_id"] != period.id:
+                self._resolve_key(fire_key, "period ended", effects)
+                firing = None
+            passed = ev_.guards_pass(rule, figures, window)
+            result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now)
+            if result and firing is None:
+                self._fire(rule, budget, inst, tkey, period, spend, limit, figures, now, effects)
+                watch = True
+            elif not result and firing is not None:
+                self._resolve_key(fire_key, "condition cleared", effects)
+            elif firing is not None:
+                watch = True
+                if refresh:
+                    self._refresh_verdict(rule, firing, tkey, effects)
+            if passed and not result and rule.time_dependent:
+                watch = True
+        watched = self._watch.get(tkey)
+        entry = (budget.index, inst)
+        if watch:
+            if watched is None:
+                self._watch[tkey] = watched = set()
+            watched.add(entry)
+        elif watched is not None:
+            watched.discard(entry)
+
+    def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
+               figures: dict[str, float], window: dict[str, float] | None, now: float) -> bool:
+        if rule.residual is None:
+            return True
+        self.stats.cel_evaluations += 1
+        minute = int(now // 60)
+        scope = dict(zip(budget.spec.for_each, inst))
+        tier = self.rules.tenant(tkey).tier if tkey != GLOBAL else self.rules.default_tenant.tier
+        try:
+            if rule.residual_time_only:
+                memo_key = (rule.name, tkey, inst)
+                memo = self._memo.get(memo_key)
+                if memo is not None and memo[0] == minute:
+                    return memo[1]
+                context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
+                                           None if tkey == GLOBAL else tkey, tier, scope)
+                result = bool(rule.residual.execute(context))
+                self._memo[memo_key] = (minute, result)
+                return result
+            context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
+                                       None if tkey == GLOBAL else tkey, tier, scope)
+            return bool(rule.program.execute(ev_.full_context(context, figures, budget.name, period, window)))
+        except (RuntimeError, ValueError, TypeError):
+            self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
+            return False
+
+    def _fire(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
+              spend: int, limit: int, figures: dict[str, float], now: float, effects: list[Effect]) -> None:
+        spec = rule.spec
+        scope = dict(zip(budget.spec.for_each, inst))
+        for dim in budget.spec.scope:
+            values = budget.spec.scope_values(dim)
+            scope[dim] = values[0] if values and len(values) == 1 else ",".join(values or ())
+        fingerprint = hashlib.sha1(f"{spec.name}|{tkey}|{'/'.join(inst)}|{period.id}".encode()).hexdigest()[:16]
+        ratio = figures["used_ratio"]
+        summary = spec.summary or f"{budget.name} ({budget.spec.period} {period.id}) at {ratio:.0%} of its limit"
+        verdict = None
+        fields: list[str] = []
+        if spec.decide is not None and rule.decide_tiers:
+            reason = f"{summary} (rule {spec.name})"
+            verdict = make_verdict(rule, reason, self.rules.version, iso_utc(period.end), iso_utc(now))
+            fields = decision_fields(budget, scope, rule.decide_tiers)
+        shadow = spec.mode == "shadow"
+        self.state[("fire", tkey, spec.name, inst)] = {
+            "period_id": period.id, "since": now, "fingerprint": fingerprint,
+            "fields": [] if shadow else fields, "budget": budget.name, "scope": scope,
+        }
+        if verdict is not None and not shadow:
+            for name in fields:
+                self._contribute(tkey, name, spec.name, verdict, effects)
+        elapsed = min(1.0, max(0.0, (now - period.start) / (period.end - period.start)))
+        tenant = None if tkey == GLOBAL else tkey
+        self.stats.alerts_fired += 1
+        effects.append(AlertFiring(
+            fingerprint=fingerprint, rule=spec.name, severity=spec.severity, summary=summary,
+            tenant_id=tenant, scope=scope, budget=budget.name, period=budget.spec.period, period_id=period.id,
+            period_end=iso_utc(period.end), spend_usd=str(nanos_to_usd(spend)), limit_usd=str(nanos_to_usd(limit)),
+            used_ratio=round(ratio, 6), expected_usd=str(nanos_to_usd(int(limit * elapsed))),
+            contributors=self.facts.contributors(tenant, scope.get("use_case_id"),
+                                                 self._calendar(tkey).period("day", now).id),
+            sample_trace_ids=self.facts.trace_ids(tenant, scope.get("use_case_id"),
+                                                  self._calendar(tkey).period("day", now).id),
+            notify=list(spec.notify), runbook=spec.runbook, decision=verdict, shadow=shadow,
+            rules_version=self.rules.version, rule_file=rule.file, rule_line=rule.line, at=iso_utc(now),
+            labels=dict(spec.labels),
+        ))
+
+    def _resolve_key(self, fire_key: tuple[Any, ...], reason: str, effects: list[Effect]) -> None:
+        firing = self.state.pop(fire_key)
+        tkey, rule_name, inst = fire_key[1], fire_key[2], fire_key[3]
+        for name in firing["fields"]:
+            self._contribute(tkey, name, rule_name, None, effects)
+        effects.append(AlertResolved(
+            fingerprint=firing["fingerprint"], rule=rule_name, tenant_id=None if tkey == GLOBAL else tkey,
+            scope=firing["scope"], budget=firing["budget"], period_id=firing["period_id"], reason=reason,
+            at=iso_utc(self._frontier(tkey)),
+        ))
+
+    def _refresh_verdict(self, rule: CompiledRule, firing: dict[str, Any], tkey: str, effects: list[Effect]) -> None:
+        """After a reload, re-issue a firing rule's verdict so it names the new rule-set version."""
+        for name in firing["fields"]:
+            old = self.state.get(("verdicts", tkey, name), {}).get(rule.name)
+            if old is not None and rule.spec.decide is not None:
+                verdict = make_verdict(rule, old["reason"], self.rules.version, old["expires_at"], old["since"])
+                self._contribute(tkey, name, rule.name, verdict, effects)
+
+    def _contribute(self, tkey: str, name: str, rule_name: str, verdict: dict[str, Any] | None,
+                    effects: list[Effect]) -> None:
+        key = ("verdicts", tkey, name)
+        contributions = dict(self.state.get(key) or {})
+        before = strictest(contributions)
+        if verdict is None:
+            contributions.pop(rule_name, None)
+        else:
+            contributions[rule_name] = verdict
+        after = strictest(contributions)
+        if contributions:
+            self.state[key] = contributions
+        else:
+            self.state.pop(key, None)
+        if after != before:
+            self.stats.decisions_changed += 1
+            effects.append(DecisionChanged(tkey, name, after, iso_utc(self._frontier(tkey))))
+
+    def _prune_seen(self) -> None:
+        for tenant, buckets in self._seen_buckets.items():
+            oldest = int((self._frontier(tenant) - self.horizon) // SEEN_BUCKET_S)
+            for bucket in [b for b in buckets if b < oldest]:
+                self.state.pop(("seen", tenant, bucket), None)
+                buckets.discard(bucket)
+
+    def _rebuild_indexes(self) -> None:
+        """Derive the in-memory indexes from state (after a restart or a rule swap)."""
+        self._watch.clear()
+        self._seen_buckets.clear()
+        index = {budget.name: budget.index for budget in self._budgets}
+        for key, value in self.state.items():
+            kind = key[0]
+            if kind == "clock":
+                self._clock[key[1]] = max(self._clock.get(key[1], 0.0), value)
+            elif kind == "seen":
+                self._seen_buckets.setdefault(key[1], set()).add(key[2])
+            elif kind == "fire" and value["budget"] in index:
+                self._watch.setdefault(key[1], set()).add((index[value["budget"]], key[3]))
