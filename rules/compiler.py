@@ -34,6 +34,7 @@ TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
     r"^\(?\s*(budget|window)\.([a-z_0-9]+)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
 )
+_FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
 _GUARD_REVERSED = re.compile(
     r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window)\.([a-z_0-9]+)\s*\)?$"
 )
@@ -190,14 +191,26 @@ def _compile_cel(expression: str, source: SourceFile, loc: tuple[Any, ...]) -> A
         detail = str(exc).split("\n")[0]
         found = re.search(r"<input>:(\d+):(\d+): (.*)", str(exc))
         if found and line is not None:
-            # Field value starts on `line`; CEL reports its own 1-based line/column inside it.
-            inner_line, inner_col = int(found.group(1)), int(found.group(2))
-            if inner_line > 1:
-                line, column = line + inner_line - 1, inner_col
-            elif column is not None:
-                column = column + inner_col
+            line, column = _inside_value(source, line, column, int(found.group(1)), int(found.group(2)))
             detail = found.group(3)
         raise RuleFileError(source.path, line, column, f"{'.'.join(map(str, loc))}: CEL: {detail}") from None
+
+
+def _inside_value(source: SourceFile, line: int, column: int | None, inner_line: int,
+                  inner_col: int) -> tuple[int, int | None]:
+    """File position of CEL's (line, column) inside a YAML scalar starting at (line, column)."""
+    text = source.raw.decode("utf-8", "replace").splitlines() if source.raw else []
+    start = text[line - 1][column - 1:] if column is not None and line - 1 < len(text) else ""
+    if start[:1] in ("|", ">"):  # block scalar: content begins on the next line, indented
+        target = line + inner_line
+        body = text[target - 1] if target - 1 < len(text) else ""
+        return target, len(body) - len(body.lstrip()) + inner_col
+    if inner_line > 1:
+        return line + inner_line - 1, inner_col
+    if column is None:
+        return line, None
+    quoted = 1 if start[:1] in ("'", '"') else 0
+    return line, column + quoted + inner_col - 1
 
 
 def _roots(program: Any, expression: str, source: SourceFile, loc: tuple[Any, ...]) -> frozenset[str]:
@@ -210,7 +223,19 @@ def _roots(program: Any, expression: str, source: SourceFile, loc: tuple[Any, ..
             f"{'.'.join(map(str, loc))}: unknown variable {unknown[0]!r} in {expression!r}; "
             f"available: {', '.join(VARIABLES)}",
         )
+    for root, name in _FIELD_REF.findall(_strip_strings(expression)):
+        if root in VARIABLES and VARIABLES[root] and name not in VARIABLES[root]:
+            line, column = source.locate(loc)
+            raise RuleFileError(
+                source.path, line, column,
+                f"{'.'.join(map(str, loc))}: {root}.{name} is not a known field; "
+                f"{root} offers: {', '.join(VARIABLES[root])}",
+            )
     return roots
+
+
+def _strip_strings(expression: str) -> str:
+    return re.sub(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'", '""', expression)
 
 
 def _decide_tiers(rule: Rule, budget: Budget, source: SourceFile, loc: tuple[Any, ...]) -> tuple[str, ...]:
