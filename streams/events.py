@@ -68,7 +68,7 @@ class CostEvent(BaseModel):
     cached_tokens: int = Field(default=0, ge=0)
     gpu_seconds: float = Field(default=0.0, ge=0.0)
     api_calls: int = Field(default=1, ge=0)
-    unit_price: Optional[Decimal] = Field(default=None, ge=0, allow_inf_nan=False)
+    unit_price: Optional[Decimal] = Field(default=None, ge=0, le=10**9, allow_inf_nan=False)
     allocated_cost_usd: Optional[Decimal] = Field(default=None, allow_inf_nan=False)
     allocation_method: AllocationMethod = "direct_metered"
     pricing_version: Optional[str] = Field(default=None, max_length=100)
@@ -80,7 +80,12 @@ class CostEvent(BaseModel):
     @field_validator("ts")
     @classmethod
     def _ts_in_utc(cls, value: datetime) -> datetime:
-        return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+        if value.tzinfo is timezone.utc:
+            return value
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()} is outside the representable UTC range") from None
 
     @model_validator(mode="after")
     def _no_negative_cost(self) -> "CostEvent":

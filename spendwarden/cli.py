@@ -1,0 +1,257 @@
+"""The ``spendwarden`` command: replay, demo, rules lint/test, schema, pricebook import.
+
+User mistakes (a bad file, a bad flag) end with one line on stderr and exit code 2, never a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import click
+
+from spendwarden import __version__
+from spendwarden.exceptions import SpendwardenError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"spendwarden: error: {message}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns SpendwardenError into a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpendwardenError as exc:
+            _fail(str(exc))
+        except BrokenPipeError:  # `spendwarden replay ... | head`
+            sys.exit(0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spendwarden")
+def main() -> None:
+    """Watch AI spend as it happens and stop it from running away."""
+
+
+def _parse_time(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{flag} {value!r} is not an ISO 8601 time such as 2026-11-25T00:00:00Z")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def _level(verdict: dict[str, Any]) -> str:
+    level, action = verdict["level"], verdict["action"]
+    return level if level == action else f"{level} {action}"
+
+
+def describe(effect: Any) -> str:
+    """One human line per effect, for terminals."""
+    kind = effect.kind
+    if kind == "alert_firing":
+        decision = ""
+        if effect.decision:
+            verdict = effect.decision
+            decision = f" -> {_level(verdict)}"
+            if verdict.get("model_alias"):
+                decision += f" (model {verdict['model_alias']})"
+        scope = "/".join(f"{v}" for v in effect.scope.values()) or "(all tenants)"
+        shadow = " [shadow]" if effect.shadow else ""
+        return (f"{effect.at}  ALERT    {effect.severity:<8} {effect.rule}{shadow}  {scope}  "
+                f"${float(effect.spend_usd):,.2f} of ${float(effect.limit_usd):,.2f} ({effect.used_ratio:.0%})"
+                f"{decision}")
+    if kind == "alert_resolved":
+        scope = "/".join(effect.scope.values()) or "(all tenants)"
+        return f"{effect.at}  RESOLVED {'':<8} {effect.rule}  {scope}  ({effect.reason})"
+    if kind == "decision":
+        if effect.verdict is None:
+            return f"{effect.at}  DECISION {effect.tenant_id} {effect.field} -> L0 allow"
+        verdict = effect.verdict
+        extra = f" model={verdict['model_alias']}" if verdict.get("model_alias") else ""
+        if verdict.get("rate_per_minute"):
+            extra += f" rate={verdict['rate_per_minute']}/min"
+        return (f"{effect.at}  DECISION {effect.tenant_id} {effect.field} -> {_level(verdict)}{extra} (rule {verdict['rule']}, until {verdict['expires_at']})")
+    if kind == "late_spend":
+        return f"{effect.ts}  LATE     {effect.tenant_id} {effect.cost_event_id} ${effect.cost_usd} into {effect.period_ids}"
+    return f"{getattr(effect, 'ts', '')}  TOO LATE {effect.tenant_id} {effect.cost_event_id} (before {effect.horizon_start})"
+
+
+class _PrintingSink:
+    """Prints effects as they happen and forwards them to another sink."""
+
+    def __init__(self, inner: Any, show: bool) -> None:
+        self.inner = inner
+        self.show = show
+
+    def effect(self, effect: Any) -> None:
+        if self.show and effect.kind != "late_spend":
+            click.echo(describe(effect))
+        self.inner.effect(effect)
+
+    def rejected(self, where: int, rejection: Any, raw: bytes) -> None:
+        self.inner.rejected(where, rejection, raw)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _progress_printer(total: int | None, source: Any) -> Any:
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(result: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < (0.5 if tty else 10.0):
+            return
+        last[0] = now
+        done = source.bytes_read
+        share = f"{done / total:6.1%}" if total else f"{done / 1e6:,.0f} MB"
+        line = f"replay {share}  {result.events:,} events  {result.events_per_s:,.0f}/s"
+        click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
+
+    return show
+
+
+def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
+               advance_to: str | None, show: bool, as_json: bool, progress: bool) -> None:
+    from spendwarden.replay.readers import open_events
+    from spendwarden.replay.run import JsonlSink, ListSink, replay, summary_table
+    from spendwarden.rules.loader import load_ruleset
+    from spendwarden.streams.ingest import Ingest
+    from spendwarden.streams.pricebook import Pricebook
+
+    ruleset = load_ruleset(rules)
+    book = Pricebook.load(pricebook) if pricebook else Pricebook.default()
+    source = open_events(events)
+    inner: Any = JsonlSink(out) if out else ListSink()
+    sink = _PrintingSink(inner, show)
+    result = replay(
+        source, ruleset, Ingest(book), sink, tick_s=tick,
+        advance_to=_parse_time(advance_to, "--advance-to"),
+        progress=_progress_printer(source.total_bytes, source) if progress else None,
+    )
+    if progress and sys.stderr.isatty():
+        click.echo("", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo("")
+    click.echo(f"rules {ruleset.version} from {rules}")
+    click.echo(summary_table(result))
+    if out:
+        click.echo(f"\neffects written to {out}/ (decisions.jsonl, alerts.jsonl, late.jsonl, dead-letter.jsonl)")
+
+
+@main.command("replay")
+@click.argument("events")
+@click.option("--rules", "rules", required=True, help="Rules directory (or one YAML file).")
+@click.option("--pricebook", default=None, help="Pricebook YAML (default: the bundled illustrative one).")
+@click.option("--out", default=None, help="Folder for decisions.jsonl, alerts.jsonl, late.jsonl, dead-letter.jsonl.")
+@click.option("--tick", default=60.0, show_default=True, help="Simulated clock step in seconds.")
+@click.option("--advance-to", default=None, help="Advance the clock to this time at the end (ISO 8601).")
+@click.option("--show/--no-show", default=False, help="Print alerts and decisions as they happen.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
+def replay_command(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
+                   advance_to: str | None, show: bool, as_json: bool, progress: bool) -> None:
+    """Run EVENTS (JSONL, JSONL.gz, CSV, Parquet or - for stdin) through the engine with a simulated clock."""
+    run_replay(events, rules, pricebook, out, tick, advance_to, show, as_json, progress)
+
+
+@main.command("demo")
+@click.option("--out", default=None, help="Also write effects as JSONL to this folder.")
+def demo_command(out: str | None) -> None:
+    """Replay the bundled demo day (4 tenants, one runaway agent loop) and print what happens."""
+    data = files("spendwarden.replay") / "data"
+    click.echo("spendwarden demo: a day of traffic for 4 tenants; acme's drafting agent loops at 10:30 New York time\n")
+    # Run the clock on past New York midnight so the day's block visibly lifts.
+    run_replay(str(data / "demo.jsonl"), str(data / "demo-rules"), None, out, 60.0, "2026-11-25T06:00:00Z",
+               True, False, False)
+
+
+@main.group("rules")
+def rules_group() -> None:
+    """Check and test rule files."""
+
+
+@rules_group.command("lint")
+@click.argument("path")
+def rules_lint(path: str) -> None:
+    """Validate rule files in PATH: errors with file:line:column, warnings for slow or unused rules."""
+    from spendwarden.rules.loader import lint
+
+    messages = lint(path)
+    for message in messages:
+        click.echo(str(message))
+    errors = sum(1 for m in messages if m.severity == "error")
+    if errors:
+        sys.exit(1)
+    click.echo(f"ok: {path} ({len(messages)} notes)", err=True)
+
+
+@rules_group.command("test")
+@click.argument("path")
+def rules_test(path: str) -> None:
+    """Run rule tests (tests/*.test.yaml beside the rules) like `promtool test rules`."""
+    from spendwarden.rules.testing import run_rule_tests
+
+    results = run_rule_tests(path)
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        mark = "PASS" if result.passed else "FAIL"
+        click.echo(f"{mark}  {result.file}: {result.name}")
+        for problem in result.problems:
+            click.echo(f"      {problem}")
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed or not results:
+        sys.exit(1)
+
+
+@main.command("schema")
+@click.argument("name", type=click.Choice(["cost-event", "outcome"]))
+def schema_command(name: str) -> None:
+    """Print the JSON Schema of a record kind."""
+    from spendwarden.streams.events import json_schema
+
+    click.echo(json.dumps(json_schema(name), indent=2))
+
+
+@main.group("pricebook")
+def pricebook_group() -> None:
+    """Work with pricebooks."""
+
+
+@pricebook_group.command("import-litellm")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--version", "version", required=True, help="Version name for the new price table.")
+@click.option("--effective-from", required=True, help="When the prices apply (ISO 8601).")
+def pricebook_import(path: str, version: str, effective_from: str) -> None:
+    """Convert LiteLLM's model price map JSON into pricebook YAML (printed)."""
+    from spendwarden.streams.pricebook import dump_yaml, import_litellm
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        _fail(f"{path}: not JSON ({exc})")
+    start = _parse_time(effective_from, "--effective-from")
+    assert start is not None
+    click.echo(dump_yaml(import_litellm(data, version, datetime.fromtimestamp(start, timezone.utc))))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
