@@ -29,6 +29,8 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "scope": (),
     "window": ("spend_usd_5m", "spend_usd_1h", "calls_5m", "calls_1h"),
 }
+# Dimensions a gateway decision field can express (tenant hash, use_case:risk_tier[:model]).
+DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model_or_service"})
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
@@ -257,6 +259,14 @@ def _decide_tiers(rule: Rule, budget: Budget, source: SourceFile, loc: tuple[Any
         )
     if not tiers:
         raise RuleFileError(source.path, line, column, f"{where}: only_risk_tiers excludes every tier of the budget's scope")
+    unreachable = sorted((set(budget.scope) | set(budget.for_each)) - DECISION_DIMENSIONS)
+    if unreachable:
+        raise RuleFileError(
+            source.path, line, column,
+            f"{where}: budget {budget.name!r} is scoped by {', '.join(unreachable)}, which a gateway "
+            "decision cannot express (decisions cover tenant, use case, risk tier and model), so it "
+            "would also hit traffic outside the budget; alert only, or give that traffic its own tenant",
+        )
     if not budget_is_per_tenant(budget):
         raise RuleFileError(
             source.path, line, column,

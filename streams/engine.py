@@ -27,15 +27,31 @@ from spendwarden.streams.effects import (
 )
 from spendwarden.streams.engine_state import EngineStats, Facts, Position, position
 from spendwarden.streams.events import PricedEvent
-from spendwarden.streams.money import nanos_to_usd
+from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 
-__all__ = ["Engine", "EngineStats", "Position", "position"]
+__all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
 
 GLOBAL = "*"  # tenant key of budgets that span tenants
 SEEN_BUCKET_S = 600
 DEFAULT_HORIZON_S = 7 * 86400
 _MATCH_CACHE_MAX = 200_000
+
+
+def rule_floor(rule: CompiledRule, limit: int) -> int:
+    """Smallest spend (nano-dollars) at which all of a rule's budget-spend guards can hold."""
+    floor = 0
+    for guard in rule.guards:
+        if guard.root != "budget":
+            continue
+        if guard.name == "used_ratio":
+            needed = guard.threshold * limit
+        elif guard.name == "spend_usd":
+            needed = guard.threshold * NANOS_PER_USD
+        else:
+            continue
+        floor = max(floor, int(needed) - 1)
+    return floor
 
 
 class Engine:
@@ -66,6 +82,7 @@ class Engine:
         for budget in rules.budgets:
             dims.update(budget.spec.for_each)
             dims.update(budget.spec.scope)
+        self._floors: dict[tuple[int, int], int] = {}
         self._dims = tuple(sorted(dims))
         self._dim_key = attrgetter(*self._dims)
         self._memo.clear()
@@ -99,7 +116,7 @@ class Engine:
         frontier = self._frontier(tenant)
         if ts < frontier - self.horizon:
             self.stats.too_late += 1
-            return [TooLate(tenant, event.cost_event_id, iso_utc(ts), str(nanos_to_usd(priced.cost_nanos)),
+            return [TooLate(tenant, event.cost_event_id, iso_utc(ts), usd_text((priced.cost_nanos)),
                             iso_utc(frontier - self.horizon))]
         bucket = int(ts // SEEN_BUCKET_S)
         seen_key = ("seen", tenant, bucket)
@@ -133,26 +150,36 @@ class Engine:
             period = calendar.period(budget.spec.period, ts)
             key = ("spend", tkey, budget.name, inst, period.id)
             current = state.get(key)
-            if current is None:
+            if tkey == GLOBAL:
+                # Positions only grow per tenant, so a cross-tenant counter fences each tenant apart.
+                fences = {} if current is None else current[1]
+                if fences.get(tenant, -1) >= pos:
+                    continue
+                fences[tenant] = pos
+                total = cost if current is None else current[0] + cost
+                state[key] = (total, fences)
+            elif current is None:
                 total = cost
+                state[key] = (total, pos)
             elif current[1] >= pos:
                 continue
             else:
                 total = current[0] + cost
-            state[key] = (total, pos)
+                state[key] = (total, pos)
             applied = True
             if budget.needs_window:
                 wkey = ("window", tkey, budget.name, inst)
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
             if period.end <= (frontier if tkey != GLOBAL else self._clock[GLOBAL]):
                 late.append(f"{budget.name}/{period.id}")
-            elif budget.rules:
+            elif budget.rules and (total >= self._floor(budget, limit)
+                                   or (budget.index, inst) in self._watch.get(tkey, ())):
                 touched.append((budget, inst, tkey, period, total, limit))
         if previous is None or applied:
             self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
         if late:
             self.stats.late_spend += 1
-            effects.append(LateSpend(tenant, event.cost_event_id, iso_utc(ts), late, str(nanos_to_usd(cost))))
+            effects.append(LateSpend(tenant, event.cost_event_id, iso_utc(ts), late, usd_text((cost))))
         for budget, inst, tkey, period, total, limit in touched:
             self._evaluate(budget, inst, tkey, period, total, limit, effects)
         return effects
@@ -232,6 +259,19 @@ class Engine:
         self._match_cache[key] = found
         return found
 
+    def _floor(self, budget: CompiledBudget, limit: int) -> int:
+        """Spend below which no rule of the budget can be true (its guards fail): skip evaluating.
+
+        0 when some rule has no guard on budget spend. Rounded down, so the exact check that
+        follows is never skipped wrongly.
+        """
+        key = (budget.index, limit)
+        floor = self._floors.get(key)
+        if floor is None:
+            floor = min((rule_floor(rule, limit) for rule in budget.rules), default=0)
+            self._floors[key] = floor
+        return floor
+
     def _reevaluate(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, effects: list[Effect],
                     refresh: bool = False) -> None:
         limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
@@ -301,7 +341,7 @@ class Engine:
             context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
                                        None if tkey == GLOBAL else tkey, tier, scope)
             return bool(rule.program.execute(ev_.full_context(context, figures, budget.name, period, window)))
-        except (RuntimeError, ValueError, TypeError):
+        except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
             return False
 
@@ -335,8 +375,8 @@ class Engine:
         effects.append(AlertFiring(
             fingerprint=fingerprint, rule=spec.name, severity=spec.severity, summary=summary,
             tenant_id=tenant, scope=scope, budget=budget.name, period=budget.spec.period, period_id=period.id,
-            period_end=iso_utc(period.end), spend_usd=str(nanos_to_usd(spend)), limit_usd=str(nanos_to_usd(limit)),
-            used_ratio=round(ratio, 6), expected_usd=str(nanos_to_usd(int(limit * elapsed))),
+            period_end=iso_utc(period.end), spend_usd=usd_text((spend)), limit_usd=usd_text((limit)),
+            used_ratio=round(ratio, 6), expected_usd=usd_text((int(limit * elapsed))),
             contributors=self.facts.contributors(tenant, scope.get("use_case_id"),
                                                  self._calendar(tkey).period("day", now).id),
             sample_trace_ids=self.facts.trace_ids(tenant, scope.get("use_case_id"),

@@ -10,7 +10,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spendwarden.streams.money import nanos_to_usd
+from spendwarden.streams.money import usd_text
 
 Position = int
 _INDEX_BITS = 20  # up to ~1M events in one record
@@ -112,4 +112,4 @@ class Facts:
 
 def _top(spend: dict[str, int]) -> list[list[Any]]:
     ranked = sorted(spend.items(), key=lambda item: (-item[1], item[0]))[:TOP]
-    return [[name, str(nanos_to_usd(nanos))] for name, nanos in ranked]
+    return [[name, usd_text(nanos)] for name, nanos in ranked]

@@ -24,6 +24,11 @@ def nanos_to_usd(nanos: int) -> Decimal:
     return (Decimal(nanos) * _NANO).normalize() if nanos else Decimal(0)
 
 
+def usd_text(nanos: int) -> str:
+    """Exact dollars as plain decimal text ("10", "0.000000037"), never exponent form."""
+    return format(nanos_to_usd(nanos), "f")
+
+
 def nanos_to_float(nanos: int) -> float:
     """Dollars as float, only for ratios and rule conditions, never for sums."""
     return nanos / NANOS_PER_USD

@@ -107,9 +107,9 @@ def _daily_burn(tmp_path: Path, tenant: str, ts: str, advance_to: str | None = N
         # Europe/Berlin, CET (UTC+1)
         ("globex", "2026-11-25T12:59:00Z", True),
         ("globex", "2026-11-25T13:00:00Z", False),
-        # Asia/Tokyo (UTC+9), no DST; tenant from the sandbox section, prod traffic
-        ("initech-sandbox", "2026-11-25T04:59:00Z", True),
-        ("initech-sandbox", "2026-11-25T05:00:00Z", False),
+        # Asia/Tokyo (UTC+9), no DST
+        ("initech", "2026-11-25T04:59:00Z", True),
+        ("initech", "2026-11-25T05:00:00Z", False),
         # DST end in New York, 2026-11-01 (a 25-hour day): after 06:00Z the zone is UTC-5
         ("acme", "2026-11-01T18:59:00Z", True),
         ("acme", "2026-11-01T19:00:00Z", False),
