@@ -86,6 +86,7 @@ class ReplayResult:
 
     records: int = 0
     events: int = 0
+    events_with_effects: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     effects: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
@@ -158,6 +159,7 @@ def replay(
                 result.last_ts = ts
             found = process(priced, position(where, index))
             if found:
+                result.events_with_effects += 1
                 emit(found)
             result.events += 1
         if progress is not None and result.records % progress_every == 0:

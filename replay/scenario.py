@@ -317,9 +317,11 @@ def demo_events() -> Iterator[dict[str, Any]]:
 
 
 def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1,
-                 start: datetime = datetime(2026, 11, 24, tzinfo=UTC), hours: float = 24) -> Iterator[bytes]:
+                 start: datetime = datetime(2026, 11, 24, tzinfo=UTC), hours: float = 24,
+                 cost_scale: float = 1.0) -> Iterator[bytes]:
     """``n`` JSON lines (no newline) for throughput tests, fast enough not to be the bottleneck.
 
+    ``cost_scale`` multiplies every cost (benchmarks use it to make budgets cross thresholds).
     Fragments are serialised once with orjson and joined per line with one random draw:
     tenants Zipf-distributed (t0000 biggest), t09xx in sandbox, every event priced.
     """
@@ -341,7 +343,7 @@ def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1
             service = "vector-search" if r < 0.1 else "web-search"
             body: dict[str, Any] = {"component": CALL_PRICES_NANOS[service][0], "provider": "internal",
                                     "model_or_service": service, "api_calls": 1,
-                                    "allocated_cost_usd": _usd(cost_nanos(service))}
+                                    "allocated_cost_usd": _usd(round(cost_nanos(service) * cost_scale))}
         else:
             model = rng.choice(models)
             t_in = int(rng.lognormvariate(7.0, 0.8)) + 10
@@ -350,7 +352,7 @@ def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1
             body = {"component": "model_call", "provider": TOKEN_PRICES_NANOS[model][0],
                     "model_or_service": model, "input_tokens": t_in, "output_tokens": t_out,
                     "cached_tokens": cached, "api_calls": 1,
-                    "allocated_cost_usd": _usd(cost_nanos(model, t_in, t_out, cached)),
+                    "allocated_cost_usd": _usd(round(cost_nanos(model, t_in, t_out, cached) * cost_scale)),
                     "cache_status": "hit" if cached else "miss"}
         pool.append(_frag({**body, **_COMMON, "retention_class": "standard"}))
     start_ms, span_ms = _ms(start), round(hours * 3_600_000)

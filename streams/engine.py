@@ -54,6 +54,44 @@ def rule_floor(rule: CompiledRule, limit: int) -> int:
     return floor
 
 
+def rule_is_spend_monotone(rule: CompiledRule) -> bool:
+    """True when more spend can only turn the rule on, never off: its budget guards are the
+    only spend-dependent part (the rest depends on time or static labels)."""
+    if "window" in rule.roots:
+        return False
+    if any(guard.root != "budget" or guard.name not in ("used_ratio", "spend_usd") for guard in rule.guards):
+        return False
+    return rule.residual is None or rule.residual_time_only
+
+
+class Slot:
+    """One budget instance an event counts into, with everything that depends only on the
+    event's dimensions resolved once (cached per dimension values in ``Engine._match``)."""
+
+    __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
+                 "has_rules", "needs_window", "is_global", "period", "next_period", "next_at")
+
+    def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
+                 calendar: Calendar) -> None:
+        self.budget = budget
+        self.inst = inst
+        self.tkey = tkey
+        self.limit = limit
+        self.floor = floor
+        self.calendar = calendar
+        self.kind = budget.spec.period
+        self.name = budget.name
+        self.entry = (budget.index, inst)
+        self.has_rules = bool(budget.rules)
+        self.needs_window = budget.needs_window
+        self.is_global = tkey == GLOBAL
+        self.period: Period | None = None  # last period seen: most events fall in it
+        # Spend below which no rule of the instance can change its answer in next_period
+        # (set after each evaluation; rules are monotone in spend apart from time).
+        self.next_period: str | None = None
+        self.next_at: float = 0.0
+
+
 class Engine:
     """Budgets, rules and decisions over a stream of priced cost events."""
 
@@ -145,12 +183,14 @@ class Engine:
         late: list[str] = []
         touched = []
         applied = False
-        for budget, inst, tkey, limit in self._match(event):
-            calendar = self._calendar(tkey)
-            period = calendar.period(budget.spec.period, ts)
-            key = ("spend", tkey, budget.name, inst, period.id)
+        for slot in self._match(event):
+            tkey = slot.tkey
+            period = slot.period
+            if period is None or not period.start <= ts < period.end:
+                period = slot.period = slot.calendar.period(slot.kind, ts)
+            key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
-            if tkey == GLOBAL:
+            if slot.is_global:
                 # Positions only grow per tenant, so a cross-tenant counter fences each tenant apart.
                 fences = {} if current is None else current[1]
                 if fences.get(tenant, -1) >= pos:
@@ -167,21 +207,21 @@ class Engine:
                 total = current[0] + cost
                 state[key] = (total, pos)
             applied = True
-            if budget.needs_window:
-                wkey = ("window", tkey, budget.name, inst)
+            if slot.needs_window:
+                wkey = ("window", tkey, slot.name, slot.inst)
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
-            if period.end <= (frontier if tkey != GLOBAL else self._clock[GLOBAL]):
-                late.append(f"{budget.name}/{period.id}")
-            elif budget.rules and (total >= self._floor(budget, limit)
-                                   or (budget.index, inst) in self._watch.get(tkey, ())):
-                touched.append((budget, inst, tkey, period, total, limit))
+            if period.end <= (self._clock[GLOBAL] if slot.is_global else frontier):
+                late.append(f"{slot.name}/{period.id}")
+            elif slot.has_rules and total >= (slot.next_at if slot.next_period == period.id else slot.floor):
+                touched.append((slot, period, total))
         if previous is None or applied:
             self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
         if late:
             self.stats.late_spend += 1
             effects.append(LateSpend(tenant, event.cost_event_id, iso_utc(ts), late, usd_text((cost))))
-        for budget, inst, tkey, period, total, limit in touched:
-            self._evaluate(budget, inst, tkey, period, total, limit, effects)
+        for slot, period, total in touched:
+            slot.next_period = period.id
+            slot.next_at = self._evaluate(slot.budget, slot.inst, slot.tkey, period, total, slot.limit, effects)
         return effects
 
     def advance(self, now: float) -> list[Effect]:
@@ -241,7 +281,8 @@ class Engine:
             self._calendars[tkey] = calendar
         return calendar
 
-    def _match(self, event: Any) -> list[tuple[CompiledBudget, tuple[str, ...], str, int]]:
+    def _match(self, event: Any) -> list[Slot]:
+        """Budget instances an event counts into, cached by the event's dimension values."""
         key = self._dim_key(event)
         found = self._match_cache.get(key)
         if found is not None:
@@ -253,7 +294,7 @@ class Engine:
                 tkey = event.tenant_id if budget.per_tenant else GLOBAL
                 limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
                 if limit is not None:
-                    found.append((budget, inst, tkey, limit))
+                    found.append(Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey)))
         if len(self._match_cache) >= _MATCH_CACHE_MAX:
             self._match_cache.clear()
         self._match_cache[key] = found
@@ -283,7 +324,8 @@ class Engine:
         self._evaluate(budget, inst, tkey, period, found[0] if found else 0, limit, effects, refresh)
 
     def _evaluate(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period, spend: int,
-                  limit: int, effects: list[Effect], refresh: bool = False) -> None:
+                  limit: int, effects: list[Effect], refresh: bool = False) -> float:
+        """Re-check the instance's rules; return the spend below which no answer can change."""
         state = self.state
         now = self._frontier(tkey)
         figures = ev_.budget_figures(spend, limit)
@@ -291,6 +333,7 @@ class Engine:
         if budget.needs_window:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
         watch = False
+        next_at = float("inf")
         for rule in budget.rules:
             fire_key = ("fire", tkey, rule.name, inst)
             firing = state.get(fire_key)
@@ -310,14 +353,20 @@ class Engine:
                     self._refresh_verdict(rule, firing, tkey, effects)
             if passed and not result and rule.time_dependent:
                 watch = True
-        watched = self._watch.get(tkey)
+            if not rule_is_spend_monotone(rule):
+                next_at = 0.0  # more spend can change its answer either way: evaluate every event
+            elif not result and not passed:
+                floor = rule_floor(rule, limit)
+                next_at = min(next_at, floor if floor > spend else 0.0)
         entry = (budget.index, inst)
+        watched = self._watch.get(tkey)
         if watch:
             if watched is None:
                 self._watch[tkey] = watched = set()
             watched.add(entry)
         elif watched is not None:
             watched.discard(entry)
+        return next_at
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
                figures: dict[str, float], window: dict[str, float] | None, now: float) -> bool:
