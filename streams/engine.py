@@ -50,7 +50,8 @@ def rule_floor(rule: CompiledRule, limit: int) -> int:
             needed = guard.threshold * NANOS_PER_USD
         else:
             continue
-        floor = max(floor, int(needed) - 1)
+        # Rounded down with room for float error: an early evaluation is harmless, a late one is not.
+        floor = max(floor, int(needed * (1 - 1e-12)) - 1)
     return floor
 
 
@@ -350,7 +351,7 @@ class Engine:
             elif firing is not None:
                 watch = True
                 if refresh:
-                    self._refresh_verdict(rule, firing, tkey, effects)
+                    self._refresh_verdict(rule, budget, inst, tkey, period, fire_key, firing, effects)
             if passed and not result and rule.time_dependent:
                 watch = True
             if not rule_is_spend_monotone(rule):
@@ -446,13 +447,25 @@ class Engine:
             at=iso_utc(self._frontier(tkey)),
         ))
 
-    def _refresh_verdict(self, rule: CompiledRule, firing: dict[str, Any], tkey: str, effects: list[Effect]) -> None:
-        """After a reload, re-issue a firing rule's verdict so it names the new rule-set version."""
+    def _refresh_verdict(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str,
+                         period: Period, fire_key: tuple[Any, ...], firing: dict[str, Any],
+                         effects: list[Effect]) -> None:
+        """After a reload, re-issue a firing rule's verdict under the new rule-set version, on the
+        fields its (possibly edited) decision now covers, and withdraw it from the others."""
+        spec = rule.spec
+        fields: list[str] = []
+        if spec.decide is not None and rule.decide_tiers and spec.mode != "shadow":
+            fields = decision_fields(budget, dict(zip(budget.spec.for_each, inst)), rule.decide_tiers)
         for name in firing["fields"]:
-            old = self.state.get(("verdicts", tkey, name), {}).get(rule.name)
-            if old is not None and rule.spec.decide is not None:
-                verdict = make_verdict(rule, old["reason"], self.rules.version, old["expires_at"], old["since"])
+            if name not in fields:
+                self._contribute(tkey, name, rule.name, None, effects)
+        if fields:
+            reason = f"{spec.summary or budget.name + ' over its threshold'} (rule {spec.name})"
+            verdict = make_verdict(rule, reason, self.rules.version, iso_utc(period.end), iso_utc(firing["since"]))
+            for name in fields:
                 self._contribute(tkey, name, rule.name, verdict, effects)
+        if fields != firing["fields"]:
+            self.state[fire_key] = dict(firing, fields=fields)
 
     def _contribute(self, tkey: str, name: str, rule_name: str, verdict: dict[str, Any] | None,
                     effects: list[Effect]) -> None:

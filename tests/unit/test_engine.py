@@ -265,9 +265,6 @@ def test_set_rules_removing_rule_resolves_and_lifts(make_event: Any, ruleset_fro
     assert engine.spend_nanos("daily", {"tenant_id": "ny"}, "2026-01-15") == usd_to_nanos("12")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ENGINE BUG: set_rules keeps a firing rule's published verdict when the reload drops its decide "
-    "(_refresh_verdict only re-issues, never withdraws), so the block stays until the period ends"))
 def test_set_rules_dropping_decide_lifts_the_decision(make_event: Any, ruleset_from_yaml: Any) -> None:
     """Reloading a firing rule as alert-only (decide removed) lifts its decision; the alert keeps firing."""
     engine = Engine(ruleset_from_yaml(DAILY_BLOCK))
@@ -277,6 +274,17 @@ def test_set_rules_dropping_decide_lifts_the_decision(make_event: Any, ruleset_f
     assert of(AlertResolved, effects) == []
     assert {d.field: d.verdict for d in of(DecisionChanged, effects)} == {"*:low": None, "*:medium": None}
     assert engine.verdicts("ny") == {}
+
+
+def test_set_rules_narrowing_risk_tiers_withdraws_the_dropped_tier(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """A reload that narrows only_risk_tiers lifts the verdict on the dropped tier and keeps the other."""
+    engine = Engine(ruleset_from_yaml(DAILY_BLOCK))
+    engine.process(make_event("12", tenant="ny", ts="2026-01-15T20:00:00Z"), position(1))
+    assert set(engine.verdicts("ny")) == {"*:low", "*:medium"}
+    effects = engine.set_rules(ruleset_from_yaml(DAILY_BLOCK.replace("[low, medium]", "[low]")))
+    lifted = [d.field for d in of(DecisionChanged, effects) if d.verdict is None]
+    assert lifted == ["*:medium"]
+    assert set(engine.verdicts("ny")) == {"*:low"}
 
 
 def test_alert_carries_contributors_and_trace_ids_of_its_scope(
