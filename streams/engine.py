@@ -32,6 +32,7 @@ from spendwarden.streams.periods import Calendar, Period, iso_utc
 
 __all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
 
+INFINITY = float("inf")
 GLOBAL = "*"  # tenant key of budgets that span tenants
 SEEN_BUCKET_S = 600
 DEFAULT_HORIZON_S = 7 * 86400
@@ -105,7 +106,8 @@ class Engine:
         self._tick = 0.0
         self._clock: dict[str, float] = {}
         self._seen_buckets: dict[str, set[int]] = {}
-        self._watch: dict[str, set[tuple[int, tuple[str, ...]]]] = {}
+        # Instances the clock alone can change, with the engine time to re-check them at.
+        self._watch: dict[str, dict[tuple[int, tuple[str, ...]], float]] = {}
         self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
         self._pruned_at = 0.0
         self._install(rules)
@@ -213,7 +215,8 @@ class Engine:
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
             if period.end <= (self._clock[GLOBAL] if slot.is_global else frontier):
                 late.append(f"{slot.name}/{period.id}")
-            elif slot.has_rules and total >= (slot.next_at if slot.next_period == period.id else slot.floor):
+            elif slot.has_rules and (cost < 0 or total >= (slot.next_at if slot.next_period == period.id
+                                                           else slot.floor)):
                 touched.append((slot, period, total))
         if previous is None or applied:
             self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
@@ -231,10 +234,12 @@ class Engine:
         if now <= self._tick:
             return effects
         self._tick = now
+        by_index = self._budgets
         for tkey, watched in list(self._watch.items()):
-            by_index = self._budgets
-            for index, inst in list(watched):
-                self._reevaluate(by_index[index], inst, tkey, effects)
+            frontier = self._frontier(tkey)
+            for (index, inst), due in list(watched.items()):
+                if due <= frontier:
+                    self._reevaluate(by_index[index], inst, tkey, effects)
         if now - self._pruned_at >= 3600:
             self._prune_seen()
             self._pruned_at = now
@@ -333,8 +338,8 @@ class Engine:
         window = None
         if budget.needs_window:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
-        watch = False
-        next_at = float("inf")
+        recheck = INFINITY  # engine time at which the clock alone could change an answer
+        next_at = INFINITY
         for rule in budget.rules:
             fire_key = ("fire", tkey, rule.name, inst)
             firing = state.get(fire_key)
@@ -345,15 +350,14 @@ class Engine:
             result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now)
             if result and firing is None:
                 self._fire(rule, budget, inst, tkey, period, spend, limit, figures, now, effects)
-                watch = True
             elif not result and firing is not None:
                 self._resolve_key(fire_key, "condition cleared", effects)
-            elif firing is not None:
-                watch = True
-                if refresh:
-                    self._refresh_verdict(rule, budget, inst, tkey, period, fire_key, firing, effects)
-            if passed and not result and rule.time_dependent:
-                watch = True
+            elif firing is not None and refresh:
+                self._refresh_verdict(rule, budget, inst, tkey, period, fire_key, firing, effects)
+            if result:  # firing: the period end clears it, or the next minute if time matters
+                recheck = min(recheck, (now // 60 + 1) * 60 if rule.time_dependent else period.end)
+            elif passed and rule.time_dependent:  # waiting for the clock (local.hour, window decay)
+                recheck = min(recheck, (now // 60 + 1) * 60)
             if not rule_is_spend_monotone(rule):
                 next_at = 0.0  # more spend can change its answer either way: evaluate every event
             elif not result and not passed:
@@ -361,12 +365,12 @@ class Engine:
                 next_at = min(next_at, floor if floor > spend else 0.0)
         entry = (budget.index, inst)
         watched = self._watch.get(tkey)
-        if watch:
+        if recheck < INFINITY:
             if watched is None:
-                self._watch[tkey] = watched = set()
-            watched.add(entry)
+                self._watch[tkey] = watched = {}
+            watched[entry] = recheck
         elif watched is not None:
-            watched.discard(entry)
+            watched.pop(entry, None)
         return next_at
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
@@ -504,4 +508,4 @@ class Engine:
             elif kind == "seen":
                 self._seen_buckets.setdefault(key[1], set()).add(key[2])
             elif kind == "fire" and value["budget"] in index:
-                self._watch.setdefault(key[1], set()).add((index[value["budget"]], key[3]))
+                self._watch.setdefault(key[1], {})[(index[value["budget"]], key[3])] = 0.0

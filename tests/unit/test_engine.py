@@ -431,3 +431,15 @@ def test_degrade_limited_to_low_risk_loads(rules_dir: Any) -> None:
             decide: {level: L1, only_risk_tiers: [low]}
     """)
     assert rules.rules[0].decide_tiers == ("low",)
+
+
+def test_negative_adjustment_clears_a_firing_rule(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """A refund (component adjustment, negative cost) that brings spend back under the limit lifts the block."""
+    engine = Engine(ruleset_from_yaml(DAILY_BLOCK))
+    engine.process(make_event("12", tenant="ny", ts="2026-01-15T20:00:00Z"), position(1))
+    assert "*:low" in engine.verdicts("ny")
+    refund = make_event("-5", tenant="ny", ts="2026-01-15T20:01:00Z", component="adjustment")
+    effects = engine.process(refund, position(2))
+    assert [e.reason for e in of(AlertResolved, effects)] == ["condition cleared"]
+    assert engine.verdicts("ny") == {}
+    assert engine.spend_nanos("daily", {"tenant_id": "ny"}, "2026-01-15") == usd_to_nanos("7")
