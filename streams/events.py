@@ -8,7 +8,7 @@ environment. Validation messages name the field, the value and what was expected
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal, Optional
 
@@ -42,6 +42,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9._\-/@+=]{0,127}$"
 _NAME = r"^[^\s{}]{1,200}$"
 
 SCHEMA_VERSION = 1
+_ZERO = timedelta(0)
 
 
 class CostEvent(BaseModel):
@@ -80,8 +81,8 @@ class CostEvent(BaseModel):
     @field_validator("ts")
     @classmethod
     def _ts_in_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is timezone.utc:
-            return value
+        if value.tzinfo is timezone.utc or value.utcoffset() == _ZERO:
+            return value  # already UTC (pydantic parses "Z" as its own UTC tzinfo)
         try:
             return value.astimezone(timezone.utc)
         except OverflowError:
