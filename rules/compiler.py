@@ -31,6 +31,11 @@ VARIABLES: dict[str, tuple[str, ...]] = {
 }
 # Dimensions a gateway decision field can express (tenant hash, use_case:risk_tier[:model]).
 DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model_or_service"})
+# Numeric fields a guard may compare natively (the rest are text and stay in CEL).
+GUARD_FIELDS: dict[str, frozenset[str]] = {
+    "budget": frozenset({"spend_usd", "limit_usd", "used_ratio", "remaining_usd"}),
+    "window": frozenset(VARIABLES["window"]),
+}
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
@@ -170,11 +175,11 @@ def extract_guards(expression: str) -> tuple[tuple[Guard, ...], str | None]:
     rest: list[str] = []
     for part in split_conjuncts(expression):
         match = _GUARD.match(part)
-        if match and match.group(2) in VARIABLES[match.group(1)]:
+        if match and match.group(2) in GUARD_FIELDS[match.group(1)]:
             guards.append(Guard(match.group(1), match.group(2), match.group(3) == ">", float(match.group(4))))
             continue
         match = _GUARD_REVERSED.match(part)
-        if match and match.group(4) in VARIABLES[match.group(3)]:
+        if match and match.group(4) in GUARD_FIELDS[match.group(3)]:
             guards.append(Guard(match.group(3), match.group(4), match.group(2) == "<", float(match.group(1))))
             continue
         rest.append(part)

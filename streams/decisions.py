@@ -28,6 +28,8 @@ def decision_fields(budget: CompiledBudget, instance: Mapping[str, str], tiers: 
         scoped = spec.scope_values("model_or_service")
         if scoped is not None:
             model = scoped
+    if "risk_tier" in instance:  # a per-tier budget decides only for the tier that overspent
+        tiers = tuple(t for t in tiers if t == instance["risk_tier"])
     fields = []
     for use_case in use_cases:
         for tier in tiers:

@@ -443,3 +443,32 @@ def test_negative_adjustment_clears_a_firing_rule(make_event: Any, ruleset_from_
     assert [e.reason for e in of(AlertResolved, effects)] == ["condition cleared"]
     assert engine.verdicts("ny") == {}
     assert engine.spend_nanos("daily", {"tenant_id": "ny"}, "2026-01-15") == usd_to_nanos("7")
+
+
+def test_per_tier_budget_decides_only_for_the_tier_that_overspent(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """With risk_tier in for_each, a block covers only the overspent tier's field, not every allowed tier."""
+    engine = Engine(ruleset_from_yaml("""
+        budgets:
+          - {name: per-tier, period: day, for_each: [tenant_id, use_case_id, risk_tier], limit_usd: 10}
+        rules:
+          - name: cap
+            budget: per-tier
+            when: budget.used_ratio >= 1.0
+            decide: {level: block, only_risk_tiers: [low, medium]}
+    """))
+    engine.process(make_event("11", risk_tier="medium", use_case="chat"), position(1))
+    assert set(engine.verdicts("acme")) == {"chat:medium"}
+    engine.process(make_event("11", risk_tier="high", use_case="chat"), position(2))
+    assert set(engine.verdicts("acme")) == {"chat:medium"}
+
+
+def test_text_fields_are_never_guards(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """A comparison on a text field (budget.name) stays in CEL: it neither crashes nor fires."""
+    engine = Engine(ruleset_from_yaml("""
+        budgets:
+          - {name: b, period: day, for_each: [tenant_id], limit_usd: 10}
+        rules:
+          - {name: r, budget: b, when: "budget.name >= 1"}
+    """))
+    assert engine.process(make_event("11"), position(1)) == []
+    assert engine.stats.rule_errors == {"r": 1}
