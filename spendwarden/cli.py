@@ -184,6 +184,23 @@ def demo_command(out: str | None) -> None:
                True, False, False)
 
 
+@main.command("worker")
+@click.option("--rules", "rules_dir", default=None, help="Rules directory (env SPENDWARDEN_RULES_DIR).")
+@click.option("--kafka", "kafka_bootstrap", default=None, help="Kafka bootstrap host:port (env SPENDWARDEN_KAFKA_BOOTSTRAP).")
+@click.option("--http-port", default=None, type=int, help="Port of /metrics, /healthz, /readyz, /-/reload.")
+def worker_command(rules_dir: str | None, kafka_bootstrap: str | None, http_port: int | None) -> None:
+    """Run the live worker on Kafka and Redis given by settings (SPENDWARDEN_* env or SPENDWARDEN_CONFIG)."""
+    from spendwarden import logs
+    from spendwarden.settings import load_settings
+    from spendwarden.streams.service import run_worker
+
+    overrides = {k: v for k, v in {"rules_dir": rules_dir, "kafka_bootstrap": kafka_bootstrap,
+                                    "http_port": http_port}.items() if v is not None}
+    settings = load_settings(**overrides)
+    logs.configure(settings.log_level, settings.log_json)
+    run_worker(settings)
+
+
 @main.group("rules")
 def rules_group() -> None:
     """Check and test rule files."""

@@ -270,6 +270,16 @@ class Engine:
                     found[key[2]] = best
         return found
 
+    def all_verdicts(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(tenant, field, effective verdict) for every field not at L0, in one pass over state."""
+        found = []
+        for key, contributions in self.state.items():
+            if key[0] == "verdicts":
+                best = strictest(contributions)
+                if best is not None:
+                    found.append((key[1], key[2], best))
+        return found
+
     def frontier(self, tenant_id: str) -> float:
         """Engine time for a tenant: the newest event time or tick seen."""
         return self._frontier(tenant_id)

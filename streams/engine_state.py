@@ -59,9 +59,10 @@ class Facts:
         facts = self.state.get(key)
         if facts is None:
             facts = {"models": {}, "steps": {}, "traces": []}
-            self.state[("facts_index", tenant, day_id)] = (
-                self.state.get(("facts_index", tenant, day_id), frozenset()) | {event.use_case_id}
-            )
+            index_key = ("facts_index", tenant, day_id)
+            use_cases = list(self.state.get(index_key, ()))
+            if event.use_case_id not in use_cases:
+                self.state[index_key] = use_cases + [event.use_case_id]
         models = facts["models"]
         model = event.model_or_service or event.component
         models[model] = models.get(model, 0) + cost

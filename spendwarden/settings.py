@@ -1,0 +1,113 @@
+"""Service settings: ``SPENDWARDEN_*`` environment variables or a YAML file (``SPENDWARDEN_CONFIG``).
+
+Secrets (the Redis URL, which may hold a password, and the Redis password itself) are
+``SecretStr``: they print as ``**********`` and are registered with the log masker. A secret
+may also come from a file (``*_file``), the usual way Kubernetes and Docker mount them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from spendwarden.exceptions import ConfigError
+from spendwarden.logs import register_secret
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker; docs/settings.md lists them with their defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SPENDWARDEN_", extra="forbid", validate_default=True)
+
+    kafka_bootstrap: Optional[str] = Field(None, description="host:port[,host:port]; unset: `up` starts an embedded broker")
+    redis_url: Optional[SecretStr] = Field(None, description="redis://[user:password@]host:port/db; unset: `up` starts an embedded Redis")
+    redis_password: Optional[SecretStr] = None
+    redis_password_file: Optional[Path] = None
+
+    app_id: str = Field("spendwarden", description="Kafka consumer group and changelog topic prefix")
+    cost_topic: str = "ai.cost-events"
+    dead_letter_topic: str = "spendwarden.dead-letter"
+    alerts_topic: str = "spendwarden.alerts"
+    decisions_topic: str = "spendwarden.decisions"
+    late_topic: str = "spendwarden.late"
+    partitions: int = Field(4, ge=1, description="partitions of the cost topic (and of the state changelog)")
+
+    rules_dir: Path = Field(Path("rules"), description="rules directory, reloaded on change, SIGHUP or POST /-/reload")
+    pricebook: Optional[Path] = Field(None, description="pricebook YAML; unset: the bundled illustrative one")
+
+    batch_max_records: int = Field(500, ge=1, description="records per processing batch (one checkpoint per batch)")
+    batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    fetch_max_wait_ms: int = Field(10, ge=0, description="broker fetch wait; Faust fixes it at 1500 ms otherwise")
+    tick_s: float = Field(1.0, gt=0, description="wall-clock tick: periods end and blocks lift with no traffic")
+    heartbeat_ttl_s: float = Field(30.0, gt=0, description="gateways treat decisions as stale after this")
+    session_timeout_s: float = Field(10.0, gt=0)
+    max_future_skew_s: float = Field(300.0, ge=0)
+    max_record_bytes: int = Field(1_048_576, ge=1024)
+
+    store: Literal["memory://", "rocksdb://"] = "memory://"
+    data_dir: Path = Field(Path(".spendwarden-data"), description="Faust's local data folder")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(6066, ge=0, le=65535, description="/metrics, /healthz, /readyz, POST /-/reload")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: Optional[bool] = None
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _no_scheme(cls, value: Optional[str]) -> Optional[str]:
+        if value and "://" in value:
+            return value.split("://", 1)[1]
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("SPENDWARDEN_CONFIG")
+        if config:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+    def redis_connection(self) -> tuple[str, Optional[str]]:
+        """The Redis URL and password to connect with (password from env, file or the URL)."""
+        if self.redis_url is None:
+            raise ConfigError("no Redis configured: set SPENDWARDEN_REDIS_URL (or use `spendwarden up`)")
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        if password is None and self.redis_password_file is not None:
+            try:
+                password = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read redis_password_file {self.redis_password_file}: {exc.strerror}") from None
+        return self.redis_url.get_secret_value(), password
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env and file, with secrets registered so no log line can print them."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']} (env SPENDWARDEN_{where.upper()})") from None
+    for secret in (settings.redis_url, settings.redis_password):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+            _register_url_password(secret.get_secret_value())
+    return settings
+
+
+def _register_url_password(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    register_secret(password)

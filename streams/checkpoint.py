@@ -1,0 +1,74 @@
+"""Engine state in memory per partition, checkpointed to a Faust table once per batch.
+
+Why: a Faust table write per event produces a changelog record per event (FACTS: 3k
+events/s); the engine does ~10 state writes per event. So the engine works on a plain dict
+that remembers which keys changed (``DirtyState``), and after each batch only those keys are
+written to the table, whose changelog Faust flushes before it commits the source offsets.
+A crash therefore loses at most state the next run re-applies, and the engine's position
+fences make re-applying exact.
+
+Table keys are ``(partition, *engine_key)`` so each changelog record lands in the partition of
+the source records that produced it, and a worker that is assigned partition p recovers
+exactly the state of the tenants in p.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+_MISSING = object()
+
+
+class DirtyState(dict):  # type: ignore[type-arg]
+    """A dict that records which keys were set or deleted since the last ``take_dirty``."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dirty: set[Any] = set()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self.dirty.add(key)
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self.dirty.add(key)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        if key in self:
+            self.dirty.add(key)
+        if default is _MISSING:
+            return dict.pop(self, key)
+        return dict.pop(self, key, default)
+
+    def take_dirty(self) -> Iterator[tuple[Any, Any]]:
+        """(key, value or None when deleted) for every changed key; clears the dirty set."""
+        dirty, self.dirty = self.dirty, set()
+        for key in dirty:
+            yield key, dict.get(self, key)
+
+
+def encode_key(partition: int, key: tuple[Any, ...]) -> bytes:
+    return orjson.dumps([partition, *key])
+
+
+def decode_key(raw: bytes) -> tuple[int, tuple[Any, ...]]:
+    items = orjson.loads(raw)
+    return items[0], _tupled(items[1:])
+
+
+def encode_value(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def decode_value(raw: bytes) -> Any:
+    value = orjson.loads(raw)
+    return tuple(value) if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) else value
+
+
+def _tupled(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(_tupled(item) if isinstance(item, list) else item for item in items)

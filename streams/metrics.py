@@ -1,0 +1,45 @@
+"""Prometheus metrics of the worker, on a registry of their own (tests pass a fresh one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    """Everything /metrics exports; names documented in docs/service.md."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter("spendwarden_records_consumed_total", "Kafka records consumed", registry=r)
+        self.events = Counter("spendwarden_events_total", "Cost events counted by the engine", registry=r)
+        self.duplicates = Counter("spendwarden_duplicate_events_total", "Producer duplicates ignored", registry=r)
+        self.dead_letters = Counter("spendwarden_dead_letters_total", "Records sent to the dead-letter topic",
+                                    ["reason"], registry=r)
+        self.too_late = Counter("spendwarden_too_late_events_total", "Events older than the dedupe horizon",
+                                registry=r)
+        self.decisions = Counter("spendwarden_decision_changes_total", "Decision changes by level",
+                                 ["level"], registry=r)
+        self.alerts = Counter("spendwarden_alerts_total", "Alert transitions", ["state", "severity"], registry=r)
+        self.alerts_firing = Gauge("spendwarden_alerts_firing", "Alerts firing now", registry=r)
+        self.latency = Histogram(
+            "spendwarden_event_to_decision_seconds", "Event time to decision written (per batch, newest event)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.batch_seconds = Histogram("spendwarden_batch_processing_seconds", "Processing time of one batch",
+                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                       registry=r)
+        self.lag = Gauge("spendwarden_consumer_lag_records", "Records behind the partition end", ["partition"],
+                         registry=r)
+        self.redis_healthy = Gauge("spendwarden_redis_healthy", "1 when the last Redis write succeeded",
+                                   registry=r)
+        self.redis_rejected = Counter("spendwarden_redis_fenced_writes_total",
+                                      "Redis writes refused by the fence (a newer owner wrote)", registry=r)
+        self.rules_version = Gauge("spendwarden_rules_info", "Active rule set (version label)", ["version"],
+                                   registry=r)
+        self.rule_reload_failures = Counter("spendwarden_rule_reload_failures_total",
+                                            "Rule reloads refused (the last good set stays)", registry=r)
+        self.partitions = Gauge("spendwarden_partitions_owned", "Partitions this worker owns", registry=r)
+
+    def set_rules_version(self, version: str) -> None:
+        self.rules_version.clear()
+        self.rules_version.labels(version=version).set(1)

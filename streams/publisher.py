@@ -1,0 +1,230 @@
+"""The only code that writes decisions to Redis (key contract v1, see docs/redis.md).
+
+Gateways read one hash per tenant with a single ``HMGET``; this module keeps that hash right
+under the conditions a streaming worker lives in: several incarnations of a worker may run
+at once during a rebalance (a *zombie* keeps writing after it lost the tenant), and Redis may
+go away. Hence:
+
+* every write is fenced by ``(generation, position)`` in a Lua script, so an older worker
+  (lower generation) or a replay of older input (same generation, lower position) cannot
+  overwrite newer state; the check and the write are one atomic script;
+* Redis errors never stop the worker: they flip :attr:`DecisionPublisher.healthy` and are
+  logged once per outage; after recovery the caller runs :meth:`DecisionPublisher.republish`
+  so nothing stale survives the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from spendwarden.logs import get_logger
+from spendwarden.streams.effects import DecisionChanged
+
+CONTRACT_VERSION = 1
+META_PREFIX = "_"
+EXPIRES_FIELD = "_expires_at"
+FENCE_FIELD = "_fence"
+RULES_VERSION_FIELD = "_rules_version"
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+def decisions_key(tenant: str) -> str:
+    """Hash holding a tenant's verdicts; ``{tenant}`` is the Cluster hash tag (one slot per tenant)."""
+    _check_tenant(tenant)
+    return f"sw:{{{tenant}}}:decisions"
+
+
+def changes_channel(tenant: str) -> str:
+    """Sharded pub/sub channel announcing changes; same hash tag, so same slot as the hash."""
+    _check_tenant(tenant)
+    return f"sw:{{{tenant}}}:changes"
+
+
+def _check_tenant(tenant: str) -> None:
+    # A brace would move the hash tag and split a tenant's keys across slots.
+    if not tenant or "{" in tenant or "}" in tenant:
+        raise ValueError(f"tenant id unusable in a Redis key: {tenant!r}")
+
+
+# KEYS[1] decisions hash, KEYS[2] change channel.
+# ARGV[1] generation, ARGV[2] position, ARGV[3] expires_at, ARGV[4] mode (apply|replace|heartbeat),
+# ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, then n field/value pairs,
+# then the fields to delete. Numbers compare as Lua doubles: exact below 2^53.
+_FENCED_WRITE = """
+local gen = tonumber(ARGV[1])
+local pos = tonumber(ARGV[2])
+local mode = ARGV[4]
+local stored = redis.call('HGET', KEYS[1], '_fence')
+local sgen, spos
+if stored then
+  local g, p = string.match(stored, '^(%-?%d+):(%-?%d+)$')
+  sgen, spos = tonumber(g), tonumber(p)
+end
+if sgen then
+  if gen < sgen then return 0 end
+  if mode ~= 'heartbeat' and gen == sgen and pos < spos then return 0 end
+end
+local fence = ARGV[1] .. ':' .. ARGV[2]
+if mode == 'heartbeat' then
+  if sgen and gen == sgen then fence = stored else fence = ARGV[1] .. ':-1' end
+end
+local changed, keep = {}, {}
+local n = tonumber(ARGV[6])
+local i = 7
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  keep[ARGV[i]] = true
+  changed[#changed + 1] = ARGV[i]
+  i = i + 2
+end
+if mode == 'replace' then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(f, 1, 1) ~= '_' and not keep[f] then
+      redis.call('HDEL', KEYS[1], f)
+      changed[#changed + 1] = f
+    end
+  end
+end
+for j = i, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[j])
+  changed[#changed + 1] = ARGV[j]
+end
+redis.call('HSET', KEYS[1], '_fence', fence, '_expires_at', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '_rules_version', ARGV[5]) end
+if #changed > 0 then
+  redis.call('SPUBLISH', KEYS[2], cjson.encode({fields = changed, fence = fence}))
+end
+return 1
+"""
+
+
+class DecisionPublisher:
+    """Publishes verdicts for the tenants a worker owns, fenced by its ``generation``.
+
+    ``generation`` must grow with every new owner of a partition (e.g. the consumer group
+    generation or a counter in Redis); ``position`` is the source offset of the input that
+    produced a change. ``rejected`` counts writes refused by the fence: each is a sign that
+    this process is a zombie and should stop.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        generation: int,
+        heartbeat_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self.generation = int(generation)
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self._clock = clock
+        self._script = redis.register_script(_FENCED_WRITE)
+        self._healthy = True
+        self.rejected = 0
+
+    @property
+    def healthy(self) -> bool:
+        """False since the last Redis connection error or timeout, until a call succeeds."""
+        return self._healthy
+
+    async def apply(self, changes: Sequence[DecisionChanged], position: int) -> int:
+        """Write changed verdicts (None deletes the field); returns the number of tenants written."""
+        by_tenant: dict[str, dict[str, dict[str, Any] | None]] = {}
+        for change in changes:
+            _check_field(change.field)
+            by_tenant.setdefault(change.tenant_id, {})[change.field] = change.verdict  # last wins
+        if not by_tenant:
+            return 0
+        calls = [(t, "apply", fields) for t, fields in by_tenant.items()]
+        return await self._run(calls, position)
+
+    async def heartbeat(self, tenants: Iterable[str]) -> None:
+        """Extend ``_expires_at`` of owned tenants; fenced, so a zombie cannot keep state fresh."""
+        calls = [(t, "heartbeat", {}) for t in dict.fromkeys(tenants)]
+        if calls:
+            await self._run(calls, -1)
+
+    async def republish(self, verdicts: Mapping[str, Mapping[str, dict[str, Any]]], position: int) -> None:
+        """Replace each given tenant's whole decision set (after an outage nothing stale may remain)."""
+        calls = []
+        for tenant, fields in verdicts.items():
+            for name in fields:
+                _check_field(name)
+            calls.append((tenant, "replace", dict(fields)))
+        if calls:
+            await self._run(calls, position)
+
+    async def read(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """A tenant's verdicts by field (meta ``_`` fields left out); for tests and ``status``."""
+        raw = await self._guard(self._redis.hgetall(decisions_key(tenant)))
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in (raw or {}).items():
+            name = name.decode() if isinstance(name, bytes) else name
+            if not name.startswith(META_PREFIX):
+                out[name] = orjson.loads(value)
+        return out
+
+    async def _run(
+        self, calls: list[tuple[str, str, Mapping[str, dict[str, Any] | None]]], position: int
+    ) -> int:
+        """One pipelined script call per tenant; returns how many the fence accepted."""
+        expires_at = f"{self._clock() + self.heartbeat_ttl_s:.3f}"
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, mode, fields in calls:
+            sets: list[str | bytes] = []
+            dels: list[str] = []
+            rules_version = ""
+            for name, verdict in fields.items():
+                if verdict is None:
+                    dels.append(name)
+                else:
+                    sets += [name, orjson.dumps(verdict)]
+                    rules_version = str(verdict.get("rules_version") or rules_version)
+            args: list[Any] = [self.generation, position, expires_at, mode, rules_version, len(sets) // 2]
+            await self._script(
+                keys=[decisions_key(tenant), changes_channel(tenant)], args=args + sets + dels, client=pipe
+            )
+        results = await self._guard(pipe.execute())
+        if results is None:
+            return 0
+        accepted = sum(1 for r in results if int(r) == 1)
+        rejected = len(results) - accepted
+        if rejected:
+            self.rejected += rejected
+            log.warning("decision_write_fenced", rejected=rejected, generation=self.generation)
+        return accepted
+
+    async def _guard(self, awaitable: Awaitable[T]) -> T | None:
+        """Await a Redis call; connection trouble marks us unhealthy instead of raising.
+
+        The worker must keep consuming while Redis is away (spend still has to be counted);
+        gateways meanwhile see ``_expires_at`` pass and apply their ``on_stale`` policy.
+        """
+        try:
+            result = await awaitable
+        except (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError) as exc:
+            if self._healthy:
+                # Only the class name: messages and client reprs can carry addresses or URLs.
+                log.warning("redis_unavailable", error=type(exc).__name__)
+            self._healthy = False
+            return None
+        if not self._healthy:
+            log.info("redis_recovered")
+        self._healthy = True
+        return result
+
+
+def _check_field(name: str) -> None:
+    # ``_`` fields are the contract's metadata; a decision must never overwrite them.
+    if not name or name.startswith(META_PREFIX):
+        raise ValueError(f"invalid decision field: {name!r}")

@@ -1,0 +1,331 @@
+"""The live worker: a Faust app that feeds cost-event batches to the engine and publishes effects.
+
+- One agent reads ``ai.cost-events`` in batches (``take_events``) so Faust's per-record cost is
+  paid once per record, and the engine's per-event work runs on in-memory state.
+- After each batch the changed state keys go to a table (``CheckpointTable``) whose changelog
+  Faust flushes before committing source offsets: the committed position never passes what
+  was checkpointed, and the engine's position fences make replays after a crash exact.
+- Decisions go to Redis (fenced by the Kafka group generation and the source position) and to
+  the compacted ``spendwarden.decisions`` topic; alerts to ``spendwarden.alerts``; bad records
+  to ``spendwarden.dead-letter``; events older than the dedupe horizon to ``spendwarden.late``.
+- A timer ticks the engines with the wall clock, refreshes the Redis heartbeat, republishes
+  everything after a Redis outage, and reloads rules when their files change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import faust
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from spendwarden.exceptions import ConfigError
+from spendwarden.logs import get_logger
+from spendwarden.rules.loader import RuleStore, rule_files
+from spendwarden.settings import Settings
+from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key, encode_value
+from spendwarden.streams.effects import AlertFiring, AlertResolved, DecisionChanged, Effect, TooLate
+from spendwarden.streams.ingest import Ingest
+from spendwarden.streams.metrics import WorkerMetrics
+from spendwarden.streams.pricebook import Pricebook
+from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore
+
+log = get_logger("spendwarden.service")
+
+
+class CheckpointTable(faust.Table):  # type: ignore[misc]
+    """A table whose raw keys start with the partition number, which picks the changelog partition.
+
+    Faust would otherwise take the partition of the event being processed, and a batch mixes
+    partitions; and writes from the tick timer have no event at all.
+    """
+
+    service: Optional["Service"] = None
+
+    def partition_for_key(self, key: Any) -> Optional[int]:
+        return int(key[1:key.index(b",")])
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        if self.service is not None:
+            self.service.on_revoked({tp.partition for tp in revoked})
+
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self.service is not None:
+            await self.service.on_recovered({tp.partition for tp in active_tps})
+
+
+def _patch_fetch_wait(ms: int) -> None:
+    """faust-streaming passes a fixed fetch_max_wait_ms=1500 to aiokafka; use ours instead.
+
+    A broker that holds a fetch for the full wait (Tansu does; FACTS.md) otherwise adds up to
+    1.5 s to every decision. Only Faust's fixed value is replaced.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    base = driver.aiokafka.AIOKafkaConsumer
+    if getattr(base, "_spendwarden_patched", False):
+        base._spendwarden_fetch_wait = ms
+        return
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        _spendwarden_patched = True
+        _spendwarden_fetch_wait = ms
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("fetch_max_wait_ms") == 1500:
+                kwargs["fetch_max_wait_ms"] = type(self)._spendwarden_fetch_wait
+            super().__init__(*args, **kwargs)
+
+    driver.aiokafka.AIOKafkaConsumer = Consumer
+
+
+class Service:
+    """Builds the Faust app and holds what its agent, timer and web pages share."""
+
+    def __init__(self, settings: Settings, redis_client: Any = None) -> None:
+        self.settings = settings
+        if not settings.kafka_bootstrap:
+            raise ConfigError("no Kafka configured: set SPENDWARDEN_KAFKA_BOOTSTRAP (or use `spendwarden up`)")
+        self.rules = RuleStore(settings.rules_dir)
+        pricebook = Pricebook.load(settings.pricebook) if settings.pricebook else Pricebook.default()
+        self.ingest = Ingest(pricebook, max_record_bytes=settings.max_record_bytes,
+                             max_future_skew_s=settings.max_future_skew_s)
+        self.core = WorkerCore(self.rules.current, self.ingest)
+        self.metrics = WorkerMetrics()
+        self.metrics.set_rules_version(self.rules.version)
+        self.redis = redis_client if redis_client is not None else _redis_client(settings)
+        from spendwarden.streams.publisher import DecisionPublisher
+
+        self.publisher = DecisionPublisher(self.redis, generation=0, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        self._rules_stamp = self._stamp()
+        self._redis_was_healthy = True
+        self._last_heartbeat = 0.0
+        self._ready = False
+        _patch_fetch_wait(settings.fetch_max_wait_ms)
+        self.app = self._build_app()
+
+    # ---------------------------------------------------------------- the app
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id, broker=f"kafka://{s.kafka_bootstrap}", store=s.store, datadir=str(s.data_dir),
+            topic_partitions=s.partitions, topic_replication_factor=1,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
+            broker_max_poll_records=max(s.batch_max_records, 500),
+            stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
+            web_host=s.http_host, web_port=s.http_port, web_enabled=True,
+            producer_linger=0.005, logging_config=None,
+        )
+        self.cost_topic = app.topic(s.cost_topic, key_serializer="raw", value_serializer="raw",
+                                    partitions=s.partitions)
+        self.dead_letter_topic = app.topic(s.dead_letter_topic, key_serializer="raw", value_serializer="raw")
+        self.alerts_topic = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw")
+        self.decisions_topic = app.topic(s.decisions_topic, key_serializer="raw", value_serializer="raw")
+        self.late_topic = app.topic(s.late_topic, key_serializer="raw", value_serializer="raw")
+        self.table = app.tables.add(CheckpointTable(
+            app, name="engine-state", beacon=app.tables.beacon, partitions=s.partitions,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            extra_topic_configs={"cleanup.policy": "compact"}))
+        self.table.service = self
+
+        @app.agent(self.cost_topic, name="count-cost-events")
+        async def count(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                await self.handle_events(events)
+
+        @app.timer(s.tick_s)
+        async def tick() -> None:
+            await self.on_tick()
+
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        @app.page("/readyz")
+        async def readyz(web: Any, request: Any) -> Any:
+            ready = self._ready and self.publisher.healthy
+            return web.json({"ready": ready, "redis": self.publisher.healthy,
+                             "rules_version": self.rules.version}, status=200 if ready else 503)
+
+        @app.page("/-/reload")
+        async def reload(web: Any, request: Any) -> Any:
+            if request.method != "POST":
+                return web.json({"error": "use POST"}, status=405)
+            error = await self.reload_rules()
+            if error is not None:
+                return web.json({"reloaded": False, "error": error, "rules_version": self.rules.version}, status=400)
+            return web.json({"reloaded": True, "rules_version": self.rules.version})
+
+        return app
+
+    # ---------------------------------------------------------------- rebalancing
+    def on_revoked(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.core.drop_partition(partition)
+        self.metrics.partitions.set(len(self.core.engines))
+
+    async def on_recovered(self, partitions: set[int]) -> None:
+        """Rebuild engines of newly owned partitions from the recovered table, then assert their
+        decisions in Redis under the new group generation."""
+        self.publisher.generation = int(self.app.consumer_generation_id or 0)
+        by_partition: dict[int, list[tuple[Any, Any]]] = {p: [] for p in partitions if p not in self.core.engines}
+        if by_partition:
+            for raw_key, raw_value in self.table.data.items():
+                partition, key = decode_key(raw_key)
+                if partition in by_partition and raw_value is not None:
+                    by_partition[partition].append((key, decode_value(raw_value)))
+            for partition, items in by_partition.items():
+                self.core.load_partition(partition, items)
+                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
+        self.metrics.partitions.set(len(self.core.engines))
+        self._ready = True
+        log.info("partitions recovered", partitions=sorted(partitions), generation=self.publisher.generation)
+
+    # ---------------------------------------------------------------- processing
+    async def handle_events(self, events: list[Any]) -> None:
+        started = time.perf_counter()
+        records = [Record(e.message.partition, e.message.offset, e.key, e.value, e.message.topic) for e in events]
+        result = self.core.handle(records)
+        self._checkpoint(result.effects.keys())
+        for key, payload in result.dead_letters:
+            self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
+            await self.dead_letter_topic.send(key=key, value=orjson.dumps(payload))
+        await self._publish(result.effects, result.positions)
+        self._observe(result, len(records), started)
+
+    async def on_tick(self) -> None:
+        effects = self.core.tick()
+        self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
+        await self._publish(effects, self.core.positions)
+        now = time.time()
+        healthy = self.publisher.healthy
+        if healthy and not self._redis_was_healthy:
+            log.info("redis back: republishing every owned decision")
+            for partition in list(self.core.engines):
+                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
+        if now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
+            tenants = [t for p in list(self.core.engines) for t in self.core.tenants(p)]
+            await self.publisher.heartbeat(tenants)
+            self._last_heartbeat = now
+        self._redis_was_healthy = self.publisher.healthy
+        self.metrics.redis_healthy.set(1 if self.publisher.healthy else 0)
+        if self._stamp() != self._rules_stamp:
+            await self.reload_rules()
+
+    def _checkpoint(self, partitions: Any) -> None:
+        table = self.table
+        for partition in list(partitions):
+            if partition not in self.core.engines:
+                continue
+            for key, value in self.core.dirty(partition):
+                raw_key = encode_key(partition, key)
+                if value is None:
+                    table.pop(raw_key, None)
+                else:
+                    table[raw_key] = encode_value(value)
+
+    async def _publish(self, effects: dict[int, list[Effect]], positions: dict[int, int]) -> None:
+        for partition, found in effects.items():
+            if not found:
+                continue
+            changes = [e for e in found if isinstance(e, DecisionChanged)]
+            if changes:
+                written_before = self.publisher.rejected
+                await self.publisher.apply(changes, positions.get(partition, 0))
+                self.metrics.redis_rejected.inc(self.publisher.rejected - written_before)
+            for effect in found:
+                await self._emit(effect)
+
+    async def _emit(self, effect: Effect) -> None:
+        payload = orjson.dumps(effect.to_dict())
+        if isinstance(effect, DecisionChanged):
+            level = effect.verdict["level"] if effect.verdict else "L0"
+            self.metrics.decisions.labels(level=level).inc()
+            await self.decisions_topic.send(key=f"{effect.tenant_id}|{effect.field}".encode(), value=payload)
+            log.info("decision", tenant=effect.tenant_id, field=effect.field, level=level)
+        elif isinstance(effect, (AlertFiring, AlertResolved)):
+            firing = isinstance(effect, AlertFiring)
+            severity = effect.severity if isinstance(effect, AlertFiring) else "none"
+            self.metrics.alerts.labels(state="firing" if firing else "resolved", severity=severity).inc()
+            self.metrics.alerts_firing.inc() if firing else self.metrics.alerts_firing.dec()
+            await self.alerts_topic.send(key=effect.fingerprint.encode(), value=payload)
+            log.info("alert " + ("firing" if firing else "resolved"), rule=effect.rule, tenant=effect.tenant_id)
+        elif isinstance(effect, TooLate):
+            await self.late_topic.send(key=effect.tenant_id.encode(), value=payload)
+
+    def _observe(self, result: BatchResult, records: int, started: float) -> None:
+        m = self.metrics
+        m.records.inc(records)
+        m.events.inc(result.events - result.duplicates - result.too_late)
+        m.duplicates.inc(result.duplicates)
+        m.too_late.inc(result.too_late)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        if result.newest_event_ts is not None:
+            m.latency.observe(max(0.0, time.time() - result.newest_event_ts))
+
+    # ---------------------------------------------------------------- rules
+    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
+        try:
+            return tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in rule_files(self.settings.rules_dir))
+        except (OSError, ConfigError):
+            return ()
+
+    async def reload_rules(self) -> Optional[str]:
+        """Reload the rules directory; a bad set is refused and the last good one stays."""
+        self._rules_stamp = self._stamp()
+        error = self.rules.reload()
+        if error is not None:
+            self.metrics.rule_reload_failures.inc()
+            log.error("rule reload refused; keeping the last good rules", error=str(error),
+                      rules_version=self.rules.version)
+            return str(error)
+        effects = self.core.set_rules(self.rules.current)
+        self._checkpoint(effects.keys())
+        await self._publish(effects, self.core.positions)
+        self.metrics.set_rules_version(self.rules.version)
+        log.info("rules reloaded", rules_version=self.rules.version)
+        return None
+
+    def install_sighup(self) -> None:
+        loop = asyncio.get_event_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_rules()))
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform
+            pass
+
+
+def _redis_client(settings: Settings) -> Any:
+    import redis.asyncio as redis
+
+    url, password = settings.redis_connection()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # One quick retry: during an outage the worker must keep consuming, not wait on backoff.
+    return redis.Redis.from_url(url, password=password, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                retry=Retry(NoBackoff(), 1))
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM (Faust's own worker handles signals and shutdown)."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    service = Service(settings)
+    worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
+
+    @service.app.task
+    async def _on_start() -> None:
+        service.install_sighup()
+
+    worker.execute_from_commandline()

@@ -1,0 +1,132 @@
+"""What the worker does with a batch of records, without Faust: the testable middle layer.
+
+Records in (partition, offset, raw bytes) → ingest → one Engine per partition → effects,
+dead letters and the state keys to checkpoint. The Faust wiring (``streams/service.py``)
+only moves bytes between topics, this class and Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from spendwarden.logs import get_logger
+from spendwarden.rules.compiler import RuleSet
+from spendwarden.streams.checkpoint import DirtyState
+from spendwarden.streams.effects import Effect
+from spendwarden.streams.engine import GLOBAL, Engine
+from spendwarden.streams.engine_state import position
+from spendwarden.streams.ingest import Ingest
+
+log = get_logger("spendwarden.worker")
+
+
+@dataclass(slots=True)
+class Record:
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: bytes
+    topic: str = ""
+
+
+@dataclass
+class BatchResult:
+    """Effects per partition, dead letters, and the newest position and event time seen."""
+
+    effects: dict[int, list[Effect]] = field(default_factory=dict)
+    dead_letters: list[tuple[Optional[bytes], dict[str, Any]]] = field(default_factory=list)
+    positions: dict[int, int] = field(default_factory=dict)
+    newest_event_ts: Optional[float] = None
+    events: int = 0
+    duplicates: int = 0
+    too_late: int = 0
+
+
+class WorkerCore:
+    """Engines per owned partition over dirty-tracking state."""
+
+    def __init__(self, rules: RuleSet, ingest: Ingest, *, dedupe_horizon_s: float = 7 * 86400) -> None:
+        self.rules = rules
+        self.ingest = ingest
+        self.horizon = dedupe_horizon_s
+        self.engines: dict[int, Engine] = {}
+        self.positions: dict[int, int] = {}
+
+    # -------------------------------------------------------------- partitions
+    def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]]) -> Engine:
+        """(Re)build the engine of a partition from checkpointed state."""
+        state = DirtyState(items)
+        engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon)
+        state.dirty.clear()
+        self.engines[partition] = engine
+        # The newest position the checkpoint reflects: Redis writes are fenced at or after it.
+        applied = [v[1] for k, v in state.items() if k[0] == "spend" and isinstance(v[1], int)]
+        self.positions[partition] = max(applied, default=0)
+        return engine
+
+    def drop_partition(self, partition: int) -> None:
+        self.engines.pop(partition, None)
+        self.positions.pop(partition, None)
+
+    def engine(self, partition: int) -> Engine:
+        found = self.engines.get(partition)
+        return found if found is not None else self.load_partition(partition, ())
+
+    def dirty(self, partition: int) -> Iterable[tuple[tuple[Any, ...], Any]]:
+        state = self.engines[partition].state
+        assert isinstance(state, DirtyState)
+        return state.take_dirty()
+
+    def tenants(self, partition: int) -> list[str]:
+        engine = self.engines.get(partition)
+        if engine is None:
+            return []
+        return [key[1] for key in engine.state if key[0] == "clock" and key[1] != GLOBAL]
+
+    # -------------------------------------------------------------- processing
+    def handle(self, records: Iterable[Record], now: float | None = None) -> BatchResult:
+        """Ingest and count a batch; never raises on input."""
+        now = time.time() if now is None else now
+        result = BatchResult()
+        for record in records:
+            engine = self.engine(record.partition)
+            events, rejections = self.ingest.parse_record(record.value, now)
+            for rejection in rejections:
+                source = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+                result.dead_letters.append((record.key, rejection.to_dead_letter(record.value, source)))
+            stats = engine.stats
+            before = (stats.duplicates, stats.too_late)
+            sink = result.effects.setdefault(record.partition, [])
+            for index, priced in enumerate(events):
+                sink.extend(engine.process(priced, position(record.offset, index)))
+                if result.newest_event_ts is None or priced.ts > result.newest_event_ts:
+                    result.newest_event_ts = priced.ts
+            result.events += len(events)
+            result.duplicates += stats.duplicates - before[0]
+            result.too_late += stats.too_late - before[1]
+            pos = position(record.offset, max(0, len(events) - 1))
+            result.positions[record.partition] = pos
+            self.positions[record.partition] = pos
+        return result
+
+    def tick(self, now: float | None = None) -> dict[int, list[Effect]]:
+        """Advance every owned engine to the wall clock."""
+        now = time.time() if now is None else now
+        return {p: engine.advance(now) for p, engine in self.engines.items()}
+
+    def set_rules(self, rules: RuleSet) -> dict[int, list[Effect]]:
+        """Swap rules in every engine; budget state is kept (a lower limit applies to spend so far)."""
+        self.rules = rules
+        return {p: engine.set_rules(rules) for p, engine in self.engines.items()}
+
+    def verdicts(self, partition: int) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every owned tenant's current decision set (for a full republish)."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            return {}
+        found: dict[str, dict[str, dict[str, Any]]] = {tenant: {} for tenant in self.tenants(partition)}
+        for tenant, field_name, verdict in engine.all_verdicts():
+            found.setdefault(tenant, {})[field_name] = verdict
+        return found
