@@ -198,7 +198,7 @@ class EmbeddedBroker:
 
 
 class EmbeddedRedis:
-    """A private Valkey server (Redis 7.2 compatible) on a free port, nothing kept on disk."""
+    """A private Valkey server (Redis 7.2 compatible) on a free port, for machines without a Redis."""
 
     def __init__(self) -> None:
         self._server: Any = None
@@ -228,8 +228,8 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop Valkey; safe to call twice or before start()."""
         server, self._server = self._server, None
-        if server is not None and server.is_running():
-            server.stop()
+        if server is not None:
+            server.stop()  # SIGTERM, then SIGKILL after 5 s
 
     def __enter__(self) -> str:
         return self.start()

@@ -56,17 +56,19 @@ def encode_key(partition: int, key: tuple[Any, ...]) -> bytes:
     return orjson.dumps([partition, *key])
 
 
-def decode_key(raw: bytes) -> tuple[int, tuple[Any, ...]]:
-    items = orjson.loads(raw)
-    return items[0], _tupled(items[1:])
+def decode_key(raw: Any) -> tuple[int, tuple[Any, ...]]:
+    """Accepts the raw bytes, or the list/tuple Faust's JSON changelog reader already decoded."""
+    items = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, memoryview, str)) else list(raw)
+    return int(items[0]), _tupled(items[1:])
 
 
 def encode_value(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def decode_value(raw: bytes) -> Any:
-    value = orjson.loads(raw)
+def decode_value(raw: Any) -> Any:
+    """Raw bytes or an already decoded JSON value; ``[nanos, position]`` pairs become tuples again."""
+    value = orjson.loads(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else raw
     return tuple(value) if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) else value
 
 

@@ -31,7 +31,9 @@ from spendwarden.settings import Settings
 from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key, encode_value
 from spendwarden.streams.effects import AlertFiring, AlertResolved, DecisionChanged, Effect, TooLate
 from spendwarden.streams.ingest import Ingest
+from spendwarden.streams.engine_state import split_position
 from spendwarden.streams.metrics import WorkerMetrics
+from spendwarden.streams.money import usd_text
 from spendwarden.streams.pricebook import Pricebook
 from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore
 
@@ -159,14 +161,31 @@ class Service:
             return web.json({"ready": ready, "redis": self.publisher.healthy,
                              "rules_version": self.rules.version}, status=200 if ready else 503)
 
+        @app.page("/budgets")
+        async def budgets(web: Any, request: Any) -> Any:
+            """Exact counters of owned partitions and the source offset each has reached."""
+            tenant = request.query.get("tenant")
+            totals = []
+            for engine in list(self.core.engines.values()):
+                for key, value in engine.state.items():
+                    if key[0] == "spend" and (tenant is None or key[1] == tenant):
+                        totals.append({"tenant": key[1], "budget": key[2], "instance": list(key[3]),
+                                       "period": key[4], "spend_usd": usd_text(value[0])})
+            offsets = {str(p): split_position(pos)[0] for p, pos in self.core.positions.items()}
+            return web.json({"rules_version": self.rules.version, "offsets": offsets, "budgets": totals})
+
+        service = self
+
         @app.page("/-/reload")
-        async def reload(web: Any, request: Any) -> Any:
-            if request.method != "POST":
-                return web.json({"error": "use POST"}, status=405)
-            error = await self.reload_rules()
-            if error is not None:
-                return web.json({"reloaded": False, "error": error, "rules_version": self.rules.version}, status=400)
-            return web.json({"reloaded": True, "rules_version": self.rules.version})
+        class Reload(faust.web.View):  # type: ignore[misc]
+            """POST reloads the rules directory; a refused set answers 400 with file:line."""
+
+            async def post(self, request: Any) -> Any:
+                error = await service.reload_rules()
+                if error is not None:
+                    return self.json({"reloaded": False, "error": error,
+                                      "rules_version": service.rules.version}, status=400)
+                return self.json({"reloaded": True, "rules_version": service.rules.version})
 
         return app
 

@@ -1,0 +1,149 @@
+"""The live worker on a real broker and Redis: decisions, dead letters, duplicates, crashes, reloads."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from harness import RULES, WorkerRun, encode, end_offsets, event, http, make_topics, produce, read_topic
+
+
+@pytest.fixture
+def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
+    topics = topic_names("events", "dead", "alerts", "decisions", "late")
+    make_topics(broker, topics)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", "100"))
+    worker = WorkerRun(broker, redis_url, topics, rules, tmp_path / "data", tmp_path / "worker.log")
+    yield worker
+    worker.kill()
+
+
+def decisions(redis_url: str, tenant: str = "acme") -> dict[str, Any]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.hgetall(f"sw:{{{tenant}}}:decisions")
+    finally:
+        client.close()
+    return {k.decode(): json.loads(v) for k, v in raw.items() if not k.startswith(b"_")}
+
+
+def wait_for(check: Any, timeout_s: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+def test_events_in_decision_hash_out(run: WorkerRun, redis_url: str) -> None:
+    """Spend past a use case's limit puts a block verdict with rule, version and expiry in the tenant's hash."""
+    run.start()
+    run.wait_ready()
+    produce(run.bootstrap, run.topics["events"], encode(event(i, "30") for i in range(4)))
+    found = wait_for(lambda: decisions(redis_url), what="a decision in Redis")
+    assert set(found) == {"chat:low", "chat:medium"}
+    verdict = found["chat:low"]
+    assert verdict["level"] == "block" and verdict["action"] == "block" and verdict["rule"] == "uc-cap"
+    assert verdict["rules_version"] == run.budgets()["rules_version"]
+    assert verdict["expires_at"].endswith("T00:00:00.000Z")
+    client = redis.Redis.from_url(redis_url)
+    expires = float(client.hget("sw:{acme}:decisions", "_expires_at"))
+    client.close()
+    assert expires > time.time()
+
+
+def test_malformed_record_goes_to_dead_letter_and_good_ones_count(run: WorkerRun) -> None:
+    """A bad record becomes a dead letter with reason and source offset; the records around it are counted."""
+    run.start()
+    run.wait_ready()
+    records = encode([event(1, "1.5")]) + [(b"acme", b"{not json")] + encode([event(2, "2.25")])
+    ends = produce(run.bootstrap, run.topics["events"], records)
+    run.wait_offsets(ends)
+    (letter,) = read_topic(run.bootstrap, run.topics["dead"], expect=1)
+    assert letter["reason"] == "decode" and letter["raw"] == "{not json"
+    assert letter["source"]["topic"] == run.topics["events"] and letter["source"]["offset"] >= 1
+    totals = run.totals()
+    assert sum(totals.values()) == Decimal("3.75")
+
+
+def test_same_events_produced_twice_count_once(run: WorkerRun) -> None:
+    """1,000 events produced twice (producer retries) leave totals equal to one copy."""
+    run.start()
+    run.wait_ready()
+    events = [event(i, "0.001", use_case=f"uc{i % 5}") for i in range(1000)]
+    produce(run.bootstrap, run.topics["events"], encode(events))
+    ends = produce(run.bootstrap, run.topics["events"], encode(events))
+    run.wait_offsets(ends)
+    totals = run.totals()
+    assert sum(totals.values()) == Decimal("1.000")
+    assert all(value == Decimal("0.2") for value in totals.values()) and len(totals) == 5
+
+
+def test_kill_minus_nine_at_random_instants_leaves_totals_exact(run: WorkerRun) -> None:
+    """kill -9 of the worker at 5 random instants of one stream, restarting each time: totals exact to the nano-dollar."""
+    rng = random.Random(20261125)
+    print(f"kill test seed 20261125")
+    events = [event(i, f"0.{rng.randrange(1, 10**9):09d}", use_case=f"uc{i % 7}") for i in range(3000)]
+    expected: dict[str, Decimal] = {}
+    for e in events:
+        expected[e["use_case_id"]] = expected.get(e["use_case_id"], Decimal(0)) + Decimal(e["allocated_cost_usd"])
+    done = threading.Event()
+
+    def producer() -> None:
+        produce(run.bootstrap, run.topics["events"], encode(events), pace=lambda n: time.sleep(0.004))
+        done.set()
+
+    run.start()
+    run.wait_ready()
+    thread = threading.Thread(target=producer)
+    thread.start()
+    for _ in range(5):
+        time.sleep(rng.uniform(0.5, 2.5))
+        run.kill()
+        run.start()
+        run.wait_ready(timeout_s=90)
+    thread.join()
+    run.wait_offsets(end_offsets(run.bootstrap, run.topics["events"]), timeout_s=90)
+    totals = {key[1].split("/")[1]: value for key, value in run.totals().items()}
+    assert totals == expected
+
+
+def test_lower_limit_reload_blocks_and_broken_edit_keeps_last_good(run: WorkerRun, redis_url: str) -> None:
+    """Lowering a limit in the rules directory blocks without a restart; a broken edit is refused and reported."""
+    run.start()
+    run.wait_ready()
+    ends = produce(run.bootstrap, run.topics["events"], encode(event(i, "10") for i in range(5)))
+    run.wait_offsets(ends)
+    assert decisions(redis_url) == {}
+    version = run.budgets()["rules_version"]
+    (run.rules_dir / "rules.yaml").write_text(RULES.replace("LIMIT", "40"))
+    found = wait_for(lambda: decisions(redis_url), what="block after lowering the limit")
+    assert found["chat:low"]["level"] == "block" and found["chat:low"]["rules_version"] != version
+    good = run.budgets()["rules_version"]
+    (run.rules_dir / "rules.yaml").write_text(RULES.replace("LIMIT", "40").replace("used_ratio >=", "used_ratio >= >="))
+    status, body = http(run.port, "/-/reload", method="POST")
+    assert status == 400 and "rules.yaml:" in body["error"] and body["rules_version"] == good
+    assert run.budgets()["rules_version"] == good
+    assert decisions(redis_url)["chat:low"]["level"] == "block"
+    metrics = http_text(run.port, "/metrics")
+    assert "spendwarden_rule_reload_failures_total 1.0" in metrics or "spendwarden_rule_reload_failures_total 2.0" in metrics
+
+
+def http_text(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.read().decode()
