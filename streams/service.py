@@ -38,6 +38,7 @@ from spendwarden.streams.pricebook import Pricebook
 from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore
 
 log = get_logger("spendwarden.service")
+PROGRESS_CHANNEL = "sw:progress"
 
 
 class CheckpointTable(faust.Table):  # type: ignore[misc]
@@ -222,6 +223,7 @@ class Service:
             self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
             await self.dead_letter_topic.send(key=key, value=orjson.dumps(payload))
         await self._publish(result.effects, result.positions)
+        await self._announce_progress(result)
         self._observe(result, len(records), started)
 
     async def on_tick(self) -> None:
@@ -283,6 +285,21 @@ class Service:
             log.info("alert " + ("firing" if firing else "resolved"), rule=effect.rule, tenant=effect.tenant_id)
         elif isinstance(effect, TooLate):
             await self.late_topic.send(key=effect.tenant_id.encode(), value=payload)
+
+    async def _announce_progress(self, result: BatchResult) -> None:
+        """After a batch's decisions are written, say which source offsets they cover.
+
+        One PUBLISH per batch on ``sw:progress`` with {partition: offset} and the write time,
+        so a benchmark (or an operator) can compute produce-to-decision latency for every event.
+        """
+        if not result.positions or not self.publisher.healthy:
+            return
+        offsets = {str(p): split_position(pos)[0] for p, pos in result.positions.items()}
+        message = orjson.dumps({"offsets": offsets, "written_at": time.time(), "newest_event_ts": result.newest_event_ts})
+        try:
+            await self.redis.publish(PROGRESS_CHANNEL, message)
+        except Exception:  # noqa: BLE001 - progress is informational; Redis health is tracked by the publisher
+            pass
 
     def _observe(self, result: BatchResult, records: int, started: float) -> None:
         m = self.metrics
