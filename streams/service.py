@@ -108,7 +108,7 @@ class Service:
 
         self.publisher = DecisionPublisher(self.redis, generation=0, heartbeat_ttl_s=settings.heartbeat_ttl_s)
         self._rules_stamp = self._stamp()
-        self._redis_was_healthy = True
+        self._republish_pending = False
         self._last_heartbeat = 0.0
         self._ready = False
         _patch_fetch_wait(settings.fetch_max_wait_ms)
@@ -231,19 +231,28 @@ class Service:
         self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
         await self._publish(effects, self.core.positions)
         now = time.time()
-        healthy = self.publisher.healthy
-        if healthy and not self._redis_was_healthy:
-            log.info("redis back: republishing every owned decision")
-            for partition in list(self.core.engines):
-                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
-        if now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
-            tenants = [t for p in list(self.core.engines) for t in self.core.tenants(p)]
+        heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
+        tenants = self._owned_tenants() if heartbeat_due or not self.publisher.healthy else []
+        if not self.publisher.healthy:
+            # Decisions written (or lifted) during the outage never reached Redis: once a probe
+            # succeeds, the whole owned decision set is written again, stale fields removed.
+            self._republish_pending = True
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
-        self._redis_was_healthy = self.publisher.healthy
+        if self._republish_pending and self.publisher.healthy:
+            log.info("redis reachable: republishing every owned decision")
+            for partition in list(self.core.engines):
+                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
+            self._republish_pending = not self.publisher.healthy
+        if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
+            await self.publisher.heartbeat(tenants)
+            self._last_heartbeat = now
         self.metrics.redis_healthy.set(1 if self.publisher.healthy else 0)
         if self._stamp() != self._rules_stamp:
             await self.reload_rules()
+
+    def _owned_tenants(self) -> list[str]:
+        return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
 
     def _checkpoint(self, partitions: Any) -> None:
         table = self.table

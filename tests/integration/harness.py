@@ -95,6 +95,19 @@ class WorkerRun:
             time.sleep(0.25)
         raise AssertionError(f"worker not ready after {timeout_s}s\n{self.tail()}")
 
+    def wait_ready_or_serving(self, timeout_s: float = 60) -> None:
+        """Wait until partitions are recovered, even when Redis is unusable (/readyz then says 503)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.tail()
+            try:
+                if http(self.port, "/budgets")[0] == 200 and b"partitions recovered" in self.log_path.read_bytes():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"worker did not recover partitions after {timeout_s}s\n{self.tail()}")
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)

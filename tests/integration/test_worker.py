@@ -147,3 +147,104 @@ def http_text(port: int, path: str) -> str:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.read().decode()
+
+
+def _start_private_redis(tmp_path: Path, *extra: str) -> tuple[int, Any]:
+    import shutil
+    import subprocess
+
+    from spendwarden.embedded import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not installed (these tests stop or lock down their own server)")
+    port = free_port()
+    folder = tmp_path / f"redis-{port}"
+    folder.mkdir()
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(folder), "--dbfilename", "dump.rdb", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop_all() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    start()
+    return port, (start, stop_all)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A redis-server of this test's own (it gets stopped), keeping an RDB file across restarts."""
+    port, (start, stop_all) = _start_private_redis(tmp_path)
+
+    def start_and_wait() -> None:
+        start()
+        wait_for(lambda: _pings(port), timeout_s=10, what="private redis-server")
+
+    wait_for(lambda: _pings(port), timeout_s=10, what="private redis-server")
+    yield f"redis://127.0.0.1:{port}/0", start_and_wait
+    stop_all()
+
+
+def _pings(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def test_redis_down_and_back_ends_with_the_right_decisions(run: WorkerRun, private_redis: Any) -> None:
+    """Decisions made and lifted while Redis is down are all correct once it returns: new ones written, stale ones gone."""
+    url, start_redis = private_redis
+    run.redis_url = url
+    run.start()
+    run.wait_ready()
+    ends = produce(run.bootstrap, run.topics["events"], encode(event(i, "30") for i in range(4)))
+    run.wait_offsets(ends)
+    assert wait_for(lambda: decisions(url), what="acme block")["chat:low"]["level"] == "block"
+    client = redis.Redis.from_url(url)
+    client.shutdown(save=True)  # the saved file still holds acme's block: stale once it is lifted
+    client.close()
+    (run.rules_dir / "rules.yaml").write_text(RULES.replace("LIMIT", "1000").replace(
+        "tenants:\n", "tenants:\n  globex: {timezone: UTC, tier: gold}\n"))
+    time.sleep(2.5)  # the worker reloads on its next tick: acme's block lifts while Redis is down
+    ends = produce(run.bootstrap, run.topics["events"], encode(event(i, "400", tenant="globex") for i in range(3)))
+    run.wait_offsets(ends)
+    start_redis()
+    wait_for(lambda: decisions(url, "globex"), timeout_s=30, what="globex block after Redis returned")
+    wait_for(lambda: decisions(url, "acme") == {}, timeout_s=30, what="acme's stale block removed")
+    assert decisions(url, "globex")["chat:low"]["level"] == "block"
+    metrics = http_text(run.port, "/metrics")
+    assert "spendwarden_redis_healthy 1.0" in metrics
+
+
+def test_canary_secrets_never_reach_the_logs(run: WorkerRun, tmp_path: Path) -> None:
+    """Wrong Redis passwords planted in the URL and in SPENDWARDEN_REDIS_PASSWORD appear in no log line, through errors."""
+    port, (_, stop_all) = _start_private_redis(tmp_path, "--requirepass", "the-right-password")
+    try:
+        canary_url, canary_password = "canary-url-pw-7f3a9c", "canary-env-pw-51b2e8"
+        run.redis_url = f"redis://:{canary_url}@127.0.0.1:{port}/0"
+        run.extra_env["SPENDWARDEN_REDIS_PASSWORD"] = canary_password
+        run.extra_env["SPENDWARDEN_LOG_LEVEL"] = "debug"
+        run.start()
+        run.wait_ready_or_serving()
+        ends = produce(run.bootstrap, run.topics["events"],
+                       encode([event(1, "500")]) + [(b"acme", b"\xff not json")])
+        run.wait_offsets(ends)
+        time.sleep(2)
+        run.stop()
+    finally:
+        stop_all()
+    text = run.log_path.read_text(errors="replace")
+    assert "redis_unavailable" in text and "AuthenticationError" in text  # the failure was logged...
+    assert canary_url not in text and canary_password not in text  # ...without the secrets
