@@ -201,6 +201,21 @@ def worker_command(rules_dir: str | None, kafka_bootstrap: str | None, http_port
     run_worker(settings)
 
 
+@main.command("up")
+@click.option("--rules", "rules", default=None, type=click.Path(exists=True, path_type=Path),
+              help="Rules directory (default: the bundled demo rules).")
+@click.option("--speed", default=60.0, show_default=True, type=float,
+              help="Demo feed pace: simulated seconds per wall-clock second.")
+@click.option("--duration", default=None, type=float, help="Stop by itself after this many seconds.")
+@click.option("--no-demo", is_flag=True, help="Start the broker, Redis and worker only; send no demo traffic.")
+def up_command(rules: Path | None, speed: float, duration: float | None, no_demo: bool) -> None:
+    """Run everything here: embedded Kafka and Redis (unless SPENDWARDEN_KAFKA_BOOTSTRAP /
+    SPENDWARDEN_REDIS_URL are set), the worker, and the demo day sped up, printed live."""
+    from spendwarden.up import run_up
+
+    run_up(rules, speed, duration, not no_demo)
+
+
 @main.group("rules")
 def rules_group() -> None:
     """Check and test rule files."""
@@ -237,6 +252,25 @@ def rules_test(path: str) -> None:
     click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed or not results:
         sys.exit(1)
+
+
+@rules_group.command("push")
+@click.argument("path")
+@click.option("--kafka", "kafka_bootstrap", envvar="SPENDWARDEN_KAFKA_BOOTSTRAP", required=True,
+              help="Kafka bootstrap host:port (env SPENDWARDEN_KAFKA_BOOTSTRAP).")
+@click.option("--topic", default="spendwarden.rules", show_default=True, envvar="SPENDWARDEN_RULES_TOPIC",
+              help="Compacted topic the workers follow.")
+def rules_push(path: str, kafka_bootstrap: str, topic: str) -> None:
+    """Lint PATH and publish it as the rule set every worker runs (workers follow --topic)."""
+    import asyncio
+
+    from spendwarden.embedded import TopicSpec, create_topics
+    from spendwarden.streams.rules_topic import pack_ruleset, push
+
+    ruleset, record = pack_ruleset(path)
+    asyncio.run(create_topics(kafka_bootstrap, [TopicSpec(topic, partitions=1, compacted=True)]))
+    asyncio.run(push(kafka_bootstrap, topic, record))
+    click.echo(f"pushed rules {ruleset.version} ({len(ruleset.rules)} rules, {len(ruleset.budgets)} budgets) to {topic}")
 
 
 @main.command("schema")

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, description="partitions of the cost topic (and of the state changelog)")
 
     rules_dir: Path = Field(Path("rules"), description="rules directory, reloaded on change, SIGHUP or POST /-/reload")
+    rules_topic: Optional[str] = Field(None, description="follow rule sets pushed to this compacted topic "
+                                       "(`spendwarden rules push`); the directory is then only the starting set")
     pricebook: Optional[Path] = Field(None, description="pricebook YAML; unset: the bundled illustrative one")
 
     batch_max_records: int = Field(500, ge=1, description="records per processing batch (one checkpoint per batch)")

@@ -144,6 +144,13 @@ class Service:
             async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
                 await self.handle_events(events)
 
+        if s.rules_topic:
+            @app.task
+            async def follow_rules() -> None:
+                from spendwarden.streams.rules_topic import follow
+
+                await follow(s.kafka_bootstrap or "", s.rules_topic or "", self.apply_pushed_rules)
+
         @app.timer(s.tick_s)
         async def tick() -> None:
             await self.on_tick()
@@ -248,8 +255,24 @@ class Service:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
         self.metrics.redis_healthy.set(1 if self.publisher.healthy else 0)
-        if self._stamp() != self._rules_stamp:
+        self._measure_lag()
+        if not self.settings.rules_topic and self._stamp() != self._rules_stamp:
             await self.reload_rules()
+
+    def _measure_lag(self) -> None:
+        """Records between what each owned partition has processed and its end (the broker's highwater)."""
+        from faust.types import TP
+
+        consumer = self.app.consumer
+        for partition in list(self.core.engines):
+            try:
+                highwater = consumer.highwater(TP(self.settings.cost_topic, partition))
+            except Exception:  # noqa: BLE001 - not known before the first fetch
+                continue
+            if highwater is None:
+                continue
+            done = split_position(self.core.positions[partition])[0] + 1 if partition in self.core.positions else 0
+            self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - done))
 
     def _owned_tenants(self) -> list[str]:
         return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
@@ -323,7 +346,7 @@ class Service:
     # ---------------------------------------------------------------- rules
     def _stamp(self) -> tuple[tuple[str, float, int], ...]:
         try:
-            return tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in rule_files(self.settings.rules_dir))
+            return tuple((str(p), p.stat().st_mtime, p.stat().st_size) for p in rule_files(self.rules.path))
         except (OSError, ConfigError):
             return ()
 
@@ -342,6 +365,28 @@ class Service:
         self.metrics.set_rules_version(self.rules.version)
         log.info("rules reloaded", rules_version=self.rules.version)
         return None
+
+    async def apply_pushed_rules(self, record: bytes) -> None:
+        """Swap to a rule set pushed on the rules topic; a set that does not load is refused."""
+        from spendwarden.exceptions import SpendwardenError
+        from spendwarden.streams.rules_topic import pushed_rules_folder, unpack_ruleset
+
+        folder = pushed_rules_folder(self.settings.data_dir)
+        try:
+            ruleset = unpack_ruleset(record, folder)
+        except (SpendwardenError, ValueError, KeyError) as exc:
+            self.metrics.rule_reload_failures.inc()
+            log.error("pushed rule set refused; keeping the last good rules", error=str(exc),
+                      rules_version=self.rules.version)
+            return
+        if ruleset.version == self.rules.version:
+            return
+        self.rules = RuleStore(folder)
+        effects = self.core.set_rules(self.rules.current)
+        self._checkpoint(effects.keys())
+        await self._publish(effects, self.core.positions)
+        self.metrics.set_rules_version(self.rules.version)
+        log.info("pushed rules applied", rules_version=self.rules.version)
 
     def install_sighup(self) -> None:
         loop = asyncio.get_event_loop()

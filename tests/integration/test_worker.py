@@ -248,3 +248,34 @@ def test_canary_secrets_never_reach_the_logs(run: WorkerRun, tmp_path: Path) -> 
     text = run.log_path.read_text(errors="replace")
     assert "redis_unavailable" in text and "AuthenticationError" in text  # the failure was logged...
     assert canary_url not in text and canary_password not in text  # ...without the secrets
+
+
+def test_rules_push_reaches_a_running_worker_and_a_broken_set_is_refused(run: WorkerRun, redis_url: str,
+                                                                          tmp_path: Path) -> None:
+    """`rules push` of a lower limit blocks in a running worker that follows the rules topic; a broken set never loads."""
+    from click.testing import CliRunner
+
+    from spendwarden.cli import main
+
+    rules_topic = run.topics["decisions"] + "-rules"
+    run.extra_env["SPENDWARDEN_RULES_TOPIC"] = rules_topic
+    run.start()
+    run.wait_ready()
+    ends = produce(run.bootstrap, run.topics["events"], encode(event(i, "10") for i in range(5)))
+    run.wait_offsets(ends)
+    assert decisions(redis_url) == {}
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "rules.yaml").write_text(RULES.replace("LIMIT", "40"))
+    result = CliRunner().invoke(main, ["rules", "push", str(lower), "--kafka", run.bootstrap, "--topic", rules_topic])
+    assert result.exit_code == 0, result.output
+    found = wait_for(lambda: decisions(redis_url), what="block after rules push")
+    assert found["chat:low"]["level"] == "block"
+    pushed_version = run.budgets()["rules_version"]
+    assert pushed_version in result.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "rules.yaml").write_text(RULES.replace("LIMIT", "40").replace("period: day", "period: dya"))
+    result = CliRunner().invoke(main, ["rules", "push", str(broken), "--kafka", run.bootstrap, "--topic", rules_topic])
+    assert result.exit_code == 2 and "rules.yaml:" in result.output and "dya" in result.output
+    assert run.budgets()["rules_version"] == pushed_version
