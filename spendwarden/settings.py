@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     decisions_topic: str = "spendwarden.decisions"
     late_topic: str = "spendwarden.late"
     partitions: int = Field(4, ge=1, description="partitions of the cost topic (and of the state changelog)")
+    repartition: bool = Field(False, description="producers do not key records by tenant: re-key every record "
+                              "by tenant through an internal topic first (one more hop per record)")
 
     rules_dir: Path = Field(Path("rules"), description="rules directory, reloaded on change, SIGHUP or POST /-/reload")
     rules_topic: Optional[str] = Field(None, description="follow rule sets pushed to this compacted topic "

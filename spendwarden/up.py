@@ -8,9 +8,10 @@ way out (Ctrl-C, SIGTERM, --duration, an error), because a demo must not leave s
 
 The feed stamps each event with the wall clock when it is sent: the worker counts into *today's*
 periods and refuses events from the future, so simulated times cannot be sent as they are. The
-simulated morning (New York midnight to 10:28) goes first, squeezed into the last two minutes,
-so today's budgets already hold it; then the day runs live at --speed simulated seconds per wall
-second. At the default 60x acme's agent loop starts 2 s in and trips its daily budget in a minute.
+simulated day up to 10:38 New York goes first, squeezed into the last two minutes, so today's
+budgets already hold the morning and the first minutes of acme's agent loop (from 10:30); then
+the day runs live at --speed simulated seconds per wall second. At the default 60x the loop
+alerts about 20 s after the feed starts and is degraded, then blocked, within the first minute.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from spendwarden.embedded import EmbeddedBroker, EmbeddedRedis, TopicSpec, creat
 from spendwarden.exceptions import SpendwardenError
 from spendwarden.settings import Settings, load_settings
 
-LIVE_FROM = timedelta(hours=10, minutes=28)  # simulated New York time where the live feed starts
+LIVE_FROM = timedelta(hours=10, minutes=38)  # simulated New York time where the live feed starts
 PRELOAD_SPAN_S = 120.0  # the simulated morning is stamped into this many seconds before now
 STATUS_EVERY_S = 2.0
 READY_TIMEOUT_S = 120.0
@@ -256,8 +257,9 @@ class DemoFeed:
         for i, event in enumerate(morning):
             await self._send(event, 0, now - span + span * i / len(morning))
         await self.producer.flush()
-        _out(f"{time.strftime('%H:%M:%S')}  demo: sent the simulated morning to 10:28 New York ({len(morning):,} "
-             f"events); now live at {self.speed:g}x, acme/drafting starts looping at 10:30")
+        _out(f"{time.strftime('%H:%M:%S')}  demo: sent the simulated day up to {str(LIVE_FROM)[:-3]} New York at once "
+             f"({len(morning):,} events; acme's drafting agent has been looping since 10:30); "
+             f"now live at {self.speed:g}x")
         lap, sim0 = 0, live_from
         while True:
             self._sim0, self._clock0 = sim0, time.monotonic()
@@ -399,7 +401,10 @@ def run_up(rules: Optional[Path], speed: float, duration: Optional[float], demo:
     """The `up` command. --duration counts from the start of the command."""
     from spendwarden.rules.loader import load_ruleset
 
+    from spendwarden import logs
+
     started = time.monotonic()
+    logs.configure("warning", json=False)  # our own lines on stdout; library chatter only if it matters
     if speed <= 0:
         raise UpError("--speed must be above 0")
     settings = load_settings()

@@ -35,7 +35,7 @@ from spendwarden.streams.engine_state import split_position
 from spendwarden.streams.metrics import WorkerMetrics
 from spendwarden.streams.money import usd_text
 from spendwarden.streams.pricebook import Pricebook
-from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore
+from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, route_by_tenant
 
 log = get_logger("spendwarden.service")
 PROGRESS_CHANNEL = "sw:progress"
@@ -139,7 +139,19 @@ class Service:
             extra_topic_configs={"cleanup.policy": "compact"}))
         self.table.service = self
 
-        @app.agent(self.cost_topic, name="count-cost-events")
+        self.counted_topic = self.cost_topic
+        if s.repartition:
+            # Exactness needs one tenant's events in one partition, in order: when producers key
+            # otherwise, every record is re-keyed by tenant first, and only that topic is counted.
+            self.counted_topic = app.topic(f"{s.app_id}-cost-events-by-tenant", key_serializer="raw",
+                                           value_serializer="raw", partitions=s.partitions, internal=True)
+
+            @app.agent(self.cost_topic, name="route-by-tenant")
+            async def route(stream: Any) -> None:
+                async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                    await self.route_events(events)
+
+        @app.agent(self.counted_topic, name="count-cost-events")
         async def count(stream: Any) -> None:
             async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
                 await self.handle_events(events)
@@ -233,6 +245,17 @@ class Service:
         await self._announce_progress(result)
         self._observe(result, len(records), started)
 
+    async def route_events(self, events: list[Any]) -> None:
+        """Re-key records by tenant into the counted topic (repartition mode)."""
+        for e in events:
+            routed, rejections = route_by_tenant(e.value, self.ingest)
+            for key, value in routed:
+                await self.counted_topic.send(key=key, value=value)
+            for rejection in rejections:
+                source = {"topic": e.message.topic, "partition": e.message.partition, "offset": e.message.offset}
+                self.metrics.dead_letters.labels(reason=rejection.reason).inc()
+                await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(rejection.to_dead_letter(e.value, source)))
+
     async def on_tick(self) -> None:
         effects = self.core.tick()
         self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
@@ -266,7 +289,7 @@ class Service:
         consumer = self.app.consumer
         for partition in list(self.core.engines):
             try:
-                highwater = consumer.highwater(TP(self.settings.cost_topic, partition))
+                highwater = consumer.highwater(TP(self.counted_topic.get_topic_name(), partition))
             except Exception:  # noqa: BLE001 - not known before the first fetch
                 continue
             if highwater is None:

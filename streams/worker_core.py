@@ -17,7 +17,8 @@ from spendwarden.streams.checkpoint import DirtyState
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import GLOBAL, Engine
 from spendwarden.streams.engine_state import position
-from spendwarden.streams.ingest import Ingest
+from spendwarden.exceptions import RejectedEvent
+from spendwarden.streams.ingest import Ingest, Rejection
 
 log = get_logger("spendwarden.worker")
 
@@ -130,3 +131,27 @@ class WorkerCore:
         for tenant, field_name, verdict in engine.all_verdicts():
             found.setdefault(tenant, {})[field_name] = verdict
         return found
+
+
+def route_by_tenant(raw: bytes, ingest: Ingest) -> tuple[list[tuple[bytes, bytes]], list[Rejection]]:
+    """Split a record into one JSON-array record per tenant, keyed by tenant (for repartitioning).
+
+    Only decoding and the tenant id are checked here; full validation happens where the events
+    are counted, so a bad event still reaches the dead-letter topic with its reason.
+    """
+    try:
+        items = ingest.decode(raw)
+    except RejectedEvent as exc:
+        return [], [Rejection.of(exc)]
+    groups: dict[str, list[object]] = {}
+    rejections = []
+    for index, item in enumerate(items):
+        tenant = item.get("tenant_id") if isinstance(item, dict) else None
+        if not isinstance(tenant, str) or not tenant:
+            rejections.append(Rejection("invalid", "tenant_id: missing or not a string, cannot route",
+                                        "tenant_id", index))
+            continue
+        groups.setdefault(tenant, []).append(item)
+    import orjson
+
+    return [(tenant.encode(), orjson.dumps(group)) for tenant, group in groups.items()], rejections

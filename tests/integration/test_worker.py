@@ -279,3 +279,30 @@ def test_rules_push_reaches_a_running_worker_and_a_broken_set_is_refused(run: Wo
     result = CliRunner().invoke(main, ["rules", "push", str(broken), "--kafka", run.bootstrap, "--topic", rules_topic])
     assert result.exit_code == 2 and "rules.yaml:" in result.output and "dya" in result.output
     assert run.budgets()["rules_version"] == pushed_version
+
+
+def test_repartition_mode_counts_records_keyed_otherwise_exactly(run: WorkerRun, redis_url: str) -> None:
+    """With repartition on, records with random keys and arrays mixing tenants give exact per-tenant totals and decisions."""
+    run.extra_env["SPENDWARDEN_REPARTITION"] = "true"
+    run.start()
+    run.wait_ready()
+    rng = random.Random(7)
+    events = [event(i, "0.5", tenant=rng.choice(["acme", "globex", "initech"]), use_case="chat") for i in range(600)]
+    expected: dict[str, Decimal] = {}
+    for e in events:
+        expected[e["tenant_id"]] = expected.get(e["tenant_id"], Decimal(0)) + Decimal("0.5")
+    import orjson
+
+    records = []
+    for start in range(0, 600, 7):  # arrays of 7 mixed-tenant events, keyed by something else
+        records.append((f"gateway-{rng.randrange(100)}".encode(), orjson.dumps(events[start:start + 7])))
+    produce(run.bootstrap, run.topics["events"], records)
+    produce(run.bootstrap, run.topics["events"], records[:20])  # a producer retry: duplicates
+
+    def totals() -> dict[str, Decimal]:
+        return {key[1].split("/")[0]: value for key, value in run.totals().items()}
+
+    wait_for(lambda: totals() == expected, timeout_s=60, what=f"exact per-tenant totals {expected}")
+    time.sleep(2)  # the duplicates have had time to arrive: still exact
+    assert totals() == expected
+    assert decisions(redis_url, "acme")["chat:low"]["level"] == "block"  # $100 limit crossed by ~$100
