@@ -98,9 +98,13 @@ class Engine:
     """Budgets, rules and decisions over a stream of priced cost events."""
 
     def __init__(self, rules: RuleSet, state: MutableMapping[Any, Any] | None = None, *,
-                 dedupe_horizon_s: float = DEFAULT_HORIZON_S) -> None:
+                 dedupe_horizon_s: float = DEFAULT_HORIZON_S, emit_cross_tenant: bool = False) -> None:
         self.state: MutableMapping[Any, Any] = {} if state is None else state
         self.horizon = dedupe_horizon_s
+        # Stage one of two (the service): budgets spanning tenants are not counted here but
+        # emitted as (budget, instance, position, nanos, ts) for a second stage to sum.
+        self.emit_cross_tenant = emit_cross_tenant
+        self.deltas: list[tuple[str, tuple[str, ...], int, int, float]] = []
         self.stats = EngineStats()
         self.facts = Facts(self.state)
         self._tick = 0.0
@@ -191,6 +195,10 @@ class Engine:
             period = slot.period
             if period is None or not period.start <= ts < period.end:
                 period = slot.period = slot.calendar.period(slot.kind, ts)
+            if slot.is_global and self.emit_cross_tenant:
+                self.deltas.append((slot.name, slot.inst, pos, cost, ts))
+                applied = True
+                continue
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
@@ -226,6 +234,37 @@ class Engine:
         for slot, period, total in touched:
             slot.next_period = period.id
             slot.next_at = self._evaluate(slot.budget, slot.inst, slot.tkey, period, total, slot.limit, effects)
+        return effects
+
+    def apply_delta(self, budget_name: str, inst: tuple[str, ...], source: str, pos: Position, cost: int,
+                    ts: float) -> list[Effect]:
+        """Stage two: add one stage-one entry to a cross-tenant budget, fenced per source partition.
+
+        Entries of one source arrive in position order (re-sent ones after a stage-one crash
+        repeat positions already applied and are skipped), so the sum stays exact.
+        """
+        effects: list[Effect] = []
+        try:
+            budget = self.rules.budget(budget_name)
+        except KeyError:
+            return effects  # the budget was removed by a reload since the entry was emitted
+        limit = self.rules.limit_nanos(budget, None)
+        if limit is None or budget.per_tenant:
+            return effects
+        if ts > self._clock.get(GLOBAL, 0.0):
+            self._clock[GLOBAL] = ts
+            self.state[("clock", GLOBAL)] = ts
+        period = self._calendar(GLOBAL).period(budget.spec.period, ts)
+        key = ("spend", GLOBAL, budget_name, inst, period.id)
+        current = self.state.get(key)
+        fences = {} if current is None else current[1]
+        if fences.get(source, -1) >= pos:
+            return effects
+        fences[source] = pos
+        total = cost if current is None else current[0] + cost
+        self.state[key] = (total, fences)
+        if period.end > self._frontier(GLOBAL) and budget.rules:
+            self._evaluate(budget, inst, GLOBAL, period, total, limit, effects)
         return effects
 
     def advance(self, now: float) -> list[Effect]:

@@ -151,6 +151,14 @@ class Service:
                 async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
                     await self.route_events(events)
 
+        self.deltas_topic = app.topic(f"{s.app_id}-cross-tenant-deltas", key_serializer="raw",
+                                      value_serializer="raw", partitions=s.partitions, internal=True)
+
+        @app.agent(self.deltas_topic, name="sum-cross-tenant")
+        async def sum_cross_tenant(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                await self.handle_deltas(events)
+
         @app.agent(self.counted_topic, name="count-cost-events")
         async def count(stream: Any) -> None:
             async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
@@ -241,9 +249,25 @@ class Service:
         for key, payload in result.dead_letters:
             self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
             await self.dead_letter_topic.send(key=key, value=orjson.dumps(payload))
+        for partition, grouped in result.deltas.items():
+            for (budget, inst), entries in grouped.items():
+                payload = {"budget": budget, "instance": list(inst), "source": partition, "entries": entries}
+                await self.deltas_topic.send(key=f"{budget}|{'/'.join(inst)}".encode(), value=orjson.dumps(payload))
         await self._publish(result.effects, result.positions)
         await self._announce_progress(result)
         self._observe(result, len(records), started)
+
+    async def handle_deltas(self, events: list[Any]) -> None:
+        """Stage two: budgets spanning tenants, summed from stage-one entries (alerts only)."""
+        effects: dict[int, list[Effect]] = {}
+        for e in events:
+            try:
+                payload = orjson.loads(e.value)
+            except orjson.JSONDecodeError:
+                continue  # our own internal topic: nothing else writes it
+            effects.setdefault(e.message.partition, []).extend(self.core.apply_deltas(e.message.partition, payload))
+        self._checkpoint(effects.keys())
+        await self._publish(effects, {})
 
     async def route_events(self, events: list[Any]) -> None:
         """Re-key records by tenant into the counted topic (repartition mode)."""

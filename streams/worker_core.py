@@ -40,6 +40,8 @@ class BatchResult:
     dead_letters: list[tuple[Optional[bytes], dict[str, Any]]] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)
     newest_event_ts: Optional[float] = None
+    # Stage-one entries for budgets spanning tenants, grouped per (budget, instance), per partition.
+    deltas: dict[int, dict[tuple[str, tuple[str, ...]], list[list[Any]]]] = field(default_factory=dict)
     events: int = 0
     duplicates: int = 0
     too_late: int = 0
@@ -48,10 +50,12 @@ class BatchResult:
 class WorkerCore:
     """Engines per owned partition over dirty-tracking state."""
 
-    def __init__(self, rules: RuleSet, ingest: Ingest, *, dedupe_horizon_s: float = 7 * 86400) -> None:
+    def __init__(self, rules: RuleSet, ingest: Ingest, *, dedupe_horizon_s: float = 7 * 86400,
+                 two_stage: bool = True) -> None:
         self.rules = rules
         self.ingest = ingest
         self.horizon = dedupe_horizon_s
+        self.two_stage = two_stage
         self.engines: dict[int, Engine] = {}
         self.positions: dict[int, int] = {}
 
@@ -59,7 +63,7 @@ class WorkerCore:
     def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]]) -> Engine:
         """(Re)build the engine of a partition from checkpointed state."""
         state = DirtyState(items)
-        engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon)
+        engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon, emit_cross_tenant=self.two_stage)
         state.dirty.clear()
         self.engines[partition] = engine
         # The newest position the checkpoint reflects: Redis writes are fenced at or after it.
@@ -107,10 +111,24 @@ class WorkerCore:
             result.events += len(events)
             result.duplicates += stats.duplicates - before[0]
             result.too_late += stats.too_late - before[1]
+            if engine.deltas:
+                grouped = result.deltas.setdefault(record.partition, {})
+                for budget, inst, pos, nanos, ts in engine.deltas:
+                    grouped.setdefault((budget, inst), []).append([pos, nanos, ts])
+                engine.deltas.clear()
             pos = position(record.offset, max(0, len(events) - 1))
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
         return result
+
+    def apply_deltas(self, partition: int, payload: dict[str, Any]) -> list[Effect]:
+        """Stage two: sum one record of stage-one entries into the cross-tenant budget it names."""
+        engine = self.engine(partition)
+        inst = tuple(payload["instance"])
+        effects: list[Effect] = []
+        for pos, nanos, ts in payload["entries"]:
+            effects.extend(engine.apply_delta(payload["budget"], inst, f"p{payload['source']}", pos, nanos, ts))
+        return effects
 
     def tick(self, now: float | None = None) -> dict[int, list[Effect]]:
         """Advance every owned engine to the wall clock."""

@@ -306,3 +306,29 @@ def test_repartition_mode_counts_records_keyed_otherwise_exactly(run: WorkerRun,
     time.sleep(2)  # the duplicates have had time to arrive: still exact
     assert totals() == expected
     assert decisions(redis_url, "acme")["chat:low"]["level"] == "block"  # $100 limit crossed by ~$100
+
+
+def test_platform_budget_across_tenants_is_summed_in_a_second_stage(run: WorkerRun) -> None:
+    """Spend of tenants on different partitions sums exactly into one platform counter, which alerts once."""
+    (run.rules_dir / "rules.yaml").write_text(RULES.replace("LIMIT", "1000"))
+    (run.rules_dir / "platform.yaml").write_text("""
+budgets:
+  - {name: platform-daily, period: day, limit_usd: 50}
+rules:
+  - {name: platform-over, budget: platform-daily, when: budget.spend_usd > 50, severity: high}
+""")
+    run.start()
+    run.wait_ready()
+    tenants = [f"tenant-{n}" for n in range(8)]  # spread over the 4 partitions
+    events = [event(i, "0.75", tenant=tenants[i % 8]) for i in range(80)]  # $60 in all
+    produce(run.bootstrap, run.topics["events"], encode(events))
+
+    def platform() -> Decimal:
+        return sum((value for key, value in run.totals().items() if key[0] == "platform-daily"), Decimal(0))
+
+    wait_for(lambda: platform() == Decimal("60.00"), timeout_s=60, what="platform total of $60")
+    assert len([key for key in run.totals() if key[0] == "platform-daily"]) == 1  # one counter, not one per partition
+    alerts = read_topic(run.bootstrap, run.topics["alerts"], expect=1)
+    platform_alerts = [a for a in alerts if a["rule"] == "platform-over"]
+    assert len(platform_alerts) == 1 and platform_alerts[0]["tenant_id"] is None
+    assert Decimal(platform_alerts[0]["spend_usd"]) > 50

@@ -472,3 +472,32 @@ def test_text_fields_are_never_guards(make_event: Any, ruleset_from_yaml: Any) -
     """))
     assert engine.process(make_event("11"), position(1)) == []
     assert engine.stats.rule_errors == {"r": 1}
+
+
+def test_two_stage_cross_tenant_budget_equals_one_stage_with_resent_entries(make_event: Any,
+                                                                             ruleset_from_yaml: Any) -> None:
+    """Stage one emits entries per partition, stage two sums them fenced per source: re-sent entries
+    (a stage-one crash) leave the platform total equal to counting in one engine, and the alert fires once."""
+    rules = ruleset_from_yaml("""
+        budgets:
+          - {name: platform, period: day, limit_usd: 10}
+        rules:
+          - {name: platform-over, budget: platform, when: budget.used_ratio >= 1.0}
+    """)
+    one = Engine(rules)
+    partitions = {0: Engine(rules, emit_cross_tenant=True), 1: Engine(rules, emit_cross_tenant=True)}
+    stage_two = Engine(rules)
+    fired = 0
+    for i in range(12):
+        tenant, partition = ("a", 0) if i % 3 else ("b", 1)
+        priced = make_event("1.000000001", tenant=tenant, cost_event_id=f"e{i}")
+        one.process(priced, position(i))
+        partitions[partition].process(priced, position(i))
+        for budget, inst, pos, nanos, ts in partitions[partition].deltas:
+            for _ in range(2 if i % 4 == 0 else 1):  # every fourth entry is sent twice
+                effects = stage_two.apply_delta(budget, inst, f"p{partition}", pos, nanos, ts)
+                fired += len(of(AlertFiring, effects))
+        partitions[partition].deltas.clear()
+    assert all(not e.totals() for e in partitions.values())
+    assert stage_two.totals() == one.totals() == {("platform", (), "2026-01-15"): 12 * usd_to_nanos("1.000000001")}
+    assert fired == 1
