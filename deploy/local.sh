@@ -33,7 +33,7 @@ shift || true
 case "$cmd" in
   up)
     ensure_venv
-    exec "$VENV/bin/spendwarden" demo "$@"
+    exec "$VENV/bin/spendwarden" up "$@"
     ;;
   test)
     ensure_venv

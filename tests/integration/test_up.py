@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def _env() -> dict[str, str]:
 
 
 def _pids(output: str) -> dict[str, int]:
-    found = {name: int(pid) for name, pid in re.findall(r"^(kafka|redis|worker)\b.*?\bpid (\d+)", output, re.M)}
+    pattern = r"^(kafka|redis|worker)\b.*?\bpid (\d+)"
+    found = {name: int(pid) for name, pid in re.findall(pattern, output, re.M)}
     assert set(found) == {"kafka", "redis", "worker"}, output
     return found
 
@@ -47,6 +49,7 @@ def _assert_all_gone(output: str) -> None:
     assert workdir, output
     assert Path(workdir.group(1), "worker.log").stat().st_size > 0
     assert Path(workdir.group(1), "tansu.log").exists()
+    shutil.rmtree(workdir.group(1), ignore_errors=True)  # kept for people; a test run needs no logs
 
 
 def test_up_shows_decision_and_alert_then_stops_everything(tmp_path: Path) -> None:
@@ -55,7 +58,8 @@ def test_up_shows_decision_and_alert_then_stops_everything(tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=150)
     output = result.stdout
     assert result.returncode == 0, output + result.stderr
-    assert re.search(r"^\S+Z  DECISION acme drafting:(low|medium) -> (L1 degrade|block)", output, re.M), output
+    decision = r"^\S+Z  DECISION acme drafting:(low|medium) -> (L1 degrade|block)"
+    assert re.search(decision, output, re.M), output
     assert re.search(r"^\S+Z  ALERT ", output, re.M), output
     assert re.search(r"STATUS .*worker counted [1-9][\d,]* .*spend today: acme \$", output), output
     assert "Traceback" not in result.stderr, result.stderr
