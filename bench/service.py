@@ -64,21 +64,12 @@ def bare_faust_child(config: dict[str, Any]) -> None:
     import faust
 
     from spendwarden.settings import Settings
-    from spendwarden.streams.service import _patch_fetch_wait
+    from spendwarden.streams.service import _patch_fetch_wait, faust_app_settings
 
     s = Settings(kafka_bootstrap=config["bootstrap"], app_id=config["app_id"], partitions=config["partitions"],
                  data_dir=Path(config["data_dir"]), http_port=config["http_port"])
     _patch_fetch_wait(s.fetch_max_wait_ms)  # as Service.__init__ does
-    app = faust.App(  # the arguments of Service._build_app
-        s.app_id, broker=f"kafka://{s.kafka_bootstrap}", store=s.store, datadir=str(s.data_dir),
-        topic_partitions=s.partitions, topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
-        broker_max_poll_records=max(s.batch_max_records, 500),
-        stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
-        web_host=s.http_host, web_port=s.http_port, web_enabled=True,
-        producer_linger=0.005, logging_config=None,
-    )
+    app = faust.App(s.app_id, **faust_app_settings(s))  # exactly the worker's app settings
     topic = app.topic(config["topic"], key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     progress = Path(config["progress"])
     state: dict[str, Any] = {"count": 0, "first": None}

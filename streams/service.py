@@ -39,6 +39,7 @@ from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, rou
 
 log = get_logger("spendwarden.service")
 PROGRESS_CHANNEL = "sw:progress"
+_NOT_CHECKPOINTED = frozenset({"facts", "facts_index"})
 
 
 class CheckpointTable(faust.Table):  # type: ignore[misc]
@@ -89,6 +90,20 @@ def _patch_fetch_wait(ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = Consumer
 
 
+def faust_app_settings(s: Settings) -> dict[str, Any]:
+    """The Faust app settings of the worker (also used by bench/service.py's bare agent)."""
+    return dict(
+        broker=f"kafka://{s.kafka_bootstrap}", store=s.store, datadir=str(s.data_dir),
+        topic_partitions=s.partitions, topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
+        broker_max_poll_records=max(s.batch_max_records, 500),
+        stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
+        web_host=s.http_host, web_port=s.http_port, web_enabled=True,
+        producer_linger=0.005, logging_config=None,
+    )
+
+
 class Service:
     """Builds the Faust app and holds what its agent, timer and web pages share."""
 
@@ -117,16 +132,7 @@ class Service:
     # ---------------------------------------------------------------- the app
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
-            s.app_id, broker=f"kafka://{s.kafka_bootstrap}", store=s.store, datadir=str(s.data_dir),
-            topic_partitions=s.partitions, topic_replication_factor=1,
-            consumer_auto_offset_reset="earliest",
-            broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
-            broker_max_poll_records=max(s.batch_max_records, 500),
-            stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
-            web_host=s.http_host, web_port=s.http_port, web_enabled=True,
-            producer_linger=0.005, logging_config=None,
-        )
+        app = faust.App(s.app_id, **faust_app_settings(s))
         self.cost_topic = app.topic(s.cost_topic, key_serializer="raw", value_serializer="raw",
                                     partitions=s.partitions)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, key_serializer="raw", value_serializer="raw")
@@ -138,6 +144,7 @@ class Service:
             schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
             extra_topic_configs={"cleanup.policy": "compact"}))
         self.table.service = self
+        self._changelog_name = self.table.changelog_topic.get_topic_name()
 
         self.counted_topic = self.cost_topic
         if s.repartition:
@@ -199,7 +206,7 @@ class Service:
                     if key[0] == "spend" and (tenant is None or key[1] == tenant):
                         totals.append({"tenant": key[1], "budget": key[2], "instance": list(key[3]),
                                        "period": key[4], "spend_usd": usd_text(value[0])})
-            offsets = {str(p): split_position(pos)[0] for p, pos in self.core.positions.items()}
+            offsets = {str(p): offset for p, offset in self.core.consumed.items()}
             return web.json({"rules_version": self.rules.version, "offsets": offsets, "budgets": totals})
 
         service = self
@@ -245,7 +252,7 @@ class Service:
         started = time.perf_counter()
         records = [Record(e.message.partition, e.message.offset, e.key, e.value, e.message.topic) for e in events]
         result = self.core.handle(records)
-        self._checkpoint(result.effects.keys())
+        await self._checkpoint(result.effects.keys())
         for key, payload in result.dead_letters:
             self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
             await self.dead_letter_topic.send(key=key, value=orjson.dumps(payload))
@@ -266,7 +273,7 @@ class Service:
             except orjson.JSONDecodeError:
                 continue  # our own internal topic: nothing else writes it
             effects.setdefault(e.message.partition, []).extend(self.core.apply_deltas(e.message.partition, payload))
-        self._checkpoint(effects.keys())
+        await self._checkpoint(effects.keys())
         await self._publish(effects, {})
 
     async def route_events(self, events: list[Any]) -> None:
@@ -282,7 +289,7 @@ class Service:
 
     async def on_tick(self) -> None:
         effects = self.core.tick()
-        self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
+        await self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
         await self._publish(effects, self.core.positions)
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
@@ -318,23 +325,31 @@ class Service:
                 continue
             if highwater is None:
                 continue
-            done = split_position(self.core.positions[partition])[0] + 1 if partition in self.core.positions else 0
-            self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - done))
+            if partition in self.core.consumed:
+                self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - self.core.consumed[partition] - 1))
 
     def _owned_tenants(self) -> list[str]:
         return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
 
-    def _checkpoint(self, partitions: Any) -> None:
-        table = self.table
+    async def _checkpoint(self, partitions: Any) -> None:
+        """Send changed state keys straight to the table's changelog through the app's producer.
+
+        Going around ``Table.__setitem__`` skips Faust's per-record bookkeeping (a FutureMessage,
+        callbacks and a copy in the table's own store) for each key; the records land in the
+        same changelog partition, Faust still flushes this producer before committing offsets,
+        and table recovery reads the changelog whoever wrote it. Alert evidence (``facts``) is
+        not money and stays in memory: after a restart it covers traffic since the restart.
+        """
+        producer = self.app.producer
+        topic = self._changelog_name
         for partition in list(partitions):
             if partition not in self.core.engines:
                 continue
             for key, value in self.core.dirty(partition):
-                raw_key = encode_key(partition, key)
-                if value is None:
-                    table.pop(raw_key, None)
-                else:
-                    table[raw_key] = encode_value(value)
+                if key[0] in _NOT_CHECKPOINTED:
+                    continue
+                raw = None if value is None else encode_value(value)
+                await producer.send(topic, encode_key(partition, key), raw, partition, None, None)
 
     async def _publish(self, effects: dict[int, list[Effect]], positions: dict[int, int]) -> None:
         for partition, found in effects.items():
@@ -374,7 +389,8 @@ class Service:
         if not result.positions or not self.publisher.healthy:
             return
         offsets = {str(p): split_position(pos)[0] for p, pos in result.positions.items()}
-        message = orjson.dumps({"offsets": offsets, "written_at": time.time(), "newest_event_ts": result.newest_event_ts})
+        message = orjson.dumps({"app_id": self.settings.app_id, "offsets": offsets, "written_at": time.time(),
+                                "newest_event_ts": result.newest_event_ts})
         try:
             await self.redis.publish(PROGRESS_CHANNEL, message)
         except Exception:  # noqa: BLE001 - progress is informational; Redis health is tracked by the publisher
@@ -407,7 +423,7 @@ class Service:
                       rules_version=self.rules.version)
             return str(error)
         effects = self.core.set_rules(self.rules.current)
-        self._checkpoint(effects.keys())
+        await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
         self.metrics.set_rules_version(self.rules.version)
         log.info("rules reloaded", rules_version=self.rules.version)
@@ -430,7 +446,7 @@ class Service:
             return
         self.rules = RuleStore(folder)
         effects = self.core.set_rules(self.rules.current)
-        self._checkpoint(effects.keys())
+        await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
         self.metrics.set_rules_version(self.rules.version)
         log.info("pushed rules applied", rules_version=self.rules.version)

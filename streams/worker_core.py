@@ -57,7 +57,10 @@ class WorkerCore:
         self.horizon = dedupe_horizon_s
         self.two_stage = two_stage
         self.engines: dict[int, Engine] = {}
+        # Fence for Redis writes: newest source position the state reflects (checkpoint or processing).
         self.positions: dict[int, int] = {}
+        # Offsets this process has itself processed (never inferred from a checkpoint).
+        self.consumed: dict[int, int] = {}
 
     # -------------------------------------------------------------- partitions
     def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]]) -> Engine:
@@ -74,6 +77,7 @@ class WorkerCore:
     def drop_partition(self, partition: int) -> None:
         self.engines.pop(partition, None)
         self.positions.pop(partition, None)
+        self.consumed.pop(partition, None)
 
     def engine(self, partition: int) -> Engine:
         found = self.engines.get(partition)
@@ -119,6 +123,7 @@ class WorkerCore:
             pos = position(record.offset, max(0, len(events) - 1))
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
+            self.consumed[record.partition] = record.offset
         return result
 
     def apply_deltas(self, partition: int, payload: dict[str, Any]) -> list[Effect]:

@@ -131,18 +131,37 @@ class WorkerRun:
                 for b in self.budgets()["budgets"]}
 
     def wait_offsets(self, ends: dict[int, int], timeout_s: float = 60) -> None:
-        """Wait until the worker has processed every partition up to its end offset."""
+        """Wait until the worker's consumer group has committed every partition up to its end.
+
+        Faust commits an offset only after the batch was processed and its checkpoint flushed,
+        so this is the honest "caught up" signal, also right after a restart.
+        """
         deadline = time.monotonic() + timeout_s
-        seen: dict[str, int] = {}
+        committed: dict[int, int] = {}
         while time.monotonic() < deadline:
-            try:
-                seen = self.budgets()["offsets"]
-            except OSError:
-                seen = {}
-            if all(seen.get(str(p), -1) >= end - 1 for p, end in ends.items() if end > 0):
+            committed = committed_offsets(self.bootstrap, self.app_id, self.topics["events"], list(ends))
+            if all(committed.get(p, 0) >= end for p, end in ends.items() if end > 0):
                 return
-            time.sleep(0.25)
-        raise AssertionError(f"worker reached offsets {seen}, wanted {ends}\n{self.tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"group committed {committed}, wanted {ends}\n{self.tail()}")
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    async def run() -> dict[int, int]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            found = {}
+            for p in partitions:
+                offset = await consumer.committed(TopicPartition(topic, p))
+                found[p] = offset if offset is not None else 0
+            return found
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
 
 
 def http(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
