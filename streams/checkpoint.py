@@ -1,9 +1,9 @@
-"""Engine state in memory per partition, checkpointed to a Faust table once per batch.
+"""Engine state in memory per partition, checkpointed to a Faust table's changelog per commit.
 
 Why: a Faust table write per event produces a changelog record per event (FACTS: 3k
 events/s); the engine does ~10 state writes per event. So the engine works on a plain dict
-that remembers which keys changed (``DirtyState``), and after each batch only those keys are
-written to the table, whose changelog Faust flushes before it commits the source offsets.
+that remembers which keys changed (``DirtyState``), and right before Faust commits source
+offsets only those keys are written to the table's changelog (docs/service.md).
 A crash therefore loses at most state the next run re-applies, and the engine's position
 fences make re-applying exact.
 

@@ -38,6 +38,13 @@ class WorkerMetrics:
                                    registry=r)
         self.rule_reload_failures = Counter("spendwarden_rule_reload_failures_total",
                                             "Rule reloads refused (the last good set stays)", registry=r)
+        self.checkpoint_records = Counter("spendwarden_checkpoint_records_total",
+                                          "State keys written to the changelog (end markers excluded)",
+                                          registry=r)
+        self.checkpoints = Counter("spendwarden_checkpoints_total", "Checkpoints that wrote at least one key",
+                                   registry=r)
+        self.refetched = Counter("spendwarden_refetched_records_total",
+                                 "Records the stream skipped, read directly before counting", registry=r)
         self.partitions = Gauge("spendwarden_partitions_owned", "Partitions this worker owns", registry=r)
 
     def set_rules_version(self, version: str) -> None:

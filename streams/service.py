@@ -35,11 +35,13 @@ from spendwarden.streams.engine_state import split_position
 from spendwarden.streams.metrics import WorkerMetrics
 from spendwarden.streams.money import usd_text
 from spendwarden.streams.pricebook import Pricebook
+from spendwarden.streams.refetch import Refetcher
 from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, route_by_tenant
 
 log = get_logger("spendwarden.service")
 PROGRESS_CHANNEL = "sw:progress"
 _NOT_CHECKPOINTED = frozenset({"facts", "facts_index"})
+CHECKPOINT_MARKER = ("checkpoint",)
 
 
 class CheckpointTable(faust.Table):  # type: ignore[misc]
@@ -126,6 +128,8 @@ class Service:
         self._republish_pending = False
         self._last_heartbeat = 0.0
         self._ready = False
+        self._checkpoint_lock = asyncio.Lock()
+        self._marked: dict[int, Optional[int]] = {}  # position each partition's last end marker covers
         _patch_fetch_wait(settings.fetch_max_wait_ms)
         self.app = self._build_app()
 
@@ -145,6 +149,7 @@ class Service:
             extra_topic_configs={"cleanup.policy": "compact"}))
         self.table.service = self
         self._changelog_name = self.table.changelog_topic.get_topic_name()
+        self._checkpoint_before_flush(app.producer)
 
         self.counted_topic = self.cost_topic
         if s.repartition:
@@ -157,6 +162,9 @@ class Service:
             async def route(stream: Any) -> None:
                 async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
                     await self.route_events(events)
+
+        self.refetcher = Refetcher(s.kafka_bootstrap or "", self.counted_topic.get_topic_name(),
+                                   fetch_max_wait_ms=s.fetch_max_wait_ms)
 
         self.deltas_topic = app.topic(f"{s.app_id}-cross-tenant-deltas", key_serializer="raw",
                                       value_serializer="raw", partitions=s.partitions, internal=True)
@@ -228,6 +236,7 @@ class Service:
     def on_revoked(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.core.drop_partition(partition)
+            self._marked.pop(partition, None)
         self.metrics.partitions.set(len(self.core.engines))
 
     async def on_recovered(self, partitions: set[int]) -> None:
@@ -236,12 +245,22 @@ class Service:
         self.publisher.generation = int(self.app.consumer_generation_id or 0)
         by_partition: dict[int, list[tuple[Any, Any]]] = {p: [] for p in partitions if p not in self.core.engines}
         if by_partition:
+            covered: dict[int, Optional[int]] = {}
             for raw_key, raw_value in self.table.data.items():
                 partition, key = decode_key(raw_key)
-                if partition in by_partition and raw_value is not None:
+                if partition not in by_partition or raw_value is None:
+                    continue
+                if key == CHECKPOINT_MARKER:
+                    covered[partition] = decode_value(raw_value).get("position")
+                else:
                     by_partition[partition].append((key, decode_value(raw_value)))
             for partition, items in by_partition.items():
-                self.core.load_partition(partition, items)
+                marked = covered.get(partition)
+                self._marked[partition] = marked
+                self.core.load_partition(partition, items,
+                                         next_offset=None if marked is None else split_position(marked)[0] + 1)
+                log.debug("partition loaded", partition=partition, keys=len(items),
+                          next_offset=self.core.next_offset.get(partition))
                 await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
         self.metrics.partitions.set(len(self.core.engines))
         self._ready = True
@@ -251,8 +270,10 @@ class Service:
     async def handle_events(self, events: list[Any]) -> None:
         started = time.perf_counter()
         records = [Record(e.message.partition, e.message.offset, e.key, e.value, e.message.topic) for e in events]
+        gaps = self.core.gaps(records)
+        if gaps:
+            records = await self._fill_gaps(records, gaps)
         result = self.core.handle(records)
-        await self._checkpoint(result.effects.keys())
         for key, payload in result.dead_letters:
             self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
             await self.dead_letter_topic.send(key=key, value=orjson.dumps(payload))
@@ -264,6 +285,21 @@ class Service:
         await self._announce_progress(result)
         self._observe(result, len(records), started)
 
+    async def _fill_gaps(self, records: list[Record], gaps: list[tuple[int, int, int]]) -> list[Record]:
+        """Read records the state expected but Faust never delivered, in front of the batch."""
+        missing: dict[tuple[int, int], list[Record]] = {}
+        for partition, start, end in gaps:
+            found = await self.refetcher.read(partition, start, end)
+            missing[(partition, end)] = found
+            self.metrics.refetched.inc(len(found))
+            log.warning("records skipped by the stream were read directly", partition=partition,
+                        offsets=f"{start}..{end - 1}", records=len(found))
+        merged: list[Record] = []
+        for record in records:
+            merged.extend(missing.pop((record.partition, record.offset), ()))
+            merged.append(record)
+        return merged
+
     async def handle_deltas(self, events: list[Any]) -> None:
         """Stage two: budgets spanning tenants, summed from stage-one entries (alerts only)."""
         effects: dict[int, list[Effect]] = {}
@@ -273,7 +309,6 @@ class Service:
             except orjson.JSONDecodeError:
                 continue  # our own internal topic: nothing else writes it
             effects.setdefault(e.message.partition, []).extend(self.core.apply_deltas(e.message.partition, payload))
-        await self._checkpoint(effects.keys())
         await self._publish(effects, {})
 
     async def route_events(self, events: list[Any]) -> None:
@@ -289,7 +324,9 @@ class Service:
 
     async def on_tick(self) -> None:
         effects = self.core.tick()
-        await self._checkpoint(p for p, found in effects.items() if found or self.core.engines[p].state.dirty)  # type: ignore[attr-defined]
+        # Changes made by the clock alone (periods ending, blocks lifting) have no offset for
+        # Faust to commit, so they are checkpointed here rather than waiting for traffic.
+        await self._checkpoint(p for p, found in effects.items() if found)
         await self._publish(effects, self.core.positions)
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
@@ -331,25 +368,72 @@ class Service:
     def _owned_tenants(self) -> list[str]:
         return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
 
+    def _checkpoint_before_flush(self, producer: Any) -> None:
+        """Checkpoint every changed key right before the producer flush that precedes each commit.
+
+        Faust computes the offsets to commit, flushes the producer, then commits
+        (``Consumer._commit_offsets``). Events are acked only after ``handle_events`` returned,
+        so when the flush starts, the in-memory state already reflects every offset about to be
+        committed: sending the dirty keys first keeps the committed position behind what the
+        changelog holds, while a key written by thousands of events between two commits
+        (``broker_commit_interval``) costs one changelog record instead of one per batch.
+        """
+        self._flush_producer = producer.flush
+
+        async def checkpoint_then_flush() -> None:
+            await self._checkpoint(list(self.core.engines))
+            await self._flush_producer()
+
+        producer.flush = checkpoint_then_flush
+
     async def _checkpoint(self, partitions: Any) -> None:
-        """Send changed state keys straight to the table's changelog through the app's producer.
+        """Send changed state keys straight to the table's changelog, then a lone end marker.
 
         Going around ``Table.__setitem__`` skips Faust's per-record bookkeeping (a FutureMessage,
         callbacks and a copy in the table's own store) for each key; the records land in the
-        same changelog partition, Faust still flushes this producer before committing offsets,
-        and table recovery reads the changelog whoever wrote it. Alert evidence (``facts``) is
-        not money and stays in memory: after a restart it covers traffic since the restart.
+        same changelog partition and table recovery reads the changelog whoever wrote it.
+        Alert evidence (``facts``) is not money and stays in memory.
+
+        The keys are flushed, then one ``checkpoint`` record per partition is sent and flushed
+        on its own, so the changelog always ends with a one-record batch. Recovery reads up to
+        the broker's reported end offset; Tansu 0.6.0 reports the *first* offset of the last
+        batch plus one (docs/service.md), which would hide the rest of a multi-record batch.
+        On Kafka or Redpanda the marker costs one small record and one round trip per commit.
         """
-        producer = self.app.producer
-        topic = self._changelog_name
-        for partition in list(partitions):
-            if partition not in self.core.engines:
-                continue
-            for key, value in self.core.dirty(partition):
-                if key[0] in _NOT_CHECKPOINTED:
+        async with self._checkpoint_lock:
+            producer = self.app.producer
+            topic = self._changelog_name
+            written: list[int] = []
+            markers: dict[int, Optional[int]] = {}
+            for partition in list(partitions):
+                if partition not in self.core.engines:
                     continue
-                raw = None if value is None else encode_value(value)
-                await producer.send(topic, encode_key(partition, key), raw, partition, None, None)
+                # Taken before the dirty set is swapped out (no await in between): the marker
+                # must not claim events whose changes land in the next checkpoint.
+                covered = self.core.positions.get(partition)
+                sent = 0
+                for key, value in self.core.dirty(partition):
+                    if key[0] in _NOT_CHECKPOINTED:
+                        continue
+                    raw = None if value is None else encode_value(value)
+                    await producer.send(topic, encode_key(partition, key), raw, partition, None, None)
+                    sent += 1
+                if sent:
+                    written.append(partition)
+                    self.metrics.checkpoint_records.inc(sent)
+                if sent or covered != self._marked.get(partition):
+                    markers[partition] = covered
+            if not markers:
+                return
+            self.metrics.checkpoints.inc()
+            if written:
+                await self._flush_producer()
+            for partition, covered in markers.items():
+                marker = {"position": covered, "written_at": time.time()}
+                await producer.send(topic, encode_key(partition, CHECKPOINT_MARKER), encode_value(marker),
+                                    partition, None, None)
+                self._marked[partition] = covered
+            await self._flush_producer()
 
     async def _publish(self, effects: dict[int, list[Effect]], positions: dict[int, int]) -> None:
         for partition, found in effects.items():

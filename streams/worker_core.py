@@ -61,10 +61,17 @@ class WorkerCore:
         self.positions: dict[int, int] = {}
         # Offsets this process has itself processed (never inferred from a checkpoint).
         self.consumed: dict[int, int] = {}
+        # The next source offset each partition's state is waiting for (None: not known yet).
+        self.next_offset: dict[int, Optional[int]] = {}
 
     # -------------------------------------------------------------- partitions
-    def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]]) -> Engine:
-        """(Re)build the engine of a partition from checkpointed state."""
+    def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]],
+                       next_offset: Optional[int] = None) -> Engine:
+        """(Re)build the engine of a partition from checkpointed state.
+
+        ``next_offset`` is the first source offset the checkpoint does not cover (from its end
+        marker); records must resume there or earlier, anything later is a gap (``gaps``).
+        """
         state = DirtyState(items)
         engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon, emit_cross_tenant=self.two_stage)
         state.dirty.clear()
@@ -72,12 +79,30 @@ class WorkerCore:
         # The newest position the checkpoint reflects: Redis writes are fenced at or after it.
         applied = [v[1] for k, v in state.items() if k[0] == "spend" and isinstance(v[1], int)]
         self.positions[partition] = max(applied, default=0)
+        self.next_offset[partition] = next_offset
         return engine
 
     def drop_partition(self, partition: int) -> None:
         self.engines.pop(partition, None)
         self.positions.pop(partition, None)
         self.consumed.pop(partition, None)
+        self.next_offset.pop(partition, None)
+
+    def gaps(self, records: Iterable[Record]) -> list[tuple[int, int, int]]:
+        """(partition, first missing offset, first offset present) for every jump forward.
+
+        A record earlier than expected is a replay (the engine's fences make it harmless); one
+        later than expected means the records in between reached neither the state nor this
+        batch, and must be read before it. Pure: the caller fetches.
+        """
+        expected = dict(self.next_offset)
+        found: list[tuple[int, int, int]] = []
+        for record in records:
+            want = expected.get(record.partition)
+            if want is not None and record.offset > want:
+                found.append((record.partition, want, record.offset))
+            expected[record.partition] = record.offset + 1 if want is None else max(want, record.offset + 1)
+        return found
 
     def engine(self, partition: int) -> Engine:
         found = self.engines.get(partition)
@@ -124,6 +149,8 @@ class WorkerCore:
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
             self.consumed[record.partition] = record.offset
+            known = self.next_offset.get(record.partition)
+            self.next_offset[record.partition] = record.offset + 1 if known is None else max(known, record.offset + 1)
         return result
 
     def apply_deltas(self, partition: int, payload: dict[str, Any]) -> list[Effect]:
