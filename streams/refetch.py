@@ -34,8 +34,10 @@ class Refetcher:
         if self._consumer is None:
             from aiokafka import AIOKafkaConsumer
 
+            # earliest: a range already deleted by retention ends the read instead of hanging it
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                        enable_auto_commit=False, fetch_max_wait_ms=self.fetch_max_wait_ms)
+                                        enable_auto_commit=False, auto_offset_reset="earliest",
+                                        fetch_max_wait_ms=self.fetch_max_wait_ms)
             await consumer.start()
             self._consumer = consumer
         return self._consumer

@@ -129,7 +129,8 @@ class Service:
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
-        self._marked: dict[int, Optional[int]] = {}  # position each partition's last end marker covers
+        # (position, next deltas offset) each partition's last end marker covers
+        self._marked: dict[int, tuple[Optional[int], Optional[int]]] = {}
         _patch_fetch_wait(settings.fetch_max_wait_ms)
         self.app = self._build_app()
 
@@ -168,6 +169,8 @@ class Service:
 
         self.deltas_topic = app.topic(f"{s.app_id}-cross-tenant-deltas", key_serializer="raw",
                                       value_serializer="raw", partitions=s.partitions, internal=True)
+        self.delta_refetcher = Refetcher(s.kafka_bootstrap or "", self.deltas_topic.get_topic_name(),
+                                         fetch_max_wait_ms=s.fetch_max_wait_ms)
 
         @app.agent(self.deltas_topic, name="sum-cross-tenant")
         async def sum_cross_tenant(stream: Any) -> None:
@@ -245,20 +248,22 @@ class Service:
         self.publisher.generation = int(self.app.consumer_generation_id or 0)
         by_partition: dict[int, list[tuple[Any, Any]]] = {p: [] for p in partitions if p not in self.core.engines}
         if by_partition:
-            covered: dict[int, Optional[int]] = {}
+            markers: dict[int, dict[str, Any]] = {}
             for raw_key, raw_value in self.table.data.items():
                 partition, key = decode_key(raw_key)
                 if partition not in by_partition or raw_value is None:
                     continue
                 if key == CHECKPOINT_MARKER:
-                    covered[partition] = decode_value(raw_value).get("position")
+                    markers[partition] = decode_value(raw_value)
                 else:
                     by_partition[partition].append((key, decode_value(raw_value)))
             for partition, items in by_partition.items():
-                marked = covered.get(partition)
-                self._marked[partition] = marked
+                marker = markers.get(partition, {})
+                covered, deltas_next = marker.get("position"), marker.get("deltas_next")
+                self._marked[partition] = (covered, deltas_next)
                 self.core.load_partition(partition, items,
-                                         next_offset=None if marked is None else split_position(marked)[0] + 1)
+                                         next_offset=None if covered is None else split_position(covered)[0] + 1,
+                                         next_delta_offset=deltas_next)
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
                 await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
@@ -272,7 +277,7 @@ class Service:
         records = [Record(e.message.partition, e.message.offset, e.key, e.value, e.message.topic) for e in events]
         gaps = self.core.gaps(records)
         if gaps:
-            records = await self._fill_gaps(records, gaps)
+            records = await self._fill_gaps(self.refetcher, records, gaps)
         result = self.core.handle(records)
         for key, payload in result.dead_letters:
             self.metrics.dead_letters.labels(reason=payload["reason"]).inc()
@@ -285,14 +290,16 @@ class Service:
         await self._announce_progress(result)
         self._observe(result, len(records), started)
 
-    async def _fill_gaps(self, records: list[Record], gaps: list[tuple[int, int, int]]) -> list[Record]:
+    async def _fill_gaps(self, refetcher: Refetcher, records: list[Record],
+                         gaps: list[tuple[int, int, int]]) -> list[Record]:
         """Read records the state expected but Faust never delivered, in front of the batch."""
         missing: dict[tuple[int, int], list[Record]] = {}
         for partition, start, end in gaps:
-            found = await self.refetcher.read(partition, start, end)
+            found = await refetcher.read(partition, start, end)
             missing[(partition, end)] = found
             self.metrics.refetched.inc(len(found))
-            log.warning("records skipped by the stream were read directly", partition=partition,
+            log.warning("records skipped by the stream were read directly", topic=refetcher.topic,
+                        partition=partition,
                         offsets=f"{start}..{end - 1}", records=len(found))
         merged: list[Record] = []
         for record in records:
@@ -303,12 +310,17 @@ class Service:
     async def handle_deltas(self, events: list[Any]) -> None:
         """Stage two: budgets spanning tenants, summed from stage-one entries (alerts only)."""
         effects: dict[int, list[Effect]] = {}
-        for e in events:
+        records = [Record(e.message.partition, e.message.offset, e.key, e.value, e.message.topic) for e in events]
+        gaps = self.core.gaps(records, self.core.next_delta_offset)
+        if gaps:
+            records = await self._fill_gaps(self.delta_refetcher, records, gaps)
+        for record in records:
             try:
-                payload = orjson.loads(e.value)
+                payload = orjson.loads(record.value)
             except orjson.JSONDecodeError:
                 continue  # our own internal topic: nothing else writes it
-            effects.setdefault(e.message.partition, []).extend(self.core.apply_deltas(e.message.partition, payload))
+            found = self.core.apply_deltas(record.partition, payload, record.offset)
+            effects.setdefault(record.partition, []).extend(found)
         await self._publish(effects, {})
 
     async def route_events(self, events: list[Any]) -> None:
@@ -404,13 +416,13 @@ class Service:
             producer = self.app.producer
             topic = self._changelog_name
             written: list[int] = []
-            markers: dict[int, Optional[int]] = {}
+            markers: dict[int, tuple[Optional[int], Optional[int]]] = {}
             for partition in list(partitions):
                 if partition not in self.core.engines:
                     continue
                 # Taken before the dirty set is swapped out (no await in between): the marker
                 # must not claim events whose changes land in the next checkpoint.
-                covered = self.core.positions.get(partition)
+                covered = (self.core.positions.get(partition), self.core.next_delta_offset.get(partition))
                 sent = 0
                 for key, value in self.core.dirty(partition):
                     if key[0] in _NOT_CHECKPOINTED:
@@ -429,7 +441,7 @@ class Service:
             if written:
                 await self._flush_producer()
             for partition, covered in markers.items():
-                marker = {"position": covered, "written_at": time.time()}
+                marker = {"position": covered[0], "deltas_next": covered[1], "written_at": time.time()}
                 await producer.send(topic, encode_key(partition, CHECKPOINT_MARKER), encode_value(marker),
                                     partition, None, None)
                 self._marked[partition] = covered

@@ -63,10 +63,12 @@ class WorkerCore:
         self.consumed: dict[int, int] = {}
         # The next source offset each partition's state is waiting for (None: not known yet).
         self.next_offset: dict[int, Optional[int]] = {}
+        # The same for the second-stage (cross-tenant deltas) topic, co-partitioned with the first.
+        self.next_delta_offset: dict[int, Optional[int]] = {}
 
     # -------------------------------------------------------------- partitions
     def load_partition(self, partition: int, items: Iterable[tuple[tuple[Any, ...], Any]],
-                       next_offset: Optional[int] = None) -> Engine:
+                       next_offset: Optional[int] = None, next_delta_offset: Optional[int] = None) -> Engine:
         """(Re)build the engine of a partition from checkpointed state.
 
         ``next_offset`` is the first source offset the checkpoint does not cover (from its end
@@ -80,6 +82,7 @@ class WorkerCore:
         applied = [v[1] for k, v in state.items() if k[0] == "spend" and isinstance(v[1], int)]
         self.positions[partition] = max(applied, default=0)
         self.next_offset[partition] = next_offset
+        self.next_delta_offset[partition] = next_delta_offset
         return engine
 
     def drop_partition(self, partition: int) -> None:
@@ -87,15 +90,18 @@ class WorkerCore:
         self.positions.pop(partition, None)
         self.consumed.pop(partition, None)
         self.next_offset.pop(partition, None)
+        self.next_delta_offset.pop(partition, None)
 
-    def gaps(self, records: Iterable[Record]) -> list[tuple[int, int, int]]:
+    def gaps(self, records: Iterable[Record], expected_next: Optional[dict[int, Optional[int]]] = None,
+             ) -> list[tuple[int, int, int]]:
         """(partition, first missing offset, first offset present) for every jump forward.
 
         A record earlier than expected is a replay (the engine's fences make it harmless); one
         later than expected means the records in between reached neither the state nor this
-        batch, and must be read before it. Pure: the caller fetches.
+        batch, and must be read before it. Pure: the caller fetches. ``expected_next`` defaults
+        to the counted topic's expectations (``next_delta_offset`` for the second stage).
         """
-        expected = dict(self.next_offset)
+        expected = dict(self.next_offset if expected_next is None else expected_next)
         found: list[tuple[int, int, int]] = []
         for record in records:
             want = expected.get(record.partition)
@@ -149,13 +155,14 @@ class WorkerCore:
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
             self.consumed[record.partition] = record.offset
-            known = self.next_offset.get(record.partition)
-            self.next_offset[record.partition] = record.offset + 1 if known is None else max(known, record.offset + 1)
+            _advance(self.next_offset, record.partition, record.offset)
         return result
 
-    def apply_deltas(self, partition: int, payload: dict[str, Any]) -> list[Effect]:
+    def apply_deltas(self, partition: int, payload: dict[str, Any], offset: Optional[int] = None) -> list[Effect]:
         """Stage two: sum one record of stage-one entries into the cross-tenant budget it names."""
         engine = self.engine(partition)
+        if offset is not None:
+            _advance(self.next_delta_offset, partition, offset)
         inst = tuple(payload["instance"])
         effects: list[Effect] = []
         for pos, nanos, ts in payload["entries"]:
@@ -181,6 +188,11 @@ class WorkerCore:
         for tenant, field_name, verdict in engine.all_verdicts():
             found.setdefault(tenant, {})[field_name] = verdict
         return found
+
+
+def _advance(expected: dict[int, Optional[int]], partition: int, offset: int) -> None:
+    known = expected.get(partition)
+    expected[partition] = offset + 1 if known is None else max(known, offset + 1)
 
 
 def route_by_tenant(raw: bytes, ingest: Ingest) -> tuple[list[tuple[bytes, bytes]], list[Rejection]]:

@@ -67,3 +67,12 @@ def test_dropping_a_partition_forgets_its_expectation() -> None:
     worker.load_partition(0, (), next_offset=5)
     worker.drop_partition(0)
     assert worker.gaps([record(0, 9)]) == []
+
+
+def test_second_stage_offsets_are_tracked_apart_from_the_counted_topic() -> None:
+    worker = core()
+    worker.load_partition(1, (), next_offset=100, next_delta_offset=40)
+    worker.apply_deltas(1, {"budget": "uc-day", "instance": ["acme", "chat"], "source": 1, "entries": []}, 40)
+    delta = Record(1, 42, b"k", b"{}", "deltas")
+    assert worker.gaps([delta], worker.next_delta_offset) == [(1, 41, 42)]
+    assert worker.gaps([record(1, 100)]) == []
