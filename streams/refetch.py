@@ -65,6 +65,23 @@ class Refetcher:
                     found.append(Record(partition, message.offset, message.key, message.value, self.topic))
         return found
 
+    async def resume_offsets(self, partitions: list[int], group: str) -> dict[int, int]:
+        """Where ``group`` resumes each partition: its committed offset, else the log start."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        await reader.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            starts = await reader.beginning_offsets(tps)
+            found: dict[int, int] = {}
+            for tp in tps:
+                committed = await reader.committed(tp)
+                found[tp.partition] = int(committed if committed is not None else starts[tp])
+            return found
+        finally:
+            await reader.stop()
+
     async def close(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()

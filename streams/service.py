@@ -129,7 +129,7 @@ class Service:
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
-        # (position, next deltas offset) each partition's last end marker covers
+        # (next offset, next deltas offset) each partition's last end marker recorded
         self._marked: dict[int, tuple[Optional[int], Optional[int]]] = {}
         _patch_fetch_wait(settings.fetch_max_wait_ms)
         self.app = self._build_app()
@@ -257,13 +257,19 @@ class Service:
                     markers[partition] = decode_value(raw_value)
                 else:
                     by_partition[partition].append((key, decode_value(raw_value)))
+            # No marker: nothing of that partition was ever counted, so counting must start where
+            # the group resumes (or the log starts), and a first record Faust skips still shows.
+            unmarked = [p for p in by_partition if markers.get(p, {}).get("next_offset") is None]
+            resume = await self.refetcher.resume_offsets(unmarked, self.settings.app_id) if unmarked else {}
+            unmarked = [p for p in by_partition if markers.get(p, {}).get("deltas_next") is None]
+            resume_deltas = (await self.delta_refetcher.resume_offsets(unmarked, self.settings.app_id)
+                             if unmarked else {})
             for partition, items in by_partition.items():
                 marker = markers.get(partition, {})
-                covered, deltas_next = marker.get("position"), marker.get("deltas_next")
-                self._marked[partition] = (covered, deltas_next)
-                self.core.load_partition(partition, items,
-                                         next_offset=None if covered is None else split_position(covered)[0] + 1,
-                                         next_delta_offset=deltas_next)
+                next_offset, deltas_next = marker.get("next_offset"), marker.get("deltas_next")
+                self._marked[partition] = (next_offset, deltas_next)
+                self.core.load_partition(partition, items, next_offset=resume.get(partition, next_offset),
+                                         next_delta_offset=resume_deltas.get(partition, deltas_next))
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
                 await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
@@ -318,7 +324,9 @@ class Service:
             try:
                 payload = orjson.loads(record.value)
             except orjson.JSONDecodeError:
-                continue  # our own internal topic: nothing else writes it
+                # our own internal topic: nothing else writes it; never expect this record again
+                self.core.skip_delta(record.partition, record.offset)
+                continue
             found = self.core.apply_deltas(record.partition, payload, record.offset)
             effects.setdefault(record.partition, []).extend(found)
         await self._publish(effects, {})
@@ -415,37 +423,50 @@ class Service:
         async with self._checkpoint_lock:
             producer = self.app.producer
             topic = self._changelog_name
-            written: list[int] = []
+            taken: list[tuple[int, list[tuple[Any, ...]]]] = []
+            pending: list[Any] = []
             markers: dict[int, tuple[Optional[int], Optional[int]]] = {}
-            for partition in list(partitions):
-                if partition not in self.core.engines:
-                    continue
-                # Taken before the dirty set is swapped out (no await in between): the marker
-                # must not claim events whose changes land in the next checkpoint.
-                covered = (self.core.positions.get(partition), self.core.next_delta_offset.get(partition))
-                sent = 0
-                for key, value in self.core.dirty(partition):
-                    if key[0] in _NOT_CHECKPOINTED:
+            try:
+                for partition in list(partitions):
+                    if partition not in self.core.engines:
                         continue
-                    raw = None if value is None else encode_value(value)
-                    await producer.send(topic, encode_key(partition, key), raw, partition, None, None)
-                    sent += 1
-                if sent:
-                    written.append(partition)
-                    self.metrics.checkpoint_records.inc(sent)
-                if sent or covered != self._marked.get(partition):
-                    markers[partition] = covered
-            if not markers:
-                return
-            self.metrics.checkpoints.inc()
-            if written:
+                    # Taken before the dirty set is swapped out (no await in between): the
+                    # marker must not claim records whose changes land in the next checkpoint.
+                    covered = (self.core.next_offset.get(partition), self.core.next_delta_offset.get(partition))
+                    keys: list[tuple[Any, ...]] = []
+                    taken.append((partition, keys))
+                    for key, value in self.core.dirty(partition):
+                        keys.append(key)
+                        if key[0] in _NOT_CHECKPOINTED:
+                            continue
+                        raw = None if value is None else encode_value(value)
+                        pending.append(await producer.send(topic, encode_key(partition, key), raw, partition,
+                                                           None, None))
+                        self.metrics.checkpoint_records.inc()
+                    if keys or covered != self._marked.get(partition):
+                        markers[partition] = covered
+                if not markers:
+                    return
+                self.metrics.checkpoints.inc()
+                if pending:
+                    await self._flush_producer()
+                    await asyncio.gather(*pending)  # a key that failed to land must stop the commit
+                marked = []
+                for partition, covered in markers.items():
+                    marker = {"next_offset": covered[0], "deltas_next": covered[1], "written_at": time.time()}
+                    marked.append(await producer.send(topic, encode_key(partition, CHECKPOINT_MARKER),
+                                                      encode_value(marker), partition, None, None))
                 await self._flush_producer()
+                await asyncio.gather(*marked)
+            except BaseException:
+                # Nothing of this checkpoint may be assumed written: its keys are dirty again.
+                for partition, keys in taken:
+                    engine = self.core.engines.get(partition)
+                    if engine is not None:
+                        engine.state.dirty.update(keys)  # type: ignore[attr-defined]
+                raise
             for partition, covered in markers.items():
-                marker = {"position": covered[0], "deltas_next": covered[1], "written_at": time.time()}
-                await producer.send(topic, encode_key(partition, CHECKPOINT_MARKER), encode_value(marker),
-                                    partition, None, None)
                 self._marked[partition] = covered
-            await self._flush_producer()
 
     async def _publish(self, effects: dict[int, list[Effect]], positions: dict[int, int]) -> None:
         for partition, found in effects.items():

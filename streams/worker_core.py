@@ -169,6 +169,10 @@ class WorkerCore:
             effects.extend(engine.apply_delta(payload["budget"], inst, f"p{payload['source']}", pos, nanos, ts))
         return effects
 
+    def skip_delta(self, partition: int, offset: int) -> None:
+        """A second-stage record that cannot be read is passed over, not expected again."""
+        _advance(self.next_delta_offset, partition, offset)
+
     def tick(self, now: float | None = None) -> dict[int, list[Effect]]:
         """Advance every owned engine to the wall clock."""
         now = time.time() if now is None else now

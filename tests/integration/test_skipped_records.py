@@ -12,7 +12,6 @@ from decimal import Decimal
 from harness import WorkerRun, encode, event, produce
 from spendwarden.embedded import TopicSpec, create_topics
 from spendwarden.streams.checkpoint import encode_key, encode_value
-from spendwarden.streams.engine_state import position
 from spendwarden.streams.refetch import Refetcher
 from test_worker import run  # noqa: F401 - the worker fixture
 
@@ -49,7 +48,7 @@ def test_a_commit_ahead_of_the_checkpoint_marker_is_filled_in_before_counting(ru
         await create_topics(run.bootstrap, [TopicSpec(changelog, 4, compacted=True)])
         producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap)
         await producer.start()
-        marker = {"position": position(4, 0), "deltas_next": None, "written_at": time.time()}
+        marker = {"next_offset": 5, "deltas_next": 0, "written_at": time.time()}
         await producer.send_and_wait(changelog, encode_value(marker), key=encode_key(partition, ("checkpoint",)),
                                      partition=partition)
         await producer.stop()
