@@ -1,0 +1,53 @@
+"""A checkpoint whose changelog writes fail must not count as written (docs/service.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendwarden.settings import Settings
+from spendwarden.streams.service import Service
+from test_worker_gaps import RULES, record
+
+
+class FailingProducer:
+    """Accepts sends; every delivery future fails, as an expired batch would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, Any, int]] = []
+
+    async def send(self, topic: str, key: bytes, value: Any, partition: int, *_: Any) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(RuntimeError("delivery failed"))
+        return future
+
+
+def test_failed_delivery_stops_the_checkpoint_and_keeps_its_keys_dirty(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", rules_dir=rules, data_dir=tmp_path / "data",
+                        redis_url="redis://127.0.0.1:9/0", app_id="sw-unit-checkpoint")
+    service = Service(settings)  # the Redis client connects on first use, which never comes
+    producer = FailingProducer()
+    service.app.producer = producer
+
+    async def no_flush() -> None:
+        return None
+
+    service._flush_producer = no_flush
+    service.core.handle([record(0, 0), record(0, 1)])
+    changed = set(service.core.engines[0].state.dirty)
+    assert changed
+
+    with pytest.raises(RuntimeError, match="delivery failed"):
+        asyncio.run(service._checkpoint([0]))
+
+    assert producer.sent, "the keys were sent"
+    assert not any(b"checkpoint" in key for _, key, _, _ in producer.sent), "no end marker after a failed key"
+    assert set(service.core.engines[0].state.dirty) == changed  # everything will be sent again
+    assert 0 not in service._marked
