@@ -13,12 +13,10 @@ has no group (so it commits nothing), before the batch is counted.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
-from spendwarden.logs import get_logger
 from spendwarden.streams.worker_core import Record
-
-log = get_logger("spendwarden.refetch")
 
 
 class Refetcher:
@@ -45,8 +43,6 @@ class Refetcher:
     async def read(self, partition: int, start: int, end: int, timeout_s: float = 30.0) -> list[Record]:
         """Records with ``start <= offset < end`` (offsets with no record, such as transaction
         markers, are simply absent). Raises TimeoutError if the range cannot be read."""
-        import asyncio
-
         from aiokafka import TopicPartition
 
         consumer = await self._ensure()

@@ -217,7 +217,7 @@ class Service:
                     if key[0] == "spend" and (tenant is None or key[1] == tenant):
                         totals.append({"tenant": key[1], "budget": key[2], "instance": list(key[3]),
                                        "period": key[4], "spend_usd": usd_text(value[0])})
-            offsets = {str(p): offset for p, offset in self.core.consumed.items()}
+            offsets = {str(p): nxt - 1 for p, nxt in self.core.next_offset.items() if nxt is not None}
             return web.json({"rules_version": self.rules.version, "offsets": offsets, "budgets": totals})
 
         service = self
@@ -382,8 +382,9 @@ class Service:
                 continue
             if highwater is None:
                 continue
-            if partition in self.core.consumed:
-                self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - self.core.consumed[partition] - 1))
+            expected = self.core.next_offset.get(partition)
+            if expected is not None:
+                self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - expected))
 
     def _owned_tenants(self) -> list[str]:
         return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
@@ -442,12 +443,12 @@ class Service:
                         raw = None if value is None else encode_value(value)
                         pending.append(await producer.send(topic, encode_key(partition, key), raw, partition,
                                                            None, None))
-                        self.metrics.checkpoint_records.inc()
                     if keys or covered != self._marked.get(partition):
                         markers[partition] = covered
                 if not markers:
                     return
                 self.metrics.checkpoints.inc()
+                self.metrics.checkpoint_records.inc(len(pending))
                 if pending:
                     await self._flush_producer()
                     await asyncio.gather(*pending)  # a key that failed to land must stop the commit

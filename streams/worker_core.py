@@ -59,8 +59,6 @@ class WorkerCore:
         self.engines: dict[int, Engine] = {}
         # Fence for Redis writes: newest source position the state reflects (checkpoint or processing).
         self.positions: dict[int, int] = {}
-        # Offsets this process has itself processed (never inferred from a checkpoint).
-        self.consumed: dict[int, int] = {}
         # The next source offset each partition's state is waiting for (None: not known yet).
         self.next_offset: dict[int, Optional[int]] = {}
         # The same for the second-stage (cross-tenant deltas) topic, co-partitioned with the first.
@@ -88,7 +86,6 @@ class WorkerCore:
     def drop_partition(self, partition: int) -> None:
         self.engines.pop(partition, None)
         self.positions.pop(partition, None)
-        self.consumed.pop(partition, None)
         self.next_offset.pop(partition, None)
         self.next_delta_offset.pop(partition, None)
 
@@ -107,7 +104,7 @@ class WorkerCore:
             want = expected.get(record.partition)
             if want is not None and record.offset > want:
                 found.append((record.partition, want, record.offset))
-            expected[record.partition] = record.offset + 1 if want is None else max(want, record.offset + 1)
+            _advance(expected, record.partition, record.offset)
         return found
 
     def engine(self, partition: int) -> Engine:
@@ -154,7 +151,6 @@ class WorkerCore:
             pos = position(record.offset, max(0, len(events) - 1))
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
-            self.consumed[record.partition] = record.offset
             _advance(self.next_offset, record.partition, record.offset)
         return result
 
