@@ -29,12 +29,12 @@ from spendwarden.streams.engine_state import EngineStats, Facts, Position, posit
 from spendwarden.streams.events import PricedEvent
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
+from spendwarden.streams.seen import SeenIds
 
 __all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
 
 INFINITY = float("inf")
 GLOBAL = "*"  # tenant key of budgets that span tenants
-SEEN_BUCKET_S = 600
 DEFAULT_HORIZON_S = 7 * 86400
 _MATCH_CACHE_MAX = 200_000
 
@@ -109,7 +109,7 @@ class Engine:
         self.facts = Facts(self.state)
         self._tick = 0.0
         self._clock: dict[str, float] = {}
-        self._seen_buckets: dict[str, set[int]] = {}
+        self.seen = SeenIds(self.state)
         # Instances the clock alone can change, with the engine time to re-check them at.
         self._watch: dict[str, dict[tuple[int, tuple[str, ...]], float]] = {}
         self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
@@ -163,19 +163,10 @@ class Engine:
             self.stats.too_late += 1
             return [TooLate(tenant, event.cost_event_id, iso_utc(ts), usd_text((priced.cost_nanos)),
                             iso_utc(frontier - self.horizon))]
-        bucket = int(ts // SEEN_BUCKET_S)
-        seen_key = ("seen", tenant, bucket)
-        seen = state.get(seen_key)
-        if seen is None:
-            seen = {}
-            self._seen_buckets.setdefault(tenant, set()).add(bucket)
-        previous = seen.get(event.cost_event_id)
+        previous = self.seen.first_position(tenant, ts, event.cost_event_id, pos)
         if previous is not None and previous != pos:
             self.stats.duplicates += 1
             return []
-        if previous is None:
-            seen[event.cost_event_id] = pos
-            state[seen_key] = seen
         if ts > frontier:
             self._clock[tenant] = ts
             state[("clock", tenant)] = ts
@@ -280,7 +271,8 @@ class Engine:
                 if due <= frontier:
                     self._reevaluate(by_index[index], inst, tkey, effects)
         if now - self._pruned_at >= 3600:
-            self._prune_seen()
+            horizon = self.horizon
+            self.seen.prune(lambda tenant: self._frontier(tenant) - horizon)
             self._pruned_at = now
         return effects
 
@@ -538,23 +530,13 @@ class Engine:
             self.stats.decisions_changed += 1
             effects.append(DecisionChanged(tkey, name, after, iso_utc(self._frontier(tkey))))
 
-    def _prune_seen(self) -> None:
-        for tenant, buckets in self._seen_buckets.items():
-            oldest = int((self._frontier(tenant) - self.horizon) // SEEN_BUCKET_S)
-            for bucket in [b for b in buckets if b < oldest]:
-                self.state.pop(("seen", tenant, bucket), None)
-                buckets.discard(bucket)
-
     def _rebuild_indexes(self) -> None:
-        """Derive the in-memory indexes from state (after a restart or a rule swap)."""
+        """Derive the in-memory indexes of rules from state (after a restart or a rule swap)."""
         self._watch.clear()
-        self._seen_buckets.clear()
         index = {budget.name: budget.index for budget in self._budgets}
         for key, value in self.state.items():
             kind = key[0]
             if kind == "clock":
                 self._clock[key[1]] = max(self._clock.get(key[1], 0.0), value)
-            elif kind == "seen":
-                self._seen_buckets.setdefault(key[1], set()).add(key[2])
             elif kind == "fire" and value["budget"] in index:
                 self._watch.setdefault(key[1], {})[(index[value["budget"]], key[3])] = 0.0

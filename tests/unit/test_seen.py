@@ -1,0 +1,79 @@
+"""Producer-duplicate state stays in small, bounded keys however busy a tenant is."""
+
+from __future__ import annotations
+
+from spendwarden.streams.checkpoint import DirtyState, encode_key, encode_value
+from spendwarden.streams.seen import BUCKET_S, CHUNK_IDS, SeenIds
+
+KAFKA_MAX_RECORD = 1_000_000  # producer max.request.size default; brokers refuse above ~1 MB
+T0 = 1_764_000_000.0 - 1_764_000_000.0 % BUCKET_S
+
+
+def seen_values(state: dict) -> dict:
+    return {key: value for key, value in state.items() if key[0] == "seen"}
+
+
+def test_a_busy_bucket_is_split_into_chunks_each_under_the_record_limit() -> None:
+    state: dict = {}
+    seen = SeenIds(state)
+    # The largest ids the schema admits: 200 characters of 4-byte UTF-8.
+    ids = [f"{n:06d}" + "\U0001F4B8" * 194 for n in range(3 * CHUNK_IDS + 5)]
+    for n, event_id in enumerate(ids):
+        assert seen.first_position("acme", T0 + n % BUCKET_S, event_id, n) is None
+    chunks = seen_values(state)
+    assert len(chunks) == 4
+    assert sorted(len(ids) for ids in chunks.values()) == [5, CHUNK_IDS, CHUNK_IDS, CHUNK_IDS]
+    for key, value in chunks.items():
+        assert len(encode_key(0, key)) + len(encode_value(value)) < KAFKA_MAX_RECORD
+    for n, event_id in enumerate(ids):
+        assert seen.first_position("acme", T0, event_id, 10**9) == n
+
+
+def test_only_the_open_chunk_changes_so_a_checkpoint_writes_one_key() -> None:
+    state = DirtyState()
+    seen = SeenIds(state)
+    for n in range(2 * CHUNK_IDS + 10):
+        seen.first_position("acme", T0, f"id-{n}", n)
+    list(state.take_dirty())
+    seen.first_position("acme", T0, "one-more", 99_999)
+    assert [key for key, _ in state.take_dirty()] == [("seen", "acme", int(T0 // BUCKET_S), 2)]
+
+
+def test_rebuilt_index_finds_every_id_and_keeps_filling_the_open_chunk() -> None:
+    state: dict = {}
+    seen = SeenIds(state)
+    for n in range(CHUNK_IDS + 3):
+        seen.first_position("acme", T0, f"id-{n}", n)
+    seen.first_position("beta", T0 + BUCKET_S, "other", 7)
+    restored = SeenIds(dict(state))
+    for n in range(CHUNK_IDS + 3):
+        assert restored.first_position("acme", T0, f"id-{n}", 10**9) == n
+    assert restored.first_position("beta", T0 + BUCKET_S, "other", 10**9) == 7
+    assert restored.first_position("beta", T0, "other", 8) is None  # another bucket
+    assert restored.first_position("acme", T0, "new", 5_000) is None
+    assert len(restored.state[("seen", "acme", int(T0 // BUCKET_S), 1)]) == 4
+
+
+def test_a_full_last_chunk_is_closed_after_a_restart() -> None:
+    state: dict = {}
+    seen = SeenIds(state)
+    for n in range(CHUNK_IDS):
+        seen.first_position("acme", T0, f"id-{n}", n)
+    restored = SeenIds(state)
+    restored.first_position("acme", T0, "next", CHUNK_IDS)
+    assert len(state[("seen", "acme", int(T0 // BUCKET_S), 0)]) == CHUNK_IDS
+    assert state[("seen", "acme", int(T0 // BUCKET_S), 1)] == {"next": CHUNK_IDS}
+
+
+def test_prune_drops_buckets_that_ended_before_the_horizon_per_tenant() -> None:
+    state: dict = {}
+    seen = SeenIds(state)
+    for n in range(CHUNK_IDS + 1):
+        seen.first_position("acme", T0, f"old-{n}", n)
+    seen.first_position("acme", T0 + BUCKET_S, "newer", 1)
+    seen.first_position("beta", T0, "kept", 2)
+    limits = {"acme": T0 + BUCKET_S, "beta": T0 + BUCKET_S - 1}
+    assert seen.prune(limits.__getitem__) == 1
+    assert sorted(key[1:] for key in seen_values(state)) == [
+        ("acme", int(T0 // BUCKET_S) + 1, 0), ("beta", int(T0 // BUCKET_S), 0)]
+    assert seen.first_position("acme", T0, "old-0", 50) is None  # forgotten: the engine reports it too late
