@@ -68,6 +68,9 @@ class CompiledRule:
     residual_time_only: bool
     roots: frozenset[str]
     decide_tiers: tuple[str, ...]
+    # Coarsest clock step at which the answer can change on its own: 0 (never), 3600 (reads
+    # only local hour/weekday/day/month, which change at local hour starts) or 60 (minutes).
+    clock_step_s: int = 60
 
     @property
     def name(self) -> str:
@@ -167,6 +170,15 @@ def split_conjuncts(expression: str) -> list[str]:
         i += 1
     parts.append(expression[start:].strip())
     return parts
+
+
+def clock_step(expression: str, roots: frozenset[str]) -> int:
+    """How often the clock alone can change an expression's answer (see CompiledRule)."""
+    if not roots & {"local", "period", "window"}:
+        return 0
+    if roots & {"period", "window"} or "minute" in expression:  # textual: any mention counts
+        return 60
+    return 3600
 
 
 def extract_guards(expression: str) -> tuple[tuple[Guard, ...], str | None]:
@@ -340,6 +352,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             residual_time_only=residual is not None and residual_roots <= TIME_ONLY_ROOTS,
             roots=roots,
             decide_tiers=_decide_tiers(rule, budget.spec, source, loc),
+            clock_step_s=clock_step(rule.when, roots),
         )
         budget.rules.append(compiled)
         budget.needs_window = budget.needs_window or "window" in roots

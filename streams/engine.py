@@ -15,6 +15,7 @@ per tenant (one tenant's events come from one partition, in order).
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import MutableMapping
 from operator import attrgetter
 from typing import Any
@@ -112,7 +113,10 @@ class Engine:
         self.seen = SeenIds(self.state)
         # Instances the clock alone can change, with the engine time to re-check them at.
         self._watch: dict[str, dict[tuple[int, tuple[str, ...]], float]] = {}
-        self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[int, bool]] = {}
+        # The same entries as a heap by due time, so a tick touches only what is due; an entry
+        # whose due time in _watch has changed since it was pushed is stale and skipped.
+        self._due: list[tuple[float, str, int, tuple[str, ...]]] = []
+        self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[float, float, bool]] = {}
         self._pruned_at = 0.0
         self._install(rules)
         self._rebuild_indexes()
@@ -122,7 +126,8 @@ class Engine:
         self.rules = rules
         self._budgets = rules.budgets
         self._calendars: dict[str, Calendar] = {}
-        self._match_cache: dict[tuple[Any, ...], list[tuple[CompiledBudget, tuple[str, ...], str, int]]] = {}
+        self._match_cache: dict[tuple[Any, ...], list[Slot]] = {}
+        self._slots: dict[tuple[int, str, tuple[str, ...]], Slot] = {}
         dims = {"tenant_id", "use_case_id"}
         for budget in rules.budgets:
             dims.update(budget.spec.for_each)
@@ -265,11 +270,12 @@ class Engine:
             return effects
         self._tick = now
         by_index = self._budgets
-        for tkey, watched in list(self._watch.items()):
-            frontier = self._frontier(tkey)
-            for (index, inst), due in list(watched.items()):
-                if due <= frontier:
-                    self._reevaluate(by_index[index], inst, tkey, effects)
+        due_heap = self._due
+        while due_heap and due_heap[0][0] <= now:
+            due, tkey, index, inst = heapq.heappop(due_heap)
+            watched = self._watch.get(tkey)
+            if watched is not None and watched.get((index, inst)) == due:  # else superseded
+                self._reevaluate(by_index[index], inst, tkey, effects)
         if now - self._pruned_at >= 3600:
             horizon = self.horizon
             self.seen.prune(lambda tenant: self._frontier(tenant) - horizon)
@@ -339,11 +345,19 @@ class Engine:
             if all(getattr(event, dim) in allowed for dim, allowed in budget.matchers):
                 inst = tuple(getattr(event, dim) or "none" for dim in budget.spec.for_each)
                 tkey = event.tenant_id if budget.per_tenant else GLOBAL
-                limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
-                if limit is not None:
-                    found.append(Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey)))
+                # One Slot per instance, shared by every dimension key that reaches it, so
+                # what an evaluation learnt (next_at) serves all of them.
+                slot = self._slots.get((budget.index, tkey, inst))
+                if slot is None:
+                    limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
+                    if limit is None:
+                        continue
+                    slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))
+                    self._slots[(budget.index, tkey, inst)] = slot
+                found.append(slot)
         if len(self._match_cache) >= _MATCH_CACHE_MAX:
             self._match_cache.clear()
+            self._slots.clear()
         self._match_cache[key] = found
         return found
 
@@ -395,10 +409,10 @@ class Engine:
                 self._resolve_key(fire_key, "condition cleared", effects)
             elif firing is not None and refresh:
                 self._refresh_verdict(rule, budget, inst, tkey, period, fire_key, firing, effects)
-            if result:  # firing: the period end clears it, or the next minute if time matters
-                recheck = min(recheck, (now // 60 + 1) * 60 if rule.time_dependent else period.end)
+            if result:  # firing: the period end clears it, or the clock if time matters
+                recheck = min(recheck, period.end, self._clock_change(rule, tkey, now))
             elif passed and rule.time_dependent:  # waiting for the clock (local.hour, window decay)
-                recheck = min(recheck, (now // 60 + 1) * 60)
+                recheck = min(recheck, self._clock_change(rule, tkey, now))
             if not rule_is_spend_monotone(rule):
                 next_at = 0.0  # more spend can change its answer either way: evaluate every event
             elif not result and not passed:
@@ -409,32 +423,45 @@ class Engine:
         if recheck < INFINITY:
             if watched is None:
                 self._watch[tkey] = watched = {}
-            watched[entry] = recheck
+            if watched.get(entry) != recheck:
+                watched[entry] = recheck
+                heapq.heappush(self._due, (recheck, tkey, budget.index, inst))
         elif watched is not None:
             watched.pop(entry, None)
         return next_at
+
+    def _clock_change(self, rule: CompiledRule, tkey: str, now: float) -> float:
+        """Engine time at which the clock alone could next change the rule's answer."""
+        step = rule.clock_step_s
+        if step == 0:
+            return INFINITY
+        minute_start = now // 60 * 60
+        if step == 3600:  # the next local hour start (zones may be offset by 30 or 45 minutes)
+            return minute_start + (60 - self._calendar(tkey).local(minute_start).minute) * 60
+        return minute_start + 60
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
                figures: dict[str, float], window: dict[str, float] | None, now: float) -> bool:
         if rule.residual is None:
             return True
-        self.stats.cel_evaluations += 1
         minute = int(now // 60)
         scope = dict(zip(budget.spec.for_each, inst))
         tier = self.rules.tenant(tkey).tier if tkey != GLOBAL else self.rules.default_tenant.tier
         try:
-            if rule.residual_time_only:
+            if rule.residual_time_only:  # same answer until the clock can change it
                 memo_key = (rule.name, tkey, inst)
                 memo = self._memo.get(memo_key)
-                if memo is not None and memo[0] == minute:
-                    return memo[1]
+                if memo is not None and memo[0] <= now < memo[1]:
+                    return memo[2]
                 context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
                                            None if tkey == GLOBAL else tkey, tier, scope)
+                self.stats.cel_evaluations += 1
                 result = bool(rule.residual.execute(context))
-                self._memo[memo_key] = (minute, result)
+                self._memo[memo_key] = (minute * 60.0, self._clock_change(rule, tkey, now), result)
                 return result
             context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
                                        None if tkey == GLOBAL else tkey, tier, scope)
+            self.stats.cel_evaluations += 1
             return bool(rule.program.execute(ev_.full_context(context, figures, budget.name, period, window)))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
@@ -533,6 +560,7 @@ class Engine:
     def _rebuild_indexes(self) -> None:
         """Derive the in-memory indexes of rules from state (after a restart or a rule swap)."""
         self._watch.clear()
+        self._due.clear()
         index = {budget.name: budget.index for budget in self._budgets}
         for key, value in self.state.items():
             kind = key[0]
@@ -540,3 +568,5 @@ class Engine:
                 self._clock[key[1]] = max(self._clock.get(key[1], 0.0), value)
             elif kind == "fire" and value["budget"] in index:
                 self._watch.setdefault(key[1], {})[(index[value["budget"]], key[3])] = 0.0
+                self._due.append((0.0, key[1], index[value["budget"]], key[3]))
+        heapq.heapify(self._due)
