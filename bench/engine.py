@@ -102,8 +102,10 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--use-cases", type=int, default=10)
-    parser.add_argument("--cost-scale", type=float, default=40.0,
-                        help="multiply event costs so that budgets get crossed")
+    parser.add_argument("--days", type=float, default=7.0, help="event-time span of the generated events")
+    parser.add_argument("--use-case-day-usd", type=float, default=1300.0,
+                        help="price each tenant's events so one of its use cases spends about this much a day "
+                             "(daily use-case limits of the packs are 1,000-1,200 USD), so scopes cross thresholds")
     args = parser.parse_args()
 
     rules = all_packs(args.tenants)
@@ -113,7 +115,7 @@ def main() -> int:
         started = time.perf_counter()
         with open(path, "wb") as handle:
             for line in bench_events(args.events, tenants=args.tenants, use_cases=args.use_cases,
-                                     cost_scale=args.cost_scale):
+                                     hours=24 * args.days, use_case_day_usd=args.use_case_day_usd):
                 handle.write(line + b"\n")
         print(f"generated {args.events:,} events in {time.perf_counter() - started:.1f}s "
               f"({os.path.getsize(path) / 1e6:.0f} MB); {len(rules.budgets)} budgets, {len(rules.rules)} rules "
