@@ -134,6 +134,7 @@ class Engine:
             dims.update(budget.spec.scope)
         self._floors: dict[tuple[int, int], int] = {}
         self._dims = tuple(sorted(dims))
+        self._monotone = frozenset(rule.name for rule in rules.rules if rule_is_spend_monotone(rule))
         self._dim_key = attrgetter(*self._dims)
         self._memo.clear()
 
@@ -278,7 +279,8 @@ class Engine:
                 self._reevaluate(by_index[index], inst, tkey, effects)
         if now - self._pruned_at >= 3600:
             horizon = self.horizon
-            self.seen.prune(lambda tenant: self._frontier(tenant) - horizon)
+            newest = max(self._clock.values(), default=0.0)
+            self.seen.prune(lambda tenant: self._frontier(tenant) - horizon, max(newest, now) - horizon)
             self._pruned_at = now
         return effects
 
@@ -413,7 +415,7 @@ class Engine:
                 recheck = min(recheck, period.end, self._clock_change(rule, tkey, now))
             elif passed and rule.time_dependent:  # waiting for the clock (local.hour, window decay)
                 recheck = min(recheck, self._clock_change(rule, tkey, now))
-            if not rule_is_spend_monotone(rule):
+            if rule.name not in self._monotone:
                 next_at = 0.0  # more spend can change its answer either way: evaluate every event
             elif not result and not passed:
                 floor = rule_floor(rule, limit)
@@ -449,7 +451,8 @@ class Engine:
         tier = self.rules.tenant(tkey).tier if tkey != GLOBAL else self.rules.default_tenant.tier
         try:
             if rule.residual_time_only:  # same answer until the clock can change it
-                memo_key = (rule.name, tkey, inst)
+                # Without scope.* the answer is the same for every instance of the tenant.
+                memo_key = (rule.name, tkey, inst if "scope" in rule.roots else ())
                 memo = self._memo.get(memo_key)
                 if memo is not None and memo[0] <= now < memo[1]:
                     return memo[2]

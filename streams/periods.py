@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -86,6 +87,8 @@ class Calendar:
         return Period(kind, first.isoformat(), _local_midnight(first, self.tz), _local_midnight(after, self.tz))
 
 
+@lru_cache(maxsize=8192)
 def iso_utc(ts: float) -> str:
-    """RFC 3339 UTC text for epoch seconds, millisecond precision."""
+    """RFC 3339 UTC text for epoch seconds, millisecond precision (cached: effects repeat period
+    ends and minute-aligned engine times)."""
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -36,11 +36,12 @@ class _Bucket:
 class SeenIds:
     """First position of each id per tenant, in state keys ``("seen", tenant, bucket, chunk)``."""
 
-    __slots__ = ("state", "_buckets")
+    __slots__ = ("state", "_buckets", "_tenants_by_bucket")
 
     def __init__(self, state: MutableMapping[Any, Any]) -> None:
         self.state = state
         self._buckets: dict[tuple[str, int], _Bucket] = {}
+        self._tenants_by_bucket: dict[int, set[str]] = {}  # so pruning visits only old buckets
         self.rebuild()
 
     def first_position(self, tenant: str, ts: float, event_id: str, pos: Position) -> Position | None:
@@ -49,6 +50,7 @@ class SeenIds:
         bucket = self._buckets.get(where)
         if bucket is None:
             bucket = self._buckets[where] = _Bucket()
+            self._tenants_by_bucket.setdefault(where[1], set()).add(tenant)
         else:
             previous = bucket.ids.get(event_id)
             if previous is not None:
@@ -66,21 +68,28 @@ class SeenIds:
             bucket.chunk_size = 0
         return None
 
-    def prune(self, oldest: Callable[[str], float]) -> int:
-        """Forget buckets that end before ``oldest(tenant)`` (event time); returns how many."""
+    def prune(self, oldest: Callable[[str], float], newest_limit: float) -> int:
+        """Forget buckets that end before ``oldest(tenant)`` (event time), which is at most
+        ``newest_limit`` for every tenant; returns how many."""
         dropped = 0
-        for tenant, bucket_no in list(self._buckets):
-            if (bucket_no + 1) * BUCKET_S > oldest(tenant):
-                continue
-            bucket = self._buckets.pop((tenant, bucket_no))
-            for chunk in range(bucket.chunk + 1):
-                self.state.pop(("seen", tenant, bucket_no, chunk), None)
-            dropped += 1
+        for bucket_no in sorted(self._tenants_by_bucket):
+            if (bucket_no + 1) * BUCKET_S > newest_limit:
+                break
+            tenants = self._tenants_by_bucket[bucket_no]
+            for tenant in [t for t in tenants if (bucket_no + 1) * BUCKET_S <= oldest(t)]:
+                bucket = self._buckets.pop((tenant, bucket_no))
+                for chunk in range(bucket.chunk + 1):
+                    self.state.pop(("seen", tenant, bucket_no, chunk), None)
+                tenants.discard(tenant)
+                dropped += 1
+            if not tenants:
+                del self._tenants_by_bucket[bucket_no]
         return dropped
 
     def rebuild(self) -> None:
         """Index the chunks found in state (after a restart, a recovery or a rule swap)."""
         self._buckets.clear()
+        self._tenants_by_bucket.clear()
         for key, ids in self.state.items():
             if key[0] != "seen":
                 continue
@@ -88,6 +97,7 @@ class SeenIds:
             bucket = self._buckets.get((tenant, bucket_no))
             if bucket is None:
                 bucket = self._buckets[(tenant, bucket_no)] = _Bucket()
+                self._tenants_by_bucket.setdefault(bucket_no, set()).add(tenant)
             for event_id, pos in ids.items():
                 # The same id in two chunks cannot happen; if it did, the first position wins.
                 if event_id not in bucket.ids or pos < bucket.ids[event_id]:

@@ -73,7 +73,7 @@ def test_prune_drops_buckets_that_ended_before_the_horizon_per_tenant() -> None:
     seen.first_position("acme", T0 + BUCKET_S, "newer", 1)
     seen.first_position("beta", T0, "kept", 2)
     limits = {"acme": T0 + BUCKET_S, "beta": T0 + BUCKET_S - 1}
-    assert seen.prune(limits.__getitem__) == 1
+    assert seen.prune(limits.__getitem__, max(limits.values())) == 1
     assert sorted(key[1:] for key in seen_values(state)) == [
         ("acme", int(T0 // BUCKET_S) + 1, 0), ("beta", int(T0 // BUCKET_S), 0)]
     assert seen.first_position("acme", T0, "old-0", 50) is None  # forgotten: the engine reports it too late
