@@ -7,8 +7,7 @@ environment. Validation messages name the field, the value and what was expected
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, Literal, Optional
 
@@ -43,6 +42,8 @@ _NAME = r"^[^\s{}]{1,200}$"
 
 SCHEMA_VERSION = 1
 _ZERO = timedelta(0)
+_NO_COST = Decimal(0)  # Decimal < Decimal skips converting an int on every event
+_PYDANTIC_UTC: tzinfo = timezone.utc  # replaced by pydantic's own UTC tzinfo below CostEvent
 
 
 class CostEvent(BaseModel):
@@ -81,7 +82,8 @@ class CostEvent(BaseModel):
     @field_validator("ts")
     @classmethod
     def _ts_in_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is timezone.utc or value.utcoffset() == _ZERO:
+        tz = value.tzinfo
+        if tz is _PYDANTIC_UTC or tz is timezone.utc or value.utcoffset() == _ZERO:
             return value  # already UTC (pydantic parses "Z" as its own UTC tzinfo)
         try:
             return value.astimezone(timezone.utc)
@@ -91,14 +93,36 @@ class CostEvent(BaseModel):
     @model_validator(mode="after")
     def _no_negative_cost(self) -> "CostEvent":
         cost = self.allocated_cost_usd
-        if cost is not None and cost < 0 and self.component != "adjustment":
+        if cost is not None and cost < _NO_COST and self.component != "adjustment":
             raise ValueError(
                 f"allocated_cost_usd is {cost}: costs are never negative; "
                 "send refunds and corrections as component: adjustment"
             )
-        if math.isnan(self.gpu_seconds):  # pragma: no cover - allow_inf_nan already refuses
+        gpu = self.gpu_seconds
+        if gpu != gpu:  # pragma: no cover - NaN test without a call; allow_inf_nan refuses NaN
             raise ValueError("gpu_seconds is NaN")
         return self
+
+
+# pydantic-core gives every "Z" timestamp one shared UTC tzinfo, so an identity test on it
+# is cheaper than utcoffset(). Should that object ever differ per parse, the checks still hold.
+_PYDANTIC_UTC = CostEvent.model_validate_json(
+    b'{"cost_event_id":"x","ts":"2000-01-01T00:00:00Z","tenant_id":"x"}'
+).ts.tzinfo or timezone.utc
+_PYDANTIC_EPOCH = datetime(1970, 1, 1, tzinfo=_PYDANTIC_UTC)
+
+
+def epoch_seconds(ts: datetime) -> float:
+    """``ts.timestamp()``, bit for bit, but ~3x faster for timestamps pydantic parsed as UTC.
+
+    ``timestamp()`` subtracts an epoch whose tzinfo is ``timezone.utc``, so it asks pydantic's
+    tzinfo for its offset through a Python call; subtracting an epoch with the very same
+    tzinfo skips both offsets and leaves the same timedelta. Subclasses (pandas.Timestamp
+    carries nanoseconds) keep their own ``timestamp()``.
+    """
+    if ts.tzinfo is _PYDANTIC_UTC and type(ts) is datetime:
+        return (ts - _PYDANTIC_EPOCH).total_seconds()
+    return ts.timestamp()
 
 
 class Outcome(BaseModel):
@@ -144,12 +168,14 @@ class PricedEvent:
         cost_nanos: int,
         list_cost_nanos: int | None = None,
         pricing_version: str | None = None,
+        ts: float | None = None,
     ) -> None:
         self.event = event
         self.cost_nanos = cost_nanos
         self.list_cost_nanos = list_cost_nanos
         self.pricing_version = pricing_version
-        self.ts = event.ts.timestamp()
+        # Ingest passes the epoch seconds it already computed; it must equal epoch_seconds(event.ts).
+        self.ts = epoch_seconds(event.ts) if ts is None else ts
 
     def __repr__(self) -> str:
         return (

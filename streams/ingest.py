@@ -16,7 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from spendwarden.exceptions import RejectedEvent
-from spendwarden.streams.events import CostEvent, PricedEvent
+from spendwarden.streams.events import CostEvent, PricedEvent, epoch_seconds
 from spendwarden.streams.money import usd_to_nanos
 from spendwarden.streams.pricebook import Pricebook
 
@@ -26,6 +26,7 @@ MAX_TOKENS = 10**12
 MAX_CALLS = 10**9
 MAX_GPU_SECONDS = 1e9
 MAX_COST_USD = Decimal(10**9)
+_MIN_COST_USD = -MAX_COST_USD  # negated once, not per event
 _GOT_CHARS = 60
 
 
@@ -139,8 +140,11 @@ class Ingest:
         self.check(event, now)
         return event
 
-    def check(self, event: CostEvent, now: float | None = None) -> None:
-        """Rules beyond the schema: cached ⊆ input, sane magnitudes, not from the future."""
+    def check(self, event: CostEvent, now: float | None = None, ts: float | None = None) -> None:
+        """Rules beyond the schema: cached ⊆ input, sane magnitudes, not from the future.
+
+        ``ts`` is ``epoch_seconds(event.ts)`` when the caller already has it.
+        """
         if event.cached_tokens > event.input_tokens:
             raise RejectedEvent(
                 "invalid",
@@ -156,14 +160,14 @@ class Ingest:
         ):
             _too_big(event)
         cost = event.allocated_cost_usd
-        if cost is not None and not -MAX_COST_USD <= cost <= MAX_COST_USD:  # abs() may overflow
+        if cost is not None and not _MIN_COST_USD <= cost <= MAX_COST_USD:  # abs() may overflow
             raise RejectedEvent(
                 "invalid",
                 f"allocated_cost_usd: {_got(cost)} is beyond ±{MAX_COST_USD} USD for one event",
                 "allocated_cost_usd",
             )
         if now is not None:
-            ahead = event.ts.timestamp() - now
+            ahead = (epoch_seconds(event.ts) if ts is None else ts) - now
             if ahead > self.max_future_skew_s:
                 raise RejectedEvent(
                     "future",
@@ -172,11 +176,17 @@ class Ingest:
                     "ts",
                 )
 
-    def price(self, event: CostEvent) -> PricedEvent:
-        """Own allocated cost when given (list price kept beside it), else the pricebook's."""
-        list_cost, version = self.pricebook.price(event)
-        if event.allocated_cost_usd is not None:
-            return PricedEvent(event, usd_to_nanos(event.allocated_cost_usd), list_cost, version)
+    def price(self, event: CostEvent, ts: float | None = None) -> PricedEvent:
+        """Own allocated cost when given (list price kept beside it), else the pricebook's.
+
+        ``ts`` is ``epoch_seconds(event.ts)`` when the caller already has it.
+        """
+        if ts is None:
+            ts = epoch_seconds(event.ts)
+        list_cost, version = self.pricebook.price(event, ts)
+        cost = event.allocated_cost_usd
+        if cost is not None:
+            return PricedEvent(event, usd_to_nanos(cost), list_cost, version, ts)
         if list_cost is None:
             what = f"{event.provider or '<no provider>'}/{event.model_or_service or '<no model>'}"
             where = (
@@ -189,7 +199,7 @@ class Ingest:
                 f"no allocated_cost_usd and no price for {what} in {where}",
                 "model_or_service",
             )
-        return PricedEvent(event, list_cost, list_cost, version)
+        return PricedEvent(event, list_cost, list_cost, version, ts)
 
     def _one(self, obj: object, now: float | None) -> PricedEvent:
         return self.price(self.validate(obj, now))
@@ -208,14 +218,16 @@ class Ingest:
         if len(raw) <= self.max_record_bytes and raw[:1] == b"{":
             # Fast path: pydantic's own JSON parser beats orjson + model_validate. On any
             # error fall through, so the slow path reports the right reason and field.
+            # The validator is called directly: model_validate_json only adds a Python frame.
             try:
-                event = CostEvent.model_validate_json(raw)
+                event = CostEvent.__pydantic_validator__.validate_json(raw)
             except Exception:  # noqa: BLE001 - the slow path below names the reason
                 pass
             else:
                 try:
-                    self.check(event, now)
-                    return [self.price(event)], []
+                    ts = epoch_seconds(event.ts)  # once, for check, pricebook and PricedEvent
+                    self.check(event, now, ts)
+                    return [self.price(event, ts)], []
                 except RejectedEvent as exc:
                     return [], [Rejection.of(exc)]
         try:

@@ -7,16 +7,21 @@ after that is an exact integer sum.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 NANOS_PER_USD = 1_000_000_000
 _NANO = Decimal("1e-9")
+_NANOS = Decimal(NANOS_PER_USD)  # Decimal × Decimal skips converting the int on every call
 
 
 def usd_to_nanos(usd: Decimal | int | str) -> int:
-    """Convert a dollar amount to integer nano-dollars, rounding half-even once."""
+    """Convert a dollar amount to integer nano-dollars, rounding half-even once.
+
+    On the ingest hot path: ``round(d)`` is ``int(d.to_integral_value(ROUND_HALF_EVEN))``
+    (the same libmpdec rounding, and the same errors for NaN and infinity) in one call.
+    """
     value = usd if isinstance(usd, Decimal) else Decimal(usd)
-    return int((value * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+    return round(value * _NANOS)
 
 
 def nanos_to_usd(nanos: int) -> Decimal:

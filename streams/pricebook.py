@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic import field_validator, model_validator
 
 from spendwarden.exceptions import ConfigError, PricebookError
-from spendwarden.streams.events import CostEvent
+from spendwarden.streams.events import CostEvent, epoch_seconds
 
 _TOKEN_SCALE = 10**9  # USD per Mtok -> nano-dollars per Mtok (= femto-dollars per token)
 _UNIT_SCALE = 10**12  # USD per call / per GPU-second -> pico-dollars
@@ -193,9 +193,12 @@ class Pricebook:
         i = bisect.bisect_right(self._starts, ts) - 1
         return self._tables[i].version if i >= 0 else None
 
-    def price(self, event: CostEvent) -> tuple[int | None, str | None]:
-        """(cost in nano-dollars, version in force); cost None when nothing prices the event."""
-        i = bisect.bisect_right(self._starts, event.ts.timestamp()) - 1
+    def price(self, event: CostEvent, ts: float | None = None) -> tuple[int | None, str | None]:
+        """(cost in nano-dollars, version in force); cost None when nothing prices the event.
+
+        ``ts`` is ``epoch_seconds(event.ts)`` when the caller already has it (ingest does).
+        """
+        i = bisect.bisect_right(self._starts, epoch_seconds(event.ts) if ts is None else ts) - 1
         if i < 0:
             return None, None
         table = self._tables[i]
@@ -212,7 +215,10 @@ class Pricebook:
             num, den = Decimal(repr(gpu)).as_integer_ratio()
             femto = femto * den + num * p_gpu * _FEMTO_PER_PICO
             return _round_half_even(femto, den * _FEMTO_PER_NANO), table.version
-        return _round_half_even(femto, _FEMTO_PER_NANO), table.version
+        nanos, sub_nano = divmod(femto, _FEMTO_PER_NANO)
+        if sub_nano:  # token prices are usually whole nano-dollars per token: skip the call then
+            nanos = _round_half_even(femto, _FEMTO_PER_NANO)
+        return nanos, table.version
 
 
 def _describe(exc: ValidationError, data: Any, source: str) -> str:

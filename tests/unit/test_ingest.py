@@ -168,6 +168,13 @@ def test_fast_and_slow_paths_agree() -> None:
     assert fast.event == slow.event and fast.cost_nanos == slow.cost_nanos
 
 
+def test_fast_path_ts_is_the_events_timestamp() -> None:
+    """PricedEvent.ts (computed once for check, pricebook and engine) is event.ts.timestamp()."""
+    for ts in ("2026-05-01T11:59:00.123456Z", "2026-05-01T13:59:00.5+02:00", "2026-05-01T11:59:00+00:00"):
+        (ev,), _ = parse(good(ts=ts))
+        assert ev.ts == ev.event.ts.timestamp() and ev.ts == INGEST.price(ev.event).ts
+
+
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4),
