@@ -1,10 +1,12 @@
 """Engine throughput through replay, against a bare parse-only loop measured in the same run.
 
     .venv/bin/python bench/engine.py [--events 1000000] [--tenants 1000] [--use-cases 10]
+        [--days 7] [--use-case-day-usd 1300]
 
-Generates N JSONL cost events (1,000 tenants x 10 use cases, Zipf-sized tenants, one day),
-loads every shipped rule pack at once (names prefixed by pack, tenants replaced by 1,000
-generated ones with tiers and time zones), and measures:
+Generates N JSONL cost events (1,000 tenants x 10 use cases, Zipf-sized tenants, 7 days, each
+tenant priced so one of its use cases spends ~1,300 USD a day: about 10% of events move a
+scope across a threshold), loads every shipped rule pack at once (names prefixed by pack,
+tenants replaced by 1,000 generated ones with tiers and time zones), and measures:
 
   parse-only   for line in file: orjson.loads(line)                 (the ceiling)
   ingest-only  decode + validate (pydantic) + price, no engine
