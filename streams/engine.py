@@ -128,6 +128,7 @@ class Engine:
         self._calendars: dict[str, Calendar] = {}
         self._match_cache: dict[tuple[Any, ...], list[Slot]] = {}
         self._slots: dict[tuple[int, str, tuple[str, ...]], Slot] = {}
+        self._delta_slots: dict[tuple[str, tuple[str, ...]], Slot] = {}
         dims = {"tenant_id", "use_case_id"}
         for budget in rules.budgets:
             dims.update(budget.spec.for_each)
@@ -241,17 +242,23 @@ class Engine:
         repeat positions already applied and are skipped), so the sum stays exact.
         """
         effects: list[Effect] = []
-        try:
-            budget = self.rules.budget(budget_name)
-        except KeyError:
-            return effects  # the budget was removed by a reload since the entry was emitted
-        limit = self.rules.limit_nanos(budget, None)
-        if limit is None or budget.per_tenant:
-            return effects
+        slot = self._delta_slots.get((budget_name, inst))
+        if slot is None:
+            try:
+                budget = self.rules.budget(budget_name)
+            except KeyError:
+                return effects  # the budget was removed by a reload since the entry was emitted
+            limit = self.rules.limit_nanos(budget, None)
+            if limit is None or budget.per_tenant:
+                return effects
+            slot = self._slot(budget, GLOBAL, inst, limit)
+            self._delta_slots[(budget_name, inst)] = slot
         if ts > self._clock.get(GLOBAL, 0.0):
             self._clock[GLOBAL] = ts
             self.state[("clock", GLOBAL)] = ts
-        period = self._calendar(GLOBAL).period(budget.spec.period, ts)
+        period = slot.period
+        if period is None or not period.start <= ts < period.end:
+            period = slot.period = slot.calendar.period(slot.kind, ts)
         key = ("spend", GLOBAL, budget_name, inst, period.id)
         current = self.state.get(key)
         fences = {} if current is None else current[1]
@@ -260,8 +267,10 @@ class Engine:
         fences[source] = pos
         total = cost if current is None else current[0] + cost
         self.state[key] = (total, fences)
-        if period.end > self._frontier(GLOBAL) and budget.rules:
-            self._evaluate(budget, inst, GLOBAL, period, total, limit, effects)
+        if (period.end > self._frontier(GLOBAL) and slot.has_rules
+                and (cost < 0 or total >= (slot.next_at if slot.next_period == period.id else slot.floor))):
+            slot.next_period = period.id
+            slot.next_at = self._evaluate(slot.budget, inst, GLOBAL, period, total, slot.limit, effects)
         return effects
 
     def advance(self, now: float) -> list[Effect]:
@@ -354,14 +363,19 @@ class Engine:
                     limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
                     if limit is None:
                         continue
-                    slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))
-                    self._slots[(budget.index, tkey, inst)] = slot
+                    slot = self._slot(budget, tkey, inst, limit)
                 found.append(slot)
         if len(self._match_cache) >= _MATCH_CACHE_MAX:
             self._match_cache.clear()
             self._slots.clear()
+            self._delta_slots.clear()
         self._match_cache[key] = found
         return found
+
+    def _slot(self, budget: CompiledBudget, tkey: str, inst: tuple[str, ...], limit: int) -> Slot:
+        slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))
+        self._slots[(budget.index, tkey, inst)] = slot
+        return slot
 
     def _floor(self, budget: CompiledBudget, limit: int) -> int:
         """Spend below which no rule of the budget can be true (its guards fail): skip evaluating.
