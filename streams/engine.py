@@ -116,6 +116,7 @@ class Engine:
         # The same entries as a heap by due time, so a tick touches only what is due; an entry
         # whose due time in _watch has changed since it was pushed is stale and skipped.
         self._due: list[tuple[float, str, int, tuple[str, ...]]] = []
+        self._queued: set[tuple[float, str, int, tuple[str, ...]]] = set()  # what _due holds
         self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[float, float, bool]] = {}
         self._pruned_at = 0.0
         self._install(rules)
@@ -251,7 +252,7 @@ class Engine:
             limit = self.rules.limit_nanos(budget, None)
             if limit is None or budget.per_tenant:
                 return effects
-            slot = self._slot(budget, GLOBAL, inst, limit)
+            slot = self._slots.get((budget.index, GLOBAL, inst)) or self._slot(budget, GLOBAL, inst, limit)
             self._delta_slots[(budget_name, inst)] = slot
         if ts > self._clock.get(GLOBAL, 0.0):
             self._clock[GLOBAL] = ts
@@ -282,7 +283,9 @@ class Engine:
         by_index = self._budgets
         due_heap = self._due
         while due_heap and due_heap[0][0] <= now:
-            due, tkey, index, inst = heapq.heappop(due_heap)
+            item = heapq.heappop(due_heap)
+            self._queued.discard(item)
+            due, tkey, index, inst = item
             watched = self._watch.get(tkey)
             if watched is not None and watched.get((index, inst)) == due:  # else superseded
                 self._reevaluate(by_index[index], inst, tkey, effects)
@@ -351,6 +354,10 @@ class Engine:
         found = self._match_cache.get(key)
         if found is not None:
             return found
+        if len(self._match_cache) >= _MATCH_CACHE_MAX:  # before building: never two Slots for one instance
+            self._match_cache.clear()
+            self._slots.clear()
+            self._delta_slots.clear()
         found = []
         for budget in self._budgets:
             if all(getattr(event, dim) in allowed for dim, allowed in budget.matchers):
@@ -365,10 +372,6 @@ class Engine:
                         continue
                     slot = self._slot(budget, tkey, inst, limit)
                 found.append(slot)
-        if len(self._match_cache) >= _MATCH_CACHE_MAX:
-            self._match_cache.clear()
-            self._slots.clear()
-            self._delta_slots.clear()
         self._match_cache[key] = found
         return found
 
@@ -441,7 +444,10 @@ class Engine:
                 self._watch[tkey] = watched = {}
             if watched.get(entry) != recheck:
                 watched[entry] = recheck
-                heapq.heappush(self._due, (recheck, tkey, budget.index, inst))
+                item = (recheck, tkey, budget.index, inst)
+                if item not in self._queued:  # a due time flipping back must not queue it twice
+                    self._queued.add(item)
+                    heapq.heappush(self._due, item)
         elif watched is not None:
             watched.pop(entry, None)
         return next_at
@@ -453,7 +459,12 @@ class Engine:
             return INFINITY
         minute_start = now // 60 * 60
         if step == 3600:  # the next local hour start (zones may be offset by 30 or 45 minutes)
-            return minute_start + (60 - self._calendar(tkey).local(minute_start).minute) * 60
+            calendar = self._calendar(tkey)
+            local = calendar.local(minute_start)
+            due = minute_start + (60 - local.minute) * 60
+            if calendar.local(due - 60).utcoffset() != local.utcoffset():
+                return minute_start + 60  # the offset changes first (Pacific/Chatham at :45)
+            return due
         return minute_start + 60
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
@@ -578,12 +589,19 @@ class Engine:
         """Derive the in-memory indexes of rules from state (after a restart or a rule swap)."""
         self._watch.clear()
         self._due.clear()
+        self._queued.clear()
         index = {budget.name: budget.index for budget in self._budgets}
+        # Instances of these may be waiting for the clock (guards hold, `local.hour >= 14` not
+        # yet): re-check every one on the first tick, which keeps watching only those that need it.
+        timed = {budget.name for budget in self._budgets if any(rule.time_dependent for rule in budget.rules)}
         for key, value in self.state.items():
             kind = key[0]
             if kind == "clock":
                 self._clock[key[1]] = max(self._clock.get(key[1], 0.0), value)
             elif kind == "fire" and value["budget"] in index:
                 self._watch.setdefault(key[1], {})[(index[value["budget"]], key[3])] = 0.0
-                self._due.append((0.0, key[1], index[value["budget"]], key[3]))
+            elif kind == "spend" and key[2] in timed:
+                self._watch.setdefault(key[1], {})[(index[key[2]], key[3])] = 0.0
+        self._due.extend((0.0, tkey, entry[0], entry[1]) for tkey, watched in self._watch.items() for entry in watched)
+        self._queued.update(self._due)
         heapq.heapify(self._due)

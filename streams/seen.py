@@ -14,23 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import orjson
+
 from spendwarden.streams.engine_state import Position
 
 BUCKET_S = 600
-# 200-character ids (the schema's maximum) of 4-byte UTF-8 characters, with their positions,
-# keep a full chunk under 1 MB.
+# A chunk closes at whichever comes first. The byte cap keeps a chunk far under 1 MB whatever
+# the ids hold (200 control characters encode to 1,202 bytes); the id cap keeps the record a
+# checkpoint rewrites small for ordinary ids (~60 KB at 36 characters).
 CHUNK_IDS = 1024
+CHUNK_BYTES = 256 * 1024
+_ENTRY_OVERHEAD = 24  # quotes, colon, comma and a position of up to 20 digits
+
+
+def _entry_bytes(event_id: str) -> int:
+    return len(orjson.dumps(event_id)) + _ENTRY_OVERHEAD
 
 
 class _Bucket:
     """The ids of one (tenant, bucket) and which chunk new ids go to."""
 
-    __slots__ = ("ids", "chunk", "chunk_size")
+    __slots__ = ("ids", "chunk", "chunk_size", "chunk_bytes")
 
     def __init__(self) -> None:
         self.ids: dict[str, Position] = {}
         self.chunk = 0
         self.chunk_size = 0
+        self.chunk_bytes = 0
+
+    def close_if_full(self) -> None:
+        if self.chunk_size >= CHUNK_IDS or self.chunk_bytes >= CHUNK_BYTES:
+            self.chunk += 1
+            self.chunk_size = self.chunk_bytes = 0
 
 
 class SeenIds:
@@ -63,9 +78,8 @@ class SeenIds:
         chunk[event_id] = pos
         self.state[key] = chunk
         bucket.chunk_size = len(chunk)
-        if bucket.chunk_size >= CHUNK_IDS:
-            bucket.chunk += 1
-            bucket.chunk_size = 0
+        bucket.chunk_bytes += _entry_bytes(event_id)
+        bucket.close_if_full()
         return None
 
     def prune(self, oldest: Callable[[str], float], newest_limit: float) -> int:
@@ -78,6 +92,7 @@ class SeenIds:
             tenants = self._tenants_by_bucket[bucket_no]
             for tenant in [t for t in tenants if (bucket_no + 1) * BUCKET_S <= oldest(t)]:
                 bucket = self._buckets.pop((tenant, bucket_no))
+                self.state.pop(("seen", tenant, bucket_no), None)  # layout before chunks
                 for chunk in range(bucket.chunk + 1):
                     self.state.pop(("seen", tenant, bucket_no, chunk), None)
                 tenants.discard(tenant)
@@ -93,7 +108,10 @@ class SeenIds:
         for key, ids in self.state.items():
             if key[0] != "seen":
                 continue
-            _, tenant, bucket_no, chunk = key
+            # ("seen", tenant, bucket) is the layout before chunks: its ids are indexed, new
+            # ones go to chunks, and pruning deletes it with the bucket.
+            tenant, bucket_no = key[1], key[2]
+            chunk = key[3] if len(key) > 3 else -1
             bucket = self._buckets.get((tenant, bucket_no))
             if bucket is None:
                 bucket = self._buckets[(tenant, bucket_no)] = _Bucket()
@@ -104,7 +122,6 @@ class SeenIds:
                     bucket.ids[event_id] = pos
             if chunk > bucket.chunk or (chunk == bucket.chunk and len(ids) > bucket.chunk_size):
                 bucket.chunk, bucket.chunk_size = chunk, len(ids)
+                bucket.chunk_bytes = sum(_entry_bytes(event_id) for event_id in ids)
         for bucket in self._buckets.values():
-            if bucket.chunk_size >= CHUNK_IDS:
-                bucket.chunk += 1
-                bucket.chunk_size = 0
+            bucket.close_if_full()

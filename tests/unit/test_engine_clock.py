@@ -7,6 +7,7 @@ engine spend most of a busy day re-evaluating CEL on ticks (bench/engine.py).
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any
 
@@ -83,3 +84,89 @@ def test_label_only_condition_is_evaluated_once_per_instance(
             engine.advance(epoch(f"2026-01-15T12:{minute:02d}:30Z"))
     assert fired == ["acme/gold-half", "acme/gold-most"]
     assert engine.stats.cel_evaluations == 4  # two rules x two tenants, once each
+
+
+def test_an_offset_change_at_a_quarter_hour_is_a_clock_change(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """Pacific/Chatham moves from +12:45 to +13:45 at 02:45 local (14:00Z on 2026-09-26):
+    local 02:59 is followed by 03:45, so `local.hour < 3` clears at 14:00Z, not at the hour
+    start the old offset predicted (14:15Z)."""
+    engine = Engine(ruleset_from_yaml("""
+        tenants:
+          chatham: {timezone: Pacific/Chatham}
+        budgets:
+          - {name: daily, for_each: [tenant_id], period: day, limit_usd: 10}
+        rules:
+          - {name: night, budget: daily, when: 'budget.used_ratio >= 0.5 && local.hour < 3'}
+    """))
+    fired = engine.process(make_event("6", tenant="chatham", ts="2026-09-26T13:50:00Z"), position(1))
+    assert [type(e) for e in fired] == [AlertFiring]
+    assert engine.advance(epoch("2026-09-26T13:59:00Z")) == []
+    assert [type(e) for e in engine.advance(epoch("2026-09-26T14:00:00Z"))] == [AlertResolved]
+
+
+def test_the_due_queue_holds_each_instance_once_however_often_its_due_time_flips(
+        make_event: Any, ruleset_from_yaml: Any) -> None:
+    """A spend rule (due at the month end) beside a window rule going on and off (due next
+    minute): a week of flips leaves one queued entry per due time, not one per flip."""
+    engine = Engine(ruleset_from_yaml("""
+        budgets:
+          - {name: monthly, for_each: [tenant_id, use_case_id], period: month, limit_usd: 1000000}
+        rules:
+          - {name: any-spend, budget: monthly, when: 'budget.spend_usd >= 0.001'}
+          - {name: burst, budget: monthly, when: 'window.spend_usd_5m >= 3'}
+    """))
+    start = epoch("2026-01-01T00:00:00Z")
+    offset = 0
+    for minute in range(3 * 1440):
+        now = start + minute * 60
+        engine.advance(now)
+        for use_case in ("a", "b", "c"):
+            offset += 1
+            engine.process(make_event("3" if minute % 10 == 0 else "0.01", use_case=use_case, ts=now + 1),
+                           position(offset))
+    assert len(engine._due) <= 2 * 3  # at most the month end and the next minute, per instance
+
+
+def test_no_instance_gets_two_slots_when_the_match_cache_overflows(
+        make_event: Any, ruleset_from_yaml: Any, monkeypatch: Any) -> None:
+    """Evaluation hints live on one Slot per instance; if a cache overflow gave an instance two,
+    a refund seen through one and spend through the other could skip the rule turning true."""
+    import spendwarden.streams.engine as engine_module
+    monkeypatch.setattr(engine_module, "_MATCH_CACHE_MAX", 3)
+    engine = Engine(ruleset_from_yaml("""
+        budgets:
+          - {name: daily, for_each: [tenant_id], period: day, limit_usd: 100}
+        rules:
+          - {name: eighty, budget: daily, when: 'budget.used_ratio >= 0.8'}
+    """))
+    ts = "2026-01-15T12:00:00Z"
+    offset = 0
+
+    def send(cost: str, use_case: str, **fields: Any) -> list[type]:
+        nonlocal offset
+        offset += 1
+        return [type(e) for e in engine.process(make_event(cost, ts=ts, use_case=use_case, **fields),
+                                                position(offset))]
+
+    for tenant in ("x", "y", "z"):
+        send("0", "m", tenant=tenant)
+    assert send("85", "a") == [AlertFiring]
+    assert send("-10", "b", component="adjustment") == [AlertResolved]
+    assert send("10", "a") == [AlertFiring]
+
+
+def test_an_instance_waiting_for_the_clock_is_still_watched_after_a_restart(
+        make_event: Any, ruleset_from_yaml: Any) -> None:
+    """Guards hold at 13:30 but `local.hour >= 14` does not: a worker restarted from that state
+    fires at 14:00 with no traffic, like one that never stopped."""
+    rules = ruleset_from_yaml("""
+        budgets:
+          - {name: daily, for_each: [tenant_id], period: day, limit_usd: 10}
+        rules:
+          - {name: after-14, budget: daily, when: 'budget.used_ratio >= 0.5 && local.hour >= 14'}
+    """)
+    running = Engine(rules)
+    assert running.process(make_event("8", ts="2026-01-15T13:30:00Z"), position(1)) == []
+    restarted = Engine(rules, copy.deepcopy(running.state))
+    for engine in (running, restarted):
+        assert [type(e) for e in engine.advance(epoch("2026-01-15T14:00:00Z"))] == [AlertFiring]

@@ -16,17 +16,39 @@ def seen_values(state: dict) -> dict:
 def test_a_busy_bucket_is_split_into_chunks_each_under_the_record_limit() -> None:
     state: dict = {}
     seen = SeenIds(state)
-    # The largest ids the schema admits: 200 characters of 4-byte UTF-8.
-    ids = [f"{n:06d}" + "\U0001F4B8" * 194 for n in range(3 * CHUNK_IDS + 5)]
+    # The largest ids the schema admits, encoded at their longest: 4-byte characters, and
+    # control characters that JSON writes as 6-byte escapes.
+    ids = [f"{n:06d}" + ("\U0001F4B8" if n % 2 else "\x01") * 194 for n in range(3 * CHUNK_IDS + 5)]
     for n, event_id in enumerate(ids):
         assert seen.first_position("acme", T0 + n % BUCKET_S, event_id, n) is None
     chunks = seen_values(state)
-    assert len(chunks) == 4
-    assert sorted(len(ids) for ids in chunks.values()) == [5, CHUNK_IDS, CHUNK_IDS, CHUNK_IDS]
+    assert len(chunks) > 3
+    assert sum(len(ids) for ids in chunks.values()) == len(ids)
     for key, value in chunks.items():
+        assert len(value) <= CHUNK_IDS
         assert len(encode_key(0, key)) + len(encode_value(value)) < KAFKA_MAX_RECORD
     for n, event_id in enumerate(ids):
         assert seen.first_position("acme", T0, event_id, 10**9) == n
+
+
+def test_ordinary_ids_fill_chunks_of_chunk_ids() -> None:
+    state: dict = {}
+    seen = SeenIds(state)
+    for n in range(3 * CHUNK_IDS + 5):
+        seen.first_position("acme", T0, f"{n:08d}-2b7e-4c1a-9f3e-1d2c3b4a5f60", n)
+    assert sorted(len(ids) for ids in seen_values(state).values()) == [5, CHUNK_IDS, CHUNK_IDS, CHUNK_IDS]
+
+
+def test_state_written_before_chunks_still_loads_dedupes_and_prunes() -> None:
+    """A checkpoint of the earlier layout, one ("seen", tenant, bucket) key, keeps working."""
+    bucket = int(T0 // BUCKET_S)
+    state: dict = {("seen", "acme", bucket): {"old-1": 11, "old-2": 12}}
+    seen = SeenIds(state)
+    assert seen.first_position("acme", T0, "old-2", 99) == 12
+    assert seen.first_position("acme", T0, "new-1", 13) is None
+    assert state[("seen", "acme", bucket, 0)] == {"new-1": 13}
+    assert seen.prune(lambda tenant: T0 + BUCKET_S, T0 + BUCKET_S) == 1
+    assert seen_values(state) == {}
 
 
 def test_only_the_open_chunk_changes_so_a_checkpoint_writes_one_key() -> None:
