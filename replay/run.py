@@ -40,8 +40,9 @@ class EffectSink(Protocol):
 class JsonlSink:
     """Writes effects to decisions.jsonl, alerts.jsonl, late.jsonl and dead-letter.jsonl in a folder."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, locate: Callable[[int], dict[str, Any]] | None = None) -> None:
         self.folder = Path(folder)
+        self.locate = locate  # where a rejected record came from; default {"line": position}
         self.folder.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, IO[bytes]] = {}
 
@@ -55,7 +56,7 @@ class JsonlSink:
         self._file(SINK_FILES[effect.kind]).write(orjson.dumps(effect.to_dict()) + b"\n")
 
     def rejected(self, where: int, rejection: Rejection, raw: bytes) -> None:
-        record = rejection.to_dead_letter(raw, {"line": where})
+        record = rejection.to_dead_letter(raw, self.locate(where) if self.locate else {"line": where})
         self._file("dead-letter.jsonl").write(orjson.dumps(record) + b"\n")
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from spendwarden import __version__
-from spendwarden.exceptions import SpendwardenError
+from spendwarden.exceptions import ConfigError, SpendwardenError
 
 
 def _fail(message: str) -> None:
@@ -128,7 +128,9 @@ def _progress_printer(total: int | None, source: Any) -> Any:
 
 
 def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
-               advance_to: str | None, show: bool, as_json: bool, progress: bool) -> None:
+               advance_to: str | None, show: bool, as_json: bool, progress: bool,
+               start: str | None = None, end: str | None = None, partitions: str | None = None,
+               reprice: str | None = None) -> None:
     from spendwarden.replay.readers import open_events
     from spendwarden.replay.run import JsonlSink, ListSink, replay, summary_table
     from spendwarden.rules.loader import load_ruleset
@@ -137,11 +139,20 @@ def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, 
 
     ruleset = load_ruleset(rules)
     book = Pricebook.load(pricebook) if pricebook else Pricebook.default()
-    source = open_events(events)
-    inner: Any = JsonlSink(out) if out else ListSink()
+    if reprice:
+        book = book.pinned(reprice)
+    locate = None
+    if events.startswith("kafka://"):
+        source: Any = _kafka_source(events, start, end, partitions)
+        locate = source.locate
+    elif start or end or partitions:
+        raise ConfigError("--from, --to and --partitions apply to kafka://TOPIC inputs only")
+    else:
+        source = open_events(events)
+    inner: Any = JsonlSink(out, locate) if out else ListSink()
     sink = _PrintingSink(inner, show)
     result = replay(
-        source, ruleset, Ingest(book), sink, tick_s=tick,
+        source, ruleset, Ingest(book, reprice=bool(reprice)), sink, tick_s=tick,
         advance_to=_parse_time(advance_to, "--advance-to"),
         progress=_progress_printer(source.total_bytes, source) if progress else None,
     )
@@ -157,6 +168,22 @@ def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, 
         click.echo(f"\neffects written to {out}/ (decisions.jsonl, alerts.jsonl, late.jsonl, dead-letter.jsonl)")
 
 
+def _kafka_source(url: str, start: str | None, end: str | None, partitions: str | None) -> Any:
+    """A group-less reader of a topic range; the broker comes from settings."""
+    from spendwarden.replay.kafka_source import KafkaRangeSource, RangeBound, topic_of
+    from spendwarden.settings import load_settings
+
+    settings = load_settings()
+    if not settings.kafka_bootstrap:
+        raise ConfigError(f"{url}: set SPENDWARDEN_KAFKA_BOOTSTRAP (host:port) to say which Kafka to read")
+    try:
+        wanted = [int(p) for p in partitions.split(",")] if partitions else None
+    except ValueError:
+        raise ConfigError(f"--partitions: {partitions!r} is not a comma-separated list of numbers") from None
+    return KafkaRangeSource(settings.kafka_bootstrap, topic_of(url), RangeBound.parse(start, "--from"),
+                            RangeBound.parse(end, "--to"), wanted).open()
+
+
 @main.command("replay")
 @click.argument("events")
 @click.option("--rules", "rules", required=True, help="Rules directory (or one YAML file).")
@@ -167,10 +194,21 @@ def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, 
 @click.option("--show/--no-show", default=False, help="Print alerts and decisions as they happen.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 @click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
+@click.option("--from", "start", default=None,
+              help="kafka:// only: first offset, or ISO 8601 time (first record at or after it).")
+@click.option("--to", "end", default=None,
+              help="kafka:// only: end offset (exclusive), or ISO 8601 time; default the log end at start.")
+@click.option("--partitions", default=None, help="kafka:// only: comma-separated partitions (default all).")
+@click.option("--reprice", default=None, metavar="VERSION",
+              help="Price every event with this pricebook version, ignoring allocated_cost_usd.")
 def replay_command(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
-                   advance_to: str | None, show: bool, as_json: bool, progress: bool) -> None:
-    """Run EVENTS (JSONL, JSONL.gz, CSV, Parquet or - for stdin) through the engine with a simulated clock."""
-    run_replay(events, rules, pricebook, out, tick, advance_to, show, as_json, progress)
+                   advance_to: str | None, show: bool, as_json: bool, progress: bool, start: str | None,
+                   end: str | None, partitions: str | None, reprice: str | None) -> None:
+    """Run EVENTS (JSONL, JSONL.gz, CSV, Parquet, - for stdin, or kafka://TOPIC) through the engine
+    with a simulated clock. kafka://TOPIC reads the range given by --from/--to from the broker in
+    SPENDWARDEN_KAFKA_BOOTSTRAP without joining any consumer group."""
+    run_replay(events, rules, pricebook, out, tick, advance_to, show, as_json, progress,
+               start, end, partitions, reprice)
 
 
 @main.command("demo")

@@ -94,8 +94,12 @@ class Ingest:
         max_record_bytes: int = 1_048_576,
         max_future_skew_s: float = 300.0,
         max_batch: int = 10_000,
+        reprice: bool = False,
     ) -> None:
         self.pricebook = pricebook
+        # Replay after a pricing fix: every event costs the pricebook's figure, even one that
+        # carries its own allocated_cost_usd (`replay --reprice VERSION`).
+        self.reprice = reprice
         self.max_record_bytes = max_record_bytes
         self.max_future_skew_s = max_future_skew_s
         self.max_batch = max_batch
@@ -185,7 +189,7 @@ class Ingest:
             ts = epoch_seconds(event.ts)
         list_cost, version = self.pricebook.price(event, ts)
         cost = event.allocated_cost_usd
-        if cost is not None:
+        if cost is not None and not self.reprice:
             return PricedEvent(event, usd_to_nanos(cost), list_cost, version, ts)
         if list_cost is None:
             what = f"{event.provider or '<no provider>'}/{event.model_or_service or '<no model>'}"

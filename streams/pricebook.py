@@ -188,6 +188,18 @@ class Pricebook:
         resource = files("spendwarden.streams") / "pricebooks" / "default.yaml"
         return cls.from_dict(_load_yaml(resource.read_text(encoding="utf-8"), "default.yaml"), "default.yaml")
 
+    def pinned(self, version: str) -> "Pricebook":
+        """This pricebook reduced to one version, in force at every time (`replay --reprice`)."""
+        if version not in self.versions:
+            raise ConfigError(f"pricebook {self.source} has no version {version!r}; "
+                              f"it has {', '.join(self.versions)}")
+        pinned = object.__new__(Pricebook)
+        pinned.source = self.source
+        pinned.versions = (version,)
+        pinned._starts = [float("-inf")]
+        pinned._tables = [self._tables[self.versions.index(version)]]
+        return pinned
+
     def version_at(self, ts: float) -> str | None:
         """Label of the version in force at a POSIX timestamp (None before the first)."""
         i = bisect.bisect_right(self._starts, ts) - 1

@@ -203,3 +203,19 @@ def test_import_litellm_round_trip() -> None:
         ),
     )
     assert (cost, version) == (1000, "litellm-2026-07")  # 4 × 0.25 USD/Mtok
+
+
+def test_pinned_version_prices_every_time_and_reprice_ignores_allocated_cost() -> None:
+    """`replay --reprice v2`: an event of v1's time, carrying its own cost, costs v2's price."""
+    from spendwarden.streams.ingest import Ingest
+
+    pb = Pricebook.from_dict(TWO_VERSIONS)
+    kw = {"provider": "openai", "model_or_service": "gpt-4o", "input_tokens": 1_000_000}
+    old = event(ts="2026-02-01T00:00:00Z", allocated_cost_usd="7.5", **kw)
+    assert pb.pinned("v2").price(old) == (2_000_000_000, "v2")
+    assert pb.pinned("v2").price(event(ts="2020-01-01T00:00:00Z", **kw)) == (2_000_000_000, "v2")
+    assert Ingest(pb).price(old).cost_nanos == 7_500_000_000
+    repriced = Ingest(pb.pinned("v2"), reprice=True).price(old)
+    assert (repriced.cost_nanos, repriced.pricing_version) == (2_000_000_000, "v2")
+    with pytest.raises(ConfigError, match="has no version 'v3'; it has v1, v2"):
+        pb.pinned("v3")

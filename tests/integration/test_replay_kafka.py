@@ -1,0 +1,104 @@
+"""`spendwarden replay kafka://TOPIC`: a range of the real topic through the engine, no consumer group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from harness import RULES, SPENDWARDEN, WorkerRun, encode, event, make_topics, produce
+from spendwarden.replay.kafka_source import KafkaRangeSource, RangeBound
+from spendwarden.replay.run import ListSink, replay
+from spendwarden.rules.loader import load_ruleset
+from spendwarden.streams.ingest import Ingest
+from spendwarden.streams.money import nanos_to_usd
+from spendwarden.streams.pricebook import Pricebook
+
+PLATFORM = """
+budgets:
+  - {name: platform-daily, period: day, limit_usd: 1000}
+rules:
+  - {name: platform-over, budget: platform-daily, when: budget.spend_usd > 1000}
+"""
+
+
+@pytest.fixture
+def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
+    topics = topic_names("events", "dead", "alerts", "decisions", "late")
+    make_topics(broker, topics)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", "100"))
+    (rules / "platform.yaml").write_text(PLATFORM)
+    worker = WorkerRun(broker, redis_url, topics, rules, tmp_path / "data", tmp_path / "worker.log")
+    yield worker
+    worker.kill()
+
+
+def replay_totals(run: WorkerRun, start: RangeBound | None = None, end: RangeBound | None = None
+                  ) -> tuple[dict[tuple[str, str, str], Decimal], Any]:
+    source = KafkaRangeSource(run.bootstrap, run.topics["events"], start, end).open()
+    result = replay(source, load_ruleset(run.rules_dir), Ingest(Pricebook.default()), ListSink())
+    assert result.engine is not None
+    totals = {(budget, "/".join(inst), period): nanos_to_usd(nanos)
+              for (budget, inst, period), nanos in result.engine.totals().items()}
+    return totals, result
+
+
+def test_replay_of_the_topic_equals_the_live_workers_totals(run: WorkerRun) -> None:
+    """8 tenants over 4 partitions, producer duplicates and a malformed record: the replay of the
+    whole topic ends with the worker's counters, cross-tenant platform total included."""
+    run.start()
+    run.wait_ready()
+    tenants = [f"tenant-{n}" for n in range(8)]
+    events = [event(i, f"0.{i % 9 + 1}", tenant=tenants[i % 8], use_case=f"uc{i % 3}") for i in range(400)]
+    records = encode(events) + encode(events[:50]) + [(b"tenant-1", b"{not json")]
+    ends = produce(run.bootstrap, run.topics["events"], records)
+    run.wait_offsets(ends)
+    live = run.totals()
+    replayed, result = replay_totals(run)
+    assert replayed == live
+    assert sum(v for k, v in replayed.items() if k[0] == "platform-daily") == sum(
+        (Decimal(e["allocated_cost_usd"]) for e in events), Decimal(0))
+    assert result.records == 451 and result.rejected == {"decode": 1}
+    assert result.engine.stats.duplicates == 50
+
+
+def test_range_by_time_and_the_cli_without_a_consumer_group(run: WorkerRun, tmp_path: Path) -> None:
+    """--from a time between two bursts replays only the second; the CLI prints the summary as
+    JSON and the dead-letter report names partition and offset; a missing topic is one line."""
+    produce(run.bootstrap, run.topics["events"], encode(event(i, "1", prefix="a") for i in range(20)))
+    time.sleep(1.2)
+    middle = datetime.now(timezone.utc).isoformat()
+    time.sleep(0.2)
+    produce(run.bootstrap, run.topics["events"],
+            encode(event(i, "2", prefix="b") for i in range(10)) + [(b"acme", b"[1, 2")])
+    day = datetime.now(timezone.utc).date().isoformat()
+    second, _ = replay_totals(run, start=RangeBound.parse(middle, "--from"))
+    assert second == {("uc-daily", "acme/chat", day): Decimal(20), ("platform-daily", "", day): Decimal(20)}
+    everything, _ = replay_totals(run)
+    assert everything[("uc-daily", "acme/chat", day)] == Decimal(40)
+
+    out = tmp_path / "out"
+    env = {**os.environ, "SPENDWARDEN_KAFKA_BOOTSTRAP": run.bootstrap}
+    done = subprocess.run([SPENDWARDEN, "replay", f"kafka://{run.topics['events']}", "--rules",
+                           str(run.rules_dir), "--from", middle, "--json", "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["records"] == 11 and summary["events"] == 10 and summary["rejected"] == {"decode": 1}
+    dead = json.loads((out / "dead-letter.jsonl").read_text().splitlines()[0])
+    assert dead["source"]["topic"] == run.topics["events"] and dead["source"]["offset"] >= 0
+    assert "partition" in dead["source"]
+
+    bad = subprocess.run([SPENDWARDEN, "replay", "kafka://no-such-topic", "--rules", str(run.rules_dir)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "topic 'no-such-topic' not found" in bad.stderr
+    assert "Traceback" not in bad.stderr
