@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -59,7 +60,7 @@ def _check_tenant(tenant: str) -> None:
 # ARGV[1] generation, ARGV[2] position, ARGV[3] expires_at, ARGV[4] mode (apply|replace|heartbeat),
 # ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, then n field/value pairs,
 # then the fields to delete. Numbers compare as Lua doubles: exact below 2^53.
-_FENCED_WRITE = """
+FENCED_WRITE_SCRIPT = """
 local gen = tonumber(ARGV[1])
 local pos = tonumber(ARGV[2])
 local mode = ARGV[4]
@@ -128,13 +129,13 @@ class DecisionPublisher:
         self.generation = int(generation)
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self._clock = clock
-        self._script = redis.register_script(_FENCED_WRITE)
+        self._script = redis.register_script(FENCED_WRITE_SCRIPT)
         self._healthy = True
         self.rejected = 0
 
     @property
     def healthy(self) -> bool:
-        """False since the last Redis connection error or timeout, until a call succeeds."""
+        """False since the last Redis connection error, timeout or refusal, until a call succeeds."""
         return self._healthy
 
     async def apply(self, changes: Sequence[DecisionChanged], position: int) -> int:
@@ -216,6 +217,13 @@ class DecisionPublisher:
             if self._healthy:
                 # Only the class name: messages and client reprs can carry addresses or URLs.
                 log.warning("redis_unavailable", error=type(exc).__name__)
+            self._healthy = False
+            return None
+        except (AuthenticationError, NoPermissionError) as exc:
+            # Credentials or ACL changed under a running worker: keep counting, report it, and
+            # republish once Redis accepts writes again (docs/security.md lists what is needed).
+            if self._healthy:
+                log.error("redis_refused", error=type(exc).__name__, detail=str(exc).splitlines()[0][:200])
             self._healthy = False
             return None
         if not self._healthy:

@@ -591,6 +591,9 @@ def _redis_client(settings: Settings) -> Any:
 
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust's own worker handles signals and shutdown)."""
+    from spendwarden.redis_auth import check_redis_credentials
+
+    check_redis_credentials(*settings.redis_connection())
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     service = Service(settings)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)

@@ -1,0 +1,97 @@
+"""Redis with a password and an ACL user limited to the key patterns docs/security.md lists."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from harness import RULES, SPENDWARDEN, WorkerRun, encode, event, make_topics, produce
+from test_worker import _start_private_redis, wait_for
+
+# The worker's user, exactly as docs/security.md gives it.
+WORKER_ACL = ["on", ">worker-secret", "resetkeys", "~sw:*", "resetchannels", "&sw:*", "-@all",
+              "+ping", "+hgetall", "+publish", "+evalsha", "+eval", "+script|load", "+script|exists",
+              "+hget", "+hset", "+hdel", "+hkeys", "+spublish"]
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[int]:
+    """A private redis-server whose default user needs a password, with a worker user per the docs."""
+    port, (_, stop_all) = _start_private_redis(tmp_path, "--requirepass", "admin-secret")
+    admin = redis.Redis(port=port, password="admin-secret", socket_connect_timeout=0.2)
+    wait_for(lambda: _answers(admin), timeout_s=10, what="private redis-server")
+    admin.execute_command("ACL", "SETUSER", "sw-worker", *WORKER_ACL)
+    admin.close()
+    yield port
+    stop_all()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def run(broker: str, topic_names: Any, tmp_path: Path, locked_redis: int) -> Iterator[WorkerRun]:
+    topics = topic_names("events", "dead", "alerts", "decisions", "late")
+    make_topics(broker, topics)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", "100"))
+    url = f"redis://sw-worker:worker-secret@127.0.0.1:{locked_redis}/0"
+    worker = WorkerRun(broker, url, topics, rules, tmp_path / "data", tmp_path / "worker.log")
+    yield worker
+    worker.kill()
+
+
+def test_worker_runs_as_a_least_privilege_acl_user(run: WorkerRun, locked_redis: int) -> None:
+    run.start()
+    run.wait_ready()
+    produce(run.bootstrap, run.topics["events"], encode(event(i, "30") for i in range(4)))
+    admin = redis.Redis(port=locked_redis, password="admin-secret")
+    found = wait_for(lambda: admin.hgetall("sw:{acme}:decisions").get(b"chat:low"), what="a decision")
+    assert b'"block"' in found
+    denied = redis.Redis(port=locked_redis, username="sw-worker", password="worker-secret")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        denied.set("other-app:key", "x")  # outside sw:* and outside the granted commands
+    assert "worker-secret" not in run.log_path.read_text()
+
+
+def test_wrong_password_is_a_one_line_error(run: WorkerRun, locked_redis: int) -> None:
+    env = dict(run.env(), SPENDWARDEN_REDIS_URL=f"redis://sw-worker:not-it@127.0.0.1:{locked_redis}/0")
+    started = time.monotonic()
+    done = subprocess.run([SPENDWARDEN, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and time.monotonic() - started < 30
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"spendwarden: error: Redis at 127.0.0.1:{locked_redis}/0 refused the credentials "
+                     "(invalid username-password pair or user is disabled.); check the user and password in "
+                     "SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE"], done.stderr
+    assert "not-it" not in done.stderr + done.stdout
+
+
+GATEWAY_ACL = ["on", ">gateway-secret", "resetkeys", "%R~sw:*", "resetchannels", "&sw:*", "-@all",
+               "+ping", "+hmget", "+hgetall", "+ssubscribe", "+sunsubscribe", "+subscribe", "+unsubscribe"]
+
+
+def test_gateway_user_reads_decisions_and_cannot_write_them(locked_redis: int) -> None:
+    admin = redis.Redis(port=locked_redis, password="admin-secret")
+    admin.execute_command("ACL", "SETUSER", "sw-gateway", *GATEWAY_ACL)
+    admin.hset("sw:{acme}:decisions", mapping={"chat:low": '{"level": "block"}', "_expires_at": "9"})
+    gateway = redis.Redis(port=locked_redis, username="sw-gateway", password="gateway-secret")
+    assert gateway.hmget("sw:{acme}:decisions", "chat:low", "_expires_at") == [b'{"level": "block"}', b"9"]
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        gateway.hset("sw:{acme}:decisions", "chat:low", '{"level": "allow"}')
+    pubsub = gateway.pubsub()
+    pubsub.ssubscribe("sw:{acme}:changes")
+    admin.spublish("sw:{acme}:changes", "hello")
+    message = wait_for(lambda: pubsub.get_sharded_message(timeout=0.2, ignore_subscribe_messages=True),
+                       what="a change message")
+    assert message["data"] == b"hello"
+    pubsub.close()
