@@ -68,8 +68,9 @@ class KafkaRangeSource:
 
     def __init__(self, bootstrap: str, topic: str, start: RangeBound | None = None,
                  end: RangeBound | None = None, partitions: list[int] | None = None,
-                 fetch_max_wait_ms: int = 100) -> None:
+                 fetch_max_wait_ms: int = 100, client_options: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options or {}  # TLS/SASL (spendwarden.kafka_security)
         self.topic = topic
         self.start = start
         self.end = end
@@ -97,7 +98,8 @@ class KafkaRangeSource:
         from aiokafka.errors import KafkaError
 
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms)
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
+                                    **self.client_options)
         try:
             await consumer.start()
         except KafkaError as exc:

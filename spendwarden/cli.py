@@ -180,8 +180,10 @@ def _kafka_source(url: str, start: str | None, end: str | None, partitions: str 
         wanted = [int(p) for p in partitions.split(",")] if partitions else None
     except ValueError:
         raise ConfigError(f"--partitions: {partitions!r} is not a comma-separated list of numbers") from None
+    from spendwarden.kafka_security import aiokafka_options
+
     return KafkaRangeSource(settings.kafka_bootstrap, topic_of(url), RangeBound.parse(start, "--from"),
-                            RangeBound.parse(end, "--to"), wanted).open()
+                            RangeBound.parse(end, "--to"), wanted, client_options=aiokafka_options(settings)).open()
 
 
 @main.command("replay")
@@ -303,11 +305,14 @@ def rules_push(path: str, kafka_bootstrap: str, topic: str) -> None:
     import asyncio
 
     from spendwarden.embedded import TopicSpec, create_topics
+    from spendwarden.kafka_security import aiokafka_options
+    from spendwarden.settings import load_settings
     from spendwarden.streams.rules_topic import pack_ruleset, push
 
     ruleset, record = pack_ruleset(path)
-    asyncio.run(create_topics(kafka_bootstrap, [TopicSpec(topic, partitions=1, compacted=True)]))
-    asyncio.run(push(kafka_bootstrap, topic, record))
+    options = aiokafka_options(load_settings())  # TLS/SASL settings apply here too
+    asyncio.run(create_topics(kafka_bootstrap, [TopicSpec(topic, partitions=1, compacted=True)], options))
+    asyncio.run(push(kafka_bootstrap, topic, record, options))
     click.echo(f"pushed rules {ruleset.version} ({len(ruleset.rules)} rules, {len(ruleset.budgets)} budgets) to {topic}")
 
 

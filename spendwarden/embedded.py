@@ -249,7 +249,8 @@ class TopicSpec:
     replication_factor: int = 1
 
 
-async def create_topics(bootstrap: str, topics: Sequence[TopicSpec]) -> None:
+async def create_topics(bootstrap: str, topics: Sequence[TopicSpec],
+                        client_options: dict[str, Any] | None = None) -> None:
     """Create topics, leaving existing ones alone, so `spendwarden up` can run again safely.
 
     aiokafka reports per-topic errors in the response instead of raising, so each code is checked.
@@ -283,7 +284,7 @@ async def create_topics(bootstrap: str, topics: Sequence[TopicSpec]) -> None:
 
     if not topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **(client_options or {}))
     await admin.start()
     try:
         refused = await create(list(topics), config=True)

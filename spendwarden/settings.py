@@ -1,6 +1,6 @@
 """Service settings: ``SPENDWARDEN_*`` environment variables or a YAML file (``SPENDWARDEN_CONFIG``).
 
-Secrets (the Redis URL, which may hold a password, and the Redis password itself) are
+Secrets (the Redis URL, which may hold a password, the Redis password and the Kafka SASL password) are
 ``SecretStr``: they print as ``**********`` and are registered with the log masker. A secret
 may also come from a file (``*_file``), the usual way Kubernetes and Docker mount them.
 """
@@ -19,7 +19,7 @@ from spendwarden.logs import register_secret
 
 
 class Settings(BaseSettings):
-    """Every knob of the worker; docs/settings.md lists them with their defaults."""
+    """Every knob of the worker; docs/settings.md lists them with their defaults (a test keeps it complete)."""
 
     model_config = SettingsConfigDict(env_prefix="SPENDWARDEN_", extra="forbid", validate_default=True)
 
@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     redis_url: Optional[SecretStr] = Field(None, description="redis://[user:password@]host:port/db; unset: `up` starts an embedded Redis")
     redis_password: Optional[SecretStr] = None
     redis_password_file: Optional[Path] = None
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every Kafka client of the process connects (docs/security.md)")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: Optional[str] = None
+    kafka_sasl_password: Optional[SecretStr] = None
+    kafka_sasl_password_file: Optional[Path] = None
+    kafka_ssl_cafile: Optional[Path] = Field(None, description="CA bundle to verify the brokers; unset: system CAs")
+    kafka_ssl_certfile: Optional[Path] = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Optional[Path] = None
 
     app_id: str = Field("spendwarden", description="Kafka consumer group and changelog topic prefix")
     cost_topic: str = "ai.cost-events"
@@ -100,10 +110,19 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"setting {where}: {first['msg']} (env SPENDWARDEN_{where.upper()})") from None
-    for secret in (settings.redis_url, settings.redis_password):
+    if settings.kafka_security_protocol.startswith("SASL_") and not settings.kafka_sasl_username:
+        raise ConfigError(f"kafka_security_protocol {settings.kafka_security_protocol} needs "
+                          "SPENDWARDEN_KAFKA_SASL_USERNAME and a password (…_PASSWORD or …_PASSWORD_FILE)")
+    for secret in (settings.redis_url, settings.redis_password, settings.kafka_sasl_password):
         if secret is not None:
             register_secret(secret.get_secret_value())
             _register_url_password(secret.get_secret_value())
+    for secret_file in (settings.redis_password_file, settings.kafka_sasl_password_file):
+        if secret_file is not None:
+            try:
+                register_secret(secret_file.read_text().strip())
+            except OSError:
+                pass  # reported with its path when the secret is used
     return settings
 
 

@@ -22,8 +22,10 @@ from spendwarden.streams.worker_core import Record
 class Refetcher:
     """A group-less consumer, started on first use, that reads offset ranges of one topic."""
 
-    def __init__(self, bootstrap: str, topic: str, *, fetch_max_wait_ms: int = 10) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, fetch_max_wait_ms: int = 10,
+                 client_options: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options or {}  # TLS/SASL (spendwarden.kafka_security)
         self.topic = topic
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: Optional[Any] = None
@@ -35,7 +37,7 @@ class Refetcher:
             # earliest: a range already deleted by retention ends the read instead of hanging it
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                         enable_auto_commit=False, auto_offset_reset="earliest",
-                                        fetch_max_wait_ms=self.fetch_max_wait_ms)
+                                        fetch_max_wait_ms=self.fetch_max_wait_ms, **self.client_options)
             await consumer.start()
             self._consumer = consumer
         return self._consumer
@@ -65,7 +67,8 @@ class Refetcher:
         """Where ``group`` resumes each partition: its committed offset, else the log start."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
+                                  **self.client_options)
         await reader.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in partitions]

@@ -12,7 +12,7 @@ import asyncio
 import getpass
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 import orjson
 
@@ -45,10 +45,10 @@ def unpack_ruleset(record: bytes, folder: Path) -> RuleSet:
     return load_ruleset(folder)
 
 
-async def push(bootstrap: str, topic: str, record: bytes) -> None:
+async def push(bootstrap: str, topic: str, record: bytes, client_options: dict[str, Any] | None = None) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client_options or {}))
     await producer.start()
     try:
         await producer.send_and_wait(topic, record, key=RULESET_KEY)
@@ -57,7 +57,8 @@ async def push(bootstrap: str, topic: str, record: bytes) -> None:
 
 
 async def follow(bootstrap: str, topic: str, on_record: Callable[[bytes], Awaitable[None]],
-                 stop: Optional[asyncio.Event] = None, fetch_wait_ms: int = 100) -> None:
+                 stop: Optional[asyncio.Event] = None, fetch_wait_ms: int = 100,
+                 client_options: dict[str, Any] | None = None) -> None:
     """Read ``topic`` from the beginning, forever, calling ``on_record`` with each pushed set.
 
     No consumer group: every worker must see every push. Errors are logged and retried; a
@@ -69,7 +70,7 @@ async def follow(bootstrap: str, topic: str, on_record: Callable[[bytes], Awaita
     while not stop.is_set():
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=fetch_wait_ms,
-                                    metadata_max_age_ms=2000)
+                                    metadata_max_age_ms=2000, **(client_options or {}))
         try:
             await consumer.start()
             log.info("following rules topic", topic=topic)

@@ -25,6 +25,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendwarden.exceptions import ConfigError
+from spendwarden.kafka_security import aiokafka_options, faust_credentials
 from spendwarden.logs import get_logger
 from spendwarden.rules.loader import RuleStore, rule_files
 from spendwarden.settings import Settings
@@ -103,6 +104,7 @@ def faust_app_settings(s: Settings) -> dict[str, Any]:
         stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
         web_host=s.http_host, web_port=s.http_port, web_enabled=True,
         producer_linger=0.005, logging_config=None,
+        broker_credentials=faust_credentials(s),
     )
 
 
@@ -165,11 +167,13 @@ class Service:
                     await self.route_events(events)
 
         self.refetcher = Refetcher(s.kafka_bootstrap or "", self.counted_topic.get_topic_name(),
+                                   client_options=aiokafka_options(s),
                                    fetch_max_wait_ms=s.fetch_max_wait_ms)
 
         self.deltas_topic = app.topic(f"{s.app_id}-cross-tenant-deltas", key_serializer="raw",
                                       value_serializer="raw", partitions=s.partitions, internal=True)
         self.delta_refetcher = Refetcher(s.kafka_bootstrap or "", self.deltas_topic.get_topic_name(),
+                                         client_options=aiokafka_options(s),
                                          fetch_max_wait_ms=s.fetch_max_wait_ms)
 
         @app.agent(self.deltas_topic, name="sum-cross-tenant")
@@ -187,7 +191,8 @@ class Service:
             async def follow_rules() -> None:
                 from spendwarden.streams.rules_topic import follow
 
-                await follow(s.kafka_bootstrap or "", s.rules_topic or "", self.apply_pushed_rules)
+                await follow(s.kafka_bootstrap or "", s.rules_topic or "", self.apply_pushed_rules,
+                             client_options=aiokafka_options(s))
 
         @app.timer(s.tick_s)
         async def tick() -> None:
