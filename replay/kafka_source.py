@@ -63,8 +63,8 @@ def topic_of(url: str) -> str:
 
 class KafkaRangeSource:
     """Records of ``topic`` between ``start`` and ``end`` as ``(sequence, raw bytes)``, in
-    record-timestamp order across partitions. ``total_bytes``/``bytes_read`` count records
-    (the replay progress bar reads them as done/total). Iterate once."""
+    record-timestamp order across partitions. ``total_bytes``/``bytes_read`` count offsets
+    (the replay progress bar reads them as done/total). Iterate once, or call ``close()``."""
 
     def __init__(self, bootstrap: str, topic: str, start: RangeBound | None = None,
                  end: RangeBound | None = None, partitions: list[int] | None = None,
@@ -80,6 +80,7 @@ class KafkaRangeSource:
         self.bytes_read = 0
         self.current: tuple[int, int] | None = None  # (partition, offset) of the last record
         self.ranges: dict[int, tuple[int, int]] = {}  # partition -> [first, end)
+        self._to_log_end: set[int] = set()  # partitions whose range runs to the log end
         self._loop = asyncio.new_event_loop()
         self._consumer: Any = None
 
@@ -90,38 +91,53 @@ class KafkaRangeSource:
 
     def open(self) -> "KafkaRangeSource":
         """Connect and resolve the range; raises ConfigError with one line on a bad topic or broker."""
-        self._loop.run_until_complete(self._open())
+        try:
+            self._loop.run_until_complete(self._open())
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def close(self) -> None:
+        """Stop the consumer and the private loop (safe to call twice; iteration calls it)."""
+        if self._loop.is_closed():
+            return
+        if self._consumer is not None:
+            self._loop.run_until_complete(self._stop())
+            self._consumer = None
+        self._loop.close()
 
     async def _open(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.errors import KafkaError
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
-                                    **self.client_options)
+        self._consumer = consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms, **self.client_options)
         try:
             await consumer.start()
         except KafkaError as exc:
-            raise ConfigError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from None
-        self._consumer = consumer
+            raise ConfigError(f"cannot connect to Kafka at {self.bootstrap}: {exc}") from None
         known = consumer.partitions_for_topic(self.topic)
         if not known:
-            await self._stop()
             raise ConfigError(f"topic {self.topic!r} not found on {self.bootstrap}")
         wanted = sorted(known) if self.partitions is None else self.partitions
         missing = sorted(set(wanted) - set(known))
         if missing:
-            await self._stop()
             raise ConfigError(f"topic {self.topic!r} has no partition {missing[0]} (it has {sorted(known)})")
         tps = [TopicPartition(self.topic, p) for p in wanted]
-        firsts = await consumer.beginning_offsets(tps)
-        lasts = await consumer.end_offsets(tps)
-        starts = await self._resolve(tps, self.start, firsts, lasts)
-        ends = await self._resolve(tps, self.end, lasts, lasts)
+        try:
+            firsts = await consumer.beginning_offsets(tps)
+            lasts = await consumer.end_offsets(tps)
+            starts = await self._resolve(tps, self.start, firsts, lasts)
+            ends = await self._resolve(tps, self.end, lasts, lasts)
+        except KafkaError as exc:
+            raise ConfigError(f"cannot read offsets of {self.topic!r}: {exc}") from None
         for tp in tps:
             first = max(starts[tp], firsts[tp])
             self.ranges[tp.partition] = (first, max(first, min(ends[tp], lasts[tp])))
+            if ends[tp] >= lasts[tp]:
+                self._to_log_end.add(tp.partition)
         self.total_bytes = sum(end - first for first, end in self.ranges.values())
         live = [tp for tp in tps if self.ranges[tp.partition][0] < self.ranges[tp.partition][1]]
         consumer.assign(live)
@@ -135,7 +151,9 @@ class KafkaRangeSource:
         if bound.offset is not None:
             return {tp: bound.offset for tp in tps}
         found = await self._consumer.offsets_for_times({tp: bound.time_ms for tp in tps})
-        return {tp: (found[tp].offset if found.get(tp) is not None else lasts[tp]) for tp in tps}
+        # No record at or after the time: the log end (some brokers answer timestamp -1 instead).
+        return {tp: (found[tp].offset if found.get(tp) is not None and found[tp].timestamp >= 0 else lasts[tp])
+                for tp in tps}
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         if self._consumer is None:
@@ -143,14 +161,28 @@ class KafkaRangeSource:
         try:
             yield from self._merged()
         finally:
-            self._loop.run_until_complete(self._stop())
-            self._loop.close()
+            self.close()
 
     async def _stop(self) -> None:
         # aiokafka's stop() right after start() can raise CancelledError from its own tasks;
-        # nothing is committed here, so a failed stop loses nothing.
+        # one loop turn first lets them start. Nothing is committed here, so a failed stop
+        # loses nothing.
+        await asyncio.sleep(0)
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._consumer.stop()
+
+    def _extend_to_high_watermark(self, partition: int) -> None:
+        """A range that runs to the log end ends at the high watermark of the first fetch: some
+        brokers' ListOffsets (Tansu 0.6) answer the first offset of the last batch instead."""
+        if partition not in self._to_log_end:
+            return
+        from aiokafka import TopicPartition
+
+        watermark = self._consumer.highwater(TopicPartition(self.topic, partition))
+        if watermark is not None:
+            first, end = self.ranges[partition]
+            self.ranges[partition] = (first, max(end, watermark))
+            self._to_log_end.discard(partition)
 
     def _merged(self) -> Iterator[tuple[int, bytes]]:
         buffers: dict[int, deque[Any]] = {p: deque() for p, (a, b) in self.ranges.items() if a < b}
@@ -161,6 +193,8 @@ class KafkaRangeSource:
             starving = [p for p, buffer in buffers.items() if not buffer]
             if starving:  # every unfinished partition needs its next record before merging
                 fetched = self._loop.run_until_complete(self._fetch(starving))
+                for partition in {message.partition for message in fetched}:
+                    self._extend_to_high_watermark(partition)
                 for message in fetched:
                     partition = message.partition
                     if message.offset < self.ranges[partition][1] and partition in buffers:
@@ -172,7 +206,8 @@ class KafkaRangeSource:
                 idle_rounds = 0 if fetched else idle_rounds + 1
                 if idle_rounds >= STALL_ROUNDS:
                     where = ", ".join(f"{p} at {self._position(p)} of {self.ranges[p][1]}" for p in starving)
-                    raise TimeoutError(f"{self.topic}: no records for {STALL_ROUNDS} s on partitions {where}")
+                    raise ConfigError(f"{self.topic}: no records for {STALL_ROUNDS} s on partitions {where}; "
+                                      "was the range deleted by retention, or is a Read ACL missing?")
                 continue
             _, partition, _ = heapq.heappop(heap)
             message = buffers[partition].popleft()

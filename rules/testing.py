@@ -9,7 +9,6 @@ The file format is the ``TestFile`` model below.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path

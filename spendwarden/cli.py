@@ -141,6 +141,7 @@ def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, 
     book = Pricebook.load(pricebook) if pricebook else Pricebook.default()
     if reprice:
         book = book.pinned(reprice)
+    advance = _parse_time(advance_to, "--advance-to")
     locate = None
     if events.startswith("kafka://"):
         source: Any = _kafka_source(events, start, end, partitions)
@@ -149,13 +150,16 @@ def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, 
         raise ConfigError("--from, --to and --partitions apply to kafka://TOPIC inputs only")
     else:
         source = open_events(events)
-    inner: Any = JsonlSink(out, locate) if out else ListSink()
-    sink = _PrintingSink(inner, show)
-    result = replay(
-        source, ruleset, Ingest(book, reprice=bool(reprice)), sink, tick_s=tick,
-        advance_to=_parse_time(advance_to, "--advance-to"),
-        progress=_progress_printer(source.total_bytes, source) if progress else None,
-    )
+    try:
+        inner: Any = JsonlSink(out, locate) if out else ListSink()
+        sink = _PrintingSink(inner, show)
+        result = replay(
+            source, ruleset, Ingest(book, reprice=bool(reprice)), sink, tick_s=tick, advance_to=advance,
+            progress=_progress_printer(source.total_bytes, source) if progress else None,
+        )
+    finally:
+        if hasattr(source, "close"):  # a Kafka reader holds a connection until closed
+            source.close()
     if progress and sys.stderr.isatty():
         click.echo("", err=True)
     if as_json:

@@ -538,7 +538,7 @@ class Engine:
 
     def _resolve_key(self, fire_key: tuple[Any, ...], reason: str, effects: list[Effect]) -> None:
         firing = self.state.pop(fire_key)
-        tkey, rule_name, inst = fire_key[1], fire_key[2], fire_key[3]
+        tkey, rule_name = fire_key[1], fire_key[2]
         for name in firing["fields"]:
             self._contribute(tkey, name, rule_name, None, effects)
         effects.append(AlertResolved(

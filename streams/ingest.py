@@ -97,8 +97,10 @@ class Ingest:
         reprice: bool = False,
     ) -> None:
         self.pricebook = pricebook
-        # Replay after a pricing fix: every event costs the pricebook's figure, even one that
-        # carries its own allocated_cost_usd (`replay --reprice VERSION`).
+        # Replay after a pricing fix (`replay --reprice VERSION`): metered usage costs the
+        # pricebook's figure even when it carries its own allocated_cost_usd. Corrections
+        # (`adjustment`), allocations other than direct metering, and events the pricebook
+        # cannot price keep their own cost: there is no list price to replace it with.
         self.reprice = reprice
         self.max_record_bytes = max_record_bytes
         self.max_future_skew_s = max_future_skew_s
@@ -189,7 +191,8 @@ class Ingest:
             ts = epoch_seconds(event.ts)
         list_cost, version = self.pricebook.price(event, ts)
         cost = event.allocated_cost_usd
-        if cost is not None and not self.reprice:
+        if cost is not None and (not self.reprice or list_cost is None or event.component == "adjustment"
+                                 or event.allocation_method != "direct_metered"):
             return PricedEvent(event, usd_to_nanos(cost), list_cost, version, ts)
         if list_cost is None:
             what = f"{event.provider or '<no provider>'}/{event.model_or_service or '<no model>'}"

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -213,23 +213,48 @@ class DecisionPublisher:
         """
         try:
             result = await awaitable
+        except (AuthenticationError, NoPermissionError, ResponseError) as exc:
+            # Credentials or ACL changed under a running worker (AuthenticationError is a
+            # ConnectionError, so this comes first): keep counting, report it, and republish
+            # once Redis accepts writes again (docs/security.md lists what is needed).
+            if isinstance(exc, ResponseError) and not is_acl_refusal(exc):
+                raise
+            if self._healthy:
+                log.error("redis_refused", error=type(exc).__name__, detail=str(exc).splitlines()[0][:200])
+            self._healthy = False
+            return None
         except (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError) as exc:
             if self._healthy:
                 # Only the class name: messages and client reprs can carry addresses or URLs.
                 log.warning("redis_unavailable", error=type(exc).__name__)
             self._healthy = False
             return None
-        except (AuthenticationError, NoPermissionError) as exc:
-            # Credentials or ACL changed under a running worker: keep counting, report it, and
-            # republish once Redis accepts writes again (docs/security.md lists what is needed).
-            if self._healthy:
-                log.error("redis_refused", error=type(exc).__name__, detail=str(exc).splitlines()[0][:200])
-            self._healthy = False
-            return None
         if not self._healthy:
             log.info("redis_recovered")
         self._healthy = True
         return result
+
+
+# Commands refused inside a script come back as plain ERR replies, not NOPERM (Redis 7.0).
+_ACL_WORDS = ("NOPERM", "can't run this command", "can't publish to the channel", "can't access at least one of the keys",
+              "ACL failure in script", "no permissions to")
+
+
+def is_acl_refusal(exc: ResponseError) -> bool:
+    """Whether Redis refused a command for the user's ACL (not a bug in the command)."""
+    text = str(exc)
+    return isinstance(exc, NoPermissionError) or any(word in text for word in _ACL_WORDS)
+
+
+def probe_write(client: Any) -> None:
+    """Run the fenced-write script as the worker will, on a probe key (sync client): set a
+    field and publish, then delete it (HGET, HSET, HKEYS, HDEL, SPUBLISH on ``sw:*``)."""
+    keys = [decisions_key(PROBE_TENANT), changes_channel(PROBE_TENANT)]
+    client.eval(FENCED_WRITE_SCRIPT, 2, *keys, 0, 0, 0, "replace", "", 1, "probe", "1")
+    client.eval(FENCED_WRITE_SCRIPT, 2, *keys, 0, 0, 0, "replace", "", 0)
+
+
+PROBE_TENANT = "__spendwarden_probe__"
 
 
 def _check_field(name: str) -> None:

@@ -173,6 +173,19 @@ def http(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def new_run(bootstrap: str, redis_url: str, topic_names: Callable[..., dict[str, str]], folder: Path,
+            limit: str = "100", **rule_files: str) -> WorkerRun:
+    """A worker deployment with its own topics and a rules folder: RULES at ``limit`` plus ``rule_files``."""
+    topics = topic_names("events", "dead", "alerts", "decisions", "late")
+    make_topics(bootstrap, topics)
+    rules = folder / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", limit))
+    for name, text in rule_files.items():
+        (rules / name).write_text(text)
+    return WorkerRun(bootstrap, redis_url, topics, rules, folder / "data", folder / "worker.log")
+
+
 def make_topics(bootstrap: str, topics: dict[str, str]) -> None:
     asyncio.run(create_topics(bootstrap, [TopicSpec(name, 4, compacted=(base == "decisions"))
                                           for base, name in topics.items()]))

@@ -10,12 +10,12 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from harness import RULES, SPENDWARDEN, WorkerRun, encode, event, make_topics, produce
+from harness import SPENDWARDEN, WorkerRun, encode, event, new_run, produce
 from test_worker import _start_private_redis, wait_for
 
 # The worker's user, exactly as docs/security.md gives it.
 WORKER_ACL = ["on", ">worker-secret", "resetkeys", "~sw:*", "resetchannels", "&sw:*", "-@all",
-              "+ping", "+hgetall", "+publish", "+evalsha", "+eval", "+script|load", "+script|exists",
+              "+ping", "+select", "+hgetall", "+publish", "+evalsha", "+eval", "+script|load", "+script|exists",
               "+hget", "+hset", "+hdel", "+hkeys", "+spublish"]
 
 
@@ -40,13 +40,8 @@ def _answers(client: redis.Redis) -> bool:
 
 @pytest.fixture
 def run(broker: str, topic_names: Any, tmp_path: Path, locked_redis: int) -> Iterator[WorkerRun]:
-    topics = topic_names("events", "dead", "alerts", "decisions", "late")
-    make_topics(broker, topics)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", "100"))
     url = f"redis://sw-worker:worker-secret@127.0.0.1:{locked_redis}/0"
-    worker = WorkerRun(broker, url, topics, rules, tmp_path / "data", tmp_path / "worker.log")
+    worker = new_run(broker, url, topic_names, tmp_path)
     yield worker
     worker.kill()
 
@@ -62,6 +57,17 @@ def test_worker_runs_as_a_least_privilege_acl_user(run: WorkerRun, locked_redis:
     with pytest.raises(redis.exceptions.NoPermissionError):
         denied.set("other-app:key", "x")  # outside sw:* and outside the granted commands
     assert "worker-secret" not in run.log_path.read_text()
+
+
+def test_a_user_without_a_permission_the_script_needs_is_refused_at_start(run: WorkerRun, locked_redis: int) -> None:
+    """PING and SCRIPT LOAD would pass without +spublish; the start probe runs the script itself."""
+    admin = redis.Redis(port=locked_redis, password="admin-secret")
+    admin.execute_command("ACL", "SETUSER", "sw-worker", "-spublish")
+    done = subprocess.run([SPENDWARDEN, "worker"], env=run.env(), capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"spendwarden: error: Redis at 127.0.0.1:{locked_redis}/0: the user lacks a permission")
+    assert "docs/security.md" in lines[0]
 
 
 def test_wrong_password_is_a_one_line_error(run: WorkerRun, locked_redis: int) -> None:

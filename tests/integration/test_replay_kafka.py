@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import RULES, SPENDWARDEN, WorkerRun, encode, event, make_topics, produce
+from harness import SPENDWARDEN, WorkerRun, encode, event, new_run, produce
 from spendwarden.replay.kafka_source import KafkaRangeSource, RangeBound
 from spendwarden.replay.run import ListSink, replay
 from spendwarden.rules.loader import load_ruleset
@@ -31,15 +32,29 @@ rules:
 
 @pytest.fixture
 def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
-    topics = topic_names("events", "dead", "alerts", "decisions", "late")
-    make_topics(broker, topics)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "rules.yaml").write_text(RULES.replace("LIMIT", "100"))
-    (rules / "platform.yaml").write_text(PLATFORM)
-    worker = WorkerRun(broker, redis_url, topics, rules, tmp_path / "data", tmp_path / "worker.log")
+    worker = new_run(broker, redis_url, topic_names, tmp_path, **{"platform.yaml": PLATFORM})
     yield worker
     worker.kill()
+
+
+def produce_in_batches(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
+    """Send without waiting per record, so records share batches (a partition's log then ends
+    inside a multi-record batch, which some brokers' ListOffsets get wrong)."""
+    async def run() -> dict[int, int]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+        await producer.start()
+        try:
+            sent = [await producer.send(topic, value, key=key) for key, value in records]
+            ends: dict[int, int] = {}
+            for meta in await asyncio.gather(*sent):
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+            return ends
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
 
 
 def replay_totals(run: WorkerRun, start: RangeBound | None = None, end: RangeBound | None = None
@@ -60,7 +75,7 @@ def test_replay_of_the_topic_equals_the_live_workers_totals(run: WorkerRun) -> N
     tenants = [f"tenant-{n}" for n in range(8)]
     events = [event(i, f"0.{i % 9 + 1}", tenant=tenants[i % 8], use_case=f"uc{i % 3}") for i in range(400)]
     records = encode(events) + encode(events[:50]) + [(b"tenant-1", b"{not json")]
-    ends = produce(run.bootstrap, run.topics["events"], records)
+    ends = produce_in_batches(run.bootstrap, run.topics["events"], records)
     run.wait_offsets(ends)
     live = run.totals()
     replayed, result = replay_totals(run)
@@ -100,5 +115,6 @@ def test_range_by_time_and_the_cli_without_a_consumer_group(run: WorkerRun, tmp_
 
     bad = subprocess.run([SPENDWARDEN, "replay", "kafka://no-such-topic", "--rules", str(run.rules_dir)],
                          capture_output=True, text=True, env=env, timeout=60)
-    assert bad.returncode == 2 and "topic 'no-such-topic' not found" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert bad.returncode == 2
+    assert [line for line in bad.stderr.splitlines() if line.strip()] == [
+        f"spendwarden: error: topic 'no-such-topic' not found on {run.bootstrap}"]

@@ -219,3 +219,16 @@ def test_pinned_version_prices_every_time_and_reprice_ignores_allocated_cost() -
     assert (repriced.cost_nanos, repriced.pricing_version) == (2_000_000_000, "v2")
     with pytest.raises(ConfigError, match="has no version 'v3'; it has v1, v2"):
         pb.pinned("v3")
+
+
+def test_reprice_keeps_the_own_cost_of_what_has_no_list_price() -> None:
+    """A refund stays a refund, a shared-pool allocation and an unpriced tool keep their cost."""
+    from spendwarden.streams.ingest import Ingest
+
+    ingest = Ingest(Pricebook.from_dict(TWO_VERSIONS).pinned("v2"), reprice=True)
+    kw = {"provider": "openai", "model_or_service": "gpt-4o", "input_tokens": 1_000_000, "ts": "2026-02-01T00:00:00Z"}
+    assert ingest.price(event(component="adjustment", allocated_cost_usd="-2.5", **kw)).cost_nanos == -2_500_000_000
+    assert ingest.price(event(allocation_method="shared_pool", allocated_cost_usd="12.5", **kw)).cost_nanos \
+        == 12_500_000_000
+    assert ingest.price(event(component="tool", model_or_service="crm-lookup", allocated_cost_usd="3",
+                              ts="2026-02-01T00:00:00Z")).cost_nanos == 3_000_000_000

@@ -15,6 +15,7 @@ from spendwarden.streams.publisher import DecisionPublisher
 @pytest.mark.parametrize("error", [
     NoPermissionError("this user has no permissions to run the 'script|exists' command"),
     AuthenticationError("invalid username-password pair or user is disabled."),
+    ResponseError("ERR The user executing the script can't run this command or subcommand script: ..."),
 ])
 def test_refusals_mark_unhealthy_and_return_nothing(error: Exception) -> None:
     publisher = DecisionPublisher(aioredis.Redis(), generation=1)  # no connection is made
