@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import (
-    AuthenticationError, ConnectionError, InvalidResponse, NoPermissionError, ResponseError, TimeoutError,
+    AuthenticationError, ConnectionError, InvalidResponse, NoPermissionError, RedisClusterException, ResponseError,
+    TimeoutError,
 )
 
 from spendwarden.exceptions import ConfigError
@@ -25,20 +26,20 @@ log = get_logger(__name__)
 _AUTH_WORDS = ("WRONGPASS", "NOAUTH", "invalid username-password", "invalid password")
 
 
-def check_redis_credentials(url: str, password: Optional[str], timeout_s: float = 2.0) -> None:
+def check_redis_credentials(url: str, password: Optional[str], timeout_s: float = 2.0, cluster: bool = False) -> None:
     """PING, load and run the fenced-write script on a probe key as the configured user;
     ConfigError when refused."""
     where = _where(url)
+    client = None
     try:
-        client = redis.Redis.from_url(url, password=password, socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s)
-    except ValueError as exc:
-        raise ConfigError(f"SPENDWARDEN_REDIS_URL is not a Redis URL ({type(exc).__name__}); expected "
-                          "redis://[user[:password]@]host:port/db, rediss://... or unix:///path") from None
-    try:
+        factory = redis.RedisCluster if cluster else redis.Redis
+        client = factory.from_url(url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         client.ping()
         client.script_load(FENCED_WRITE_SCRIPT)
         probe_write(client)
+    except ValueError as exc:
+        raise ConfigError(f"SPENDWARDEN_REDIS_URL is not a Redis URL ({type(exc).__name__}); expected "
+                          "redis://[user[:password]@]host:port/db, rediss://... or unix:///path") from None
     except AuthenticationError as exc:
         raise ConfigError(f"Redis at {where} refused the credentials ({_first_line(exc)}); check the user and "
                           "password in SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE") from None
@@ -53,11 +54,12 @@ def check_redis_credentials(url: str, password: Optional[str], timeout_s: float 
             raise ConfigError(f"Redis at {where} refused the credentials ({_first_line(exc)}); check the user "
                               "and password in SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE") from None
         raise ConfigError(f"Redis at {where} refused a command: {_first_line(exc)}") from None
-    except (ConnectionError, TimeoutError, InvalidResponse) as exc:
+    except (ConnectionError, TimeoutError, InvalidResponse, RedisClusterException) as exc:
         log.warning("redis unreachable at start; decisions are written once it answers",
                     redis=where, error=_first_line(exc))
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def _where(url: str) -> str:

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     redis_url: Optional[SecretStr] = Field(None, description="redis://[user:password@]host:port/db; unset: `up` starts an embedded Redis")
     redis_password: Optional[SecretStr] = None
     redis_password_file: Optional[Path] = None
+    redis_cluster: bool = Field(False, description="the URL names one node of a Redis Cluster (keys are hash-tagged per tenant)")
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="how every Kafka client of the process connects (docs/security.md)")

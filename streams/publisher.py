@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -178,9 +179,12 @@ class DecisionPublisher:
     async def _run(
         self, calls: list[tuple[str, str, Mapping[str, dict[str, Any] | None]]], position: int
     ) -> int:
-        """One pipelined script call per tenant; returns how many the fence accepted."""
+        """One script call per tenant, pipelined (or concurrent on Redis Cluster, whose
+        pipelines refuse scripts); returns how many the fence accepted."""
         expires_at = f"{self._clock() + self.heartbeat_ttl_s:.3f}"
-        pipe = self._redis.pipeline(transaction=False)
+        cluster = isinstance(self._redis, RedisCluster)
+        pipe = None if cluster else self._redis.pipeline(transaction=False)
+        pending = []
         for tenant, mode, fields in calls:
             sets: list[str | bytes] = []
             dels: list[str] = []
@@ -192,10 +196,13 @@ class DecisionPublisher:
                     sets += [name, orjson.dumps(verdict)]
                     rules_version = str(verdict.get("rules_version") or rules_version)
             args: list[Any] = [self.generation, position, expires_at, mode, rules_version, len(sets) // 2]
-            await self._script(
-                keys=[decisions_key(tenant), changes_channel(tenant)], args=args + sets + dels, client=pipe
-            )
-        results = await self._guard(pipe.execute())
+            call = self._script(keys=[decisions_key(tenant), changes_channel(tenant)], args=args + sets + dels,
+                                client=pipe)
+            if pipe is None:
+                pending.append(call)
+            else:
+                await call
+        results = await self._guard(asyncio.gather(*pending) if pipe is None else pipe.execute())
         if results is None:
             return 0
         accepted = sum(1 for r in results if int(r) == 1)

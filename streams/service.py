@@ -590,6 +590,11 @@ def _redis_client(settings: Settings) -> Any:
     from redis.retry import Retry
 
     # One quick retry: during an outage the worker must keep consuming, not wait on backoff.
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, password=password, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                     retry=Retry(NoBackoff(), 1))
     return redis.Redis.from_url(url, password=password, socket_connect_timeout=1.0, socket_timeout=2.0,
                                 retry=Retry(NoBackoff(), 1))
 
@@ -598,7 +603,7 @@ def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust's own worker handles signals and shutdown)."""
     from spendwarden.redis_auth import check_redis_credentials
 
-    check_redis_credentials(*settings.redis_connection())
+    check_redis_credentials(*settings.redis_connection(), cluster=settings.redis_cluster)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     service = Service(settings)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)

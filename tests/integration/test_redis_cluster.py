@@ -1,0 +1,96 @@
+"""The worker on a three-node Redis Cluster: each tenant's decisions land in its own slot's node."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from harness import WorkerRun, encode, event, new_run, produce
+from spendwarden.embedded import free_port
+from test_worker import wait_for
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[int]]:
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server and redis-cli are needed to build a cluster")
+    ports = [_node_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        folder = tmp_path / f"node-{port}"
+        folder.mkdir()
+        processes.append(subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        for port in ports:
+            wait_for(lambda: _answers(port), timeout_s=10, what=f"redis node {port}")
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        wait_for(lambda: all(_cluster_ok(p) for p in ports), timeout_s=30, what="cluster_state:ok")
+        yield ports
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def _node_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _cluster_ok(port: int) -> bool:
+    return redis.Redis(port=port).cluster("info").get("cluster_state") == "ok"
+
+
+@pytest.fixture
+def run(broker: str, topic_names: Any, tmp_path: Path, cluster: list[int]) -> Iterator[WorkerRun]:
+    worker = new_run(broker, f"redis://127.0.0.1:{cluster[0]}/0", topic_names, tmp_path)
+    worker.extra_env["SPENDWARDEN_REDIS_CLUSTER"] = "true"
+    yield worker
+    worker.kill()
+
+
+def test_decisions_of_many_tenants_land_on_their_slots_nodes(run: WorkerRun, cluster: list[int]) -> None:
+    tenants = [f"tenant-{n}" for n in range(12)]
+    run.start()
+    run.wait_ready()
+    produce(run.bootstrap, run.topics["events"],
+            encode(event(i, "40", tenant=tenants[i % 12], prefix="c") for i in range(36)))  # $120 each: over $100
+    client = RedisCluster(host="127.0.0.1", port=cluster[0])
+
+    def blocked() -> list[str]:
+        return [t for t in tenants if b'"block"' in (client.hget(f"sw:{{{t}}}:decisions", "chat:low") or b"")]
+
+    wait_for(lambda: len(blocked()) == len(tenants), timeout_s=60, what="a block verdict for every tenant")
+    nodes = {client.get_node_from_key(f"sw:{{{t}}}:decisions").port for t in tenants}
+    assert len(nodes) >= 2  # the tenants really are spread over the cluster
+    time.sleep(0.1)
+    client.close()
