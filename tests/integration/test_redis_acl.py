@@ -23,12 +23,14 @@ WORKER_ACL = ["on", ">worker-secret", "resetkeys", "~sw:*", "resetchannels", "&s
 def locked_redis(tmp_path: Path) -> Iterator[int]:
     """A private redis-server whose default user needs a password, with a worker user per the docs."""
     port, (_, stop_all) = _start_private_redis(tmp_path, "--requirepass", "admin-secret")
-    admin = redis.Redis(port=port, password="admin-secret", socket_connect_timeout=0.2)
-    wait_for(lambda: _answers(admin), timeout_s=10, what="private redis-server")
-    admin.execute_command("ACL", "SETUSER", "sw-worker", *WORKER_ACL)
-    admin.close()
-    yield port
-    stop_all()
+    try:  # a failed setup must not leave the server running
+        admin = redis.Redis(port=port, password="admin-secret", socket_connect_timeout=0.2)
+        wait_for(lambda: _answers(admin), timeout_s=10, what="private redis-server")
+        admin.execute_command("ACL", "SETUSER", "sw-worker", *WORKER_ACL)
+        admin.close()
+        yield port
+    finally:
+        stop_all()
 
 
 def _answers(client: redis.Redis) -> bool:

@@ -183,9 +183,11 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
         start()
         wait_for(lambda: _pings(port), timeout_s=10, what="private redis-server")
 
-    wait_for(lambda: _pings(port), timeout_s=10, what="private redis-server")
-    yield f"redis://127.0.0.1:{port}/0", start_and_wait
-    stop_all()
+    try:  # a failed setup must not leave the server running
+        wait_for(lambda: _pings(port), timeout_s=10, what="private redis-server")
+        yield f"redis://127.0.0.1:{port}/0", start_and_wait
+    finally:
+        stop_all()
 
 
 def _pings(port: int, password: str | None = None) -> bool:
