@@ -71,6 +71,9 @@ class CompiledRule:
     # Coarsest clock step at which the answer can change on its own: 0 (never), 3600 (reads
     # only local hour/weekday/day/month, which change at local hour starts) or 60 (minutes).
     clock_step_s: int = 60
+    # Variables the residual (the CEL left after guards) reads: decides how widely its
+    # time-only answer can be shared (engine memo).
+    residual_roots: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -353,6 +356,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             roots=roots,
             decide_tiers=_decide_tiers(rule, budget.spec, source, loc),
             clock_step_s=clock_step(rule.when, roots),
+            residual_roots=residual_roots,
         )
         budget.rules.append(compiled)
         budget.needs_window = budget.needs_window or "window" in roots

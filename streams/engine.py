@@ -452,6 +452,16 @@ class Engine:
             watched.pop(entry, None)
         return next_at
 
+    def _memo_key(self, rule: CompiledRule, tkey: str, inst: tuple[str, ...]) -> tuple[Any, ...]:
+        """How widely a time-only answer is shared: per time zone when it reads only `local.*`
+        (tenants of one zone agree), per tenant without `scope.*`, else per instance. The memo's
+        validity interval is checked against each caller's own engine time."""
+        roots = rule.residual_roots
+        if roots <= {"local"}:
+            calendar = self._calendar(tkey)
+            return (rule.name, "zone", calendar.tz.key if hasattr(calendar.tz, "key") else str(calendar.tz))
+        return (rule.name, tkey, inst if "scope" in roots else ())
+
     def _clock_change(self, rule: CompiledRule, tkey: str, now: float) -> float:
         """Engine time at which the clock alone could next change the rule's answer."""
         step = rule.clock_step_s
@@ -476,8 +486,7 @@ class Engine:
         tier = self.rules.tenant(tkey).tier if tkey != GLOBAL else self.rules.default_tenant.tier
         try:
             if rule.residual_time_only:  # same answer until the clock can change it
-                # Without scope.* the answer is the same for every instance of the tenant.
-                memo_key = (rule.name, tkey, inst if "scope" in rule.roots else ())
+                memo_key = self._memo_key(rule, tkey, inst)
                 memo = self._memo.get(memo_key)
                 if memo is not None and memo[0] <= now < memo[1]:
                     return memo[2]

@@ -170,3 +170,27 @@ def test_an_instance_waiting_for_the_clock_is_still_watched_after_a_restart(
     restarted = Engine(rules, copy.deepcopy(running.state))
     for engine in (running, restarted):
         assert [type(e) for e in engine.advance(epoch("2026-01-15T14:00:00Z"))] == [AlertFiring]
+
+
+def test_a_local_time_condition_is_evaluated_once_per_zone_and_hour(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """`local.hour < 14` reads nothing of the tenant: tenants of one zone share its answer,
+    another zone gets its own, and each tenant still sees its own zone's hour."""
+    engine = Engine(ruleset_from_yaml("""
+        tenants:
+          ny1: {timezone: America/New_York}
+          ny2: {timezone: America/New_York}
+          tokyo: {timezone: Asia/Tokyo}
+        budgets:
+          - {name: daily, for_each: [tenant_id], period: day, limit_usd: 10}
+        rules:
+          - {name: morning-burn, budget: daily, when: 'budget.used_ratio >= 0.5 && local.hour < 14'}
+    """))
+    fired = []
+    for offset, tenant in enumerate(("ny1", "ny2", "tokyo"), start=1):
+        # 15:00Z is 10:00 in New York (fires) and 00:00 next day in Tokyo (fires too).
+        effects = engine.process(make_event("6", tenant=tenant, ts="2026-01-15T15:00:00Z"), position(offset))
+        fired += [e.tenant_id for e in effects if isinstance(e, AlertFiring)]
+    assert fired == ["ny1", "ny2", "tokyo"]
+    assert engine.stats.cel_evaluations == 2  # New York once, Tokyo once
+    resolved = engine.advance(epoch("2026-01-15T19:00:00Z"))  # 14:00 in New York, 04:00 in Tokyo
+    assert sorted(e.tenant_id for e in resolved if isinstance(e, AlertResolved)) == ["ny1", "ny2"]
