@@ -119,6 +119,7 @@ class Engine:
         self._queued: set[tuple[float, str, int, tuple[str, ...]]] = set()  # what _due holds
         self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[float, float, bool]] = {}
         self._pruned_at = 0.0
+        self._evidence_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._install(rules)
         self._rebuild_indexes()
 
@@ -227,6 +228,8 @@ class Engine:
                 touched.append((slot, period, total))
         if previous is None or applied:
             self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
+            if self._evidence_cache:
+                self._evidence_cache.clear()
         if late:
             self.stats.late_spend += 1
             effects.append(LateSpend(tenant, event.cost_event_id, iso_utc(ts), late, usd_text((cost))))
@@ -536,14 +539,22 @@ class Engine:
             tenant_id=tenant, scope=scope, budget=budget.name, period=budget.spec.period, period_id=period.id,
             period_end=iso_utc(period.end), spend_usd=usd_text((spend)), limit_usd=usd_text((limit)),
             used_ratio=round(ratio, 6), expected_usd=usd_text((int(limit * elapsed))),
-            contributors=self.facts.contributors(tenant, scope.get("use_case_id"),
-                                                 self._calendar(tkey).period("day", now).id),
-            sample_trace_ids=self.facts.trace_ids(tenant, scope.get("use_case_id"),
-                                                  self._calendar(tkey).period("day", now).id),
+            **self._evidence(tenant, scope.get("use_case_id"), self._calendar(tkey).period("day", now).id),
             notify=list(spec.notify), runbook=spec.runbook, decision=verdict, shadow=shadow,
             rules_version=self.rules.version, rule_file=rule.file, rule_line=rule.line, at=iso_utc(now),
             labels=dict(spec.labels),
         ))
+
+    def _evidence(self, tenant: str | None, use_case: str | None, day_id: str) -> dict[str, Any]:
+        """Top contributors and sample traces, computed once per scope while facts stand still:
+        one event often fires several rules of one scope (the cache is emptied when facts move)."""
+        key = (tenant, use_case, day_id)
+        found = self._evidence_cache.get(key)
+        if found is None:
+            found = self._evidence_cache[key] = {
+                "contributors": self.facts.contributors(tenant, use_case, day_id),
+                "sample_trace_ids": self.facts.trace_ids(tenant, use_case, day_id)}
+        return found
 
     def _resolve_key(self, fire_key: tuple[Any, ...], reason: str, effects: list[Effect]) -> None:
         firing = self.state.pop(fire_key)
