@@ -40,26 +40,33 @@ def check_redis_credentials(url: str, password: Optional[str], timeout_s: float 
     except ValueError as exc:
         raise ConfigError(f"SPENDWARDEN_REDIS_URL is not a Redis URL ({type(exc).__name__}); expected "
                           "redis://[user[:password]@]host:port/db, rediss://... or unix:///path") from None
-    except AuthenticationError as exc:
-        raise ConfigError(f"Redis at {where} refused the credentials ({_first_line(exc)}); check the user and "
-                          "password in SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE") from None
-    except NoPermissionError as exc:
-        raise ConfigError(f"Redis at {where}: the user lacks a permission spendwarden needs ({_first_line(exc)}); "
-                          "grant what docs/security.md lists") from None
-    except ResponseError as exc:
-        if is_acl_refusal(exc):
-            raise ConfigError(f"Redis at {where}: the user lacks a permission spendwarden needs "
-                              f"({_first_line(exc)}); grant what docs/security.md lists") from None
-        if any(word in str(exc) for word in _AUTH_WORDS):
-            raise ConfigError(f"Redis at {where} refused the credentials ({_first_line(exc)}); check the user "
-                              "and password in SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE") from None
-        raise ConfigError(f"Redis at {where} refused a command: {_first_line(exc)}") from None
-    except (ConnectionError, TimeoutError, InvalidResponse, RedisClusterException) as exc:
+    except (ConnectionError, TimeoutError, InvalidResponse, ResponseError, RedisClusterException) as exc:
+        # The cluster client wraps what a node answered at start-up: judge the answer itself.
+        cause = (exc.__cause__ or exc.__context__ or exc) if isinstance(exc, RedisClusterException) else exc
+        refusal = _refusal(cause, where) or _refusal(exc, where)
+        if refusal is not None:
+            raise refusal from None
         log.warning("redis unreachable at start; decisions are written once it answers",
                     redis=where, error=_first_line(exc))
     finally:
         if client is not None:
             client.close()
+
+
+def _refusal(exc: BaseException, where: str) -> ConfigError | None:
+    """The one-line error for credentials or permissions Redis refused; None for an outage."""
+    if isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and is_acl_refusal(exc)):
+        return ConfigError(f"Redis at {where}: the user lacks a permission spendwarden needs ({_first_line(exc)}); "
+                           "grant what docs/security.md lists")
+    if isinstance(exc, AuthenticationError) or any(word in str(exc) for word in _AUTH_WORDS):
+        return ConfigError(f"Redis at {where} refused the credentials ({_first_line(exc)}); check the user and "
+                           "password in SPENDWARDEN_REDIS_URL, SPENDWARDEN_REDIS_PASSWORD or _FILE")
+    if "Cluster mode is not enabled" in str(exc):
+        return ConfigError(f"Redis at {where} is not a cluster node (SPENDWARDEN_REDIS_CLUSTER=true), or the user "
+                           "lacks +cluster|slots (docs/security.md)")
+    if isinstance(exc, ResponseError):
+        return ConfigError(f"Redis at {where} refused a command: {_first_line(exc)}")
+    return None
 
 
 def _where(url: str) -> str:

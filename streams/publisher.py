@@ -22,7 +22,10 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVa
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import (
+    AskError, AuthenticationError, ClusterDownError, ClusterError, MovedError, NoPermissionError,
+    RedisClusterException, ResponseError, TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -132,6 +135,9 @@ class DecisionPublisher:
         self._clock = clock
         self._script = redis.register_script(FENCED_WRITE_SCRIPT)
         self._healthy = True
+        # Set by any failed call, cleared by the service once a republish went through: a
+        # failed batch followed by a good one must not leave its decisions out of Redis.
+        self.write_failed = False
         self.rejected = 0
 
     @property
@@ -184,7 +190,7 @@ class DecisionPublisher:
         expires_at = f"{self._clock() + self.heartbeat_ttl_s:.3f}"
         cluster = isinstance(self._redis, RedisCluster)
         pipe = None if cluster else self._redis.pipeline(transaction=False)
-        pending = []
+        pending: list[tuple[list[str], list[Any]]] = []
         for tenant, mode, fields in calls:
             sets: list[str | bytes] = []
             dels: list[str] = []
@@ -196,13 +202,12 @@ class DecisionPublisher:
                     sets += [name, orjson.dumps(verdict)]
                     rules_version = str(verdict.get("rules_version") or rules_version)
             args: list[Any] = [self.generation, position, expires_at, mode, rules_version, len(sets) // 2]
-            call = self._script(keys=[decisions_key(tenant), changes_channel(tenant)], args=args + sets + dels,
-                                client=pipe)
+            keys = [decisions_key(tenant), changes_channel(tenant)]
             if pipe is None:
-                pending.append(call)
+                pending.append((keys, args + sets + dels))
             else:
-                await call
-        results = await self._guard(asyncio.gather(*pending) if pipe is None else pipe.execute())
+                await self._script(keys=keys, args=args + sets + dels, client=pipe)
+        results = await (self._guard(pipe.execute()) if pipe is not None else self._concurrently(pending))
         if results is None:
             return 0
         accepted = sum(1 for r in results if int(r) == 1)
@@ -212,6 +217,25 @@ class DecisionPublisher:
             log.warning("decision_write_fenced", rejected=rejected, generation=self.generation)
         return accepted
 
+    async def _concurrently(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any] | None:
+        """Redis Cluster: the script calls, a bounded number at a time (the client keeps a
+        limited pool per node). Any failure counts as a failed write (republished later);
+        the calls that succeeded still count."""
+        gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def one(keys: list[str], args: list[Any]) -> Any:
+            async with gate:
+                return await self._script(keys=keys, args=args)
+
+        outcomes = await asyncio.gather(*(one(keys, args) for keys, args in calls), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures[:1]:
+            if not self._outage(failure):
+                raise failure
+        if not failures:
+            self._mark_healthy()
+        return [o for o in outcomes if not isinstance(o, BaseException)]
+
     async def _guard(self, awaitable: Awaitable[T]) -> T | None:
         """Await a Redis call; connection trouble marks us unhealthy instead of raising.
 
@@ -220,27 +244,42 @@ class DecisionPublisher:
         """
         try:
             result = await awaitable
-        except (AuthenticationError, NoPermissionError, ResponseError) as exc:
-            # Credentials or ACL changed under a running worker (AuthenticationError is a
-            # ConnectionError, so this comes first): keep counting, report it, and republish
-            # once Redis accepts writes again (docs/security.md lists what is needed).
-            if isinstance(exc, ResponseError) and not is_acl_refusal(exc):
+        except Exception as exc:  # noqa: BLE001 - sorted by _outage; anything else is re-raised
+            if not self._outage(exc):
                 raise
+            return None
+        self._mark_healthy()
+        return result
+
+    def _outage(self, exc: BaseException) -> bool:
+        """Mark Redis unhealthy (and the writes as failed) for an outage or a refusal; False for
+        anything else, which is a bug to surface."""
+        if isinstance(exc, (AuthenticationError, NoPermissionError)) or (
+                isinstance(exc, ResponseError) and is_acl_refusal(exc)):
+            # Credentials or ACL changed under a running worker: keep counting, report it, and
+            # republish once Redis accepts writes again (docs/security.md lists what is needed).
             if self._healthy:
                 log.error("redis_refused", error=type(exc).__name__, detail=str(exc).splitlines()[0][:200])
-            self._healthy = False
-            return None
-        except (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError) as exc:
+        elif isinstance(exc, _OUTAGES):
             if self._healthy:
                 # Only the class name: messages and client reprs can carry addresses or URLs.
                 log.warning("redis_unavailable", error=type(exc).__name__)
-            self._healthy = False
-            return None
+        else:
+            return False
+        self._healthy = False
+        self.write_failed = True
+        return True
+
+    def _mark_healthy(self) -> None:
         if not self._healthy:
             log.info("redis_recovered")
         self._healthy = True
-        return result
 
+
+CLUSTER_CONCURRENCY = 16
+# Redis away, or a cluster reconfiguring (a node down, a slot moving): retry by republishing.
+_OUTAGES = (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError, RedisClusterException, ClusterError,
+            ClusterDownError, TryAgainError, AskError, MovedError)
 
 # Commands refused inside a script come back as plain ERR replies, not NOPERM (Redis 7.0).
 _ACL_WORDS = ("NOPERM", "can't run this command", "can't publish to the channel", "can't access at least one of the keys",

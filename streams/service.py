@@ -356,6 +356,9 @@ class Service:
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
         tenants = self._owned_tenants() if heartbeat_due or not self.publisher.healthy else []
+        if self.publisher.write_failed:  # a batch's write failed, even if a later one went through
+            self._republish_pending = True
+            self.publisher.write_failed = False
         if not self.publisher.healthy:
             # Decisions written (or lifted) during the outage never reached Redis: once a probe
             # succeeds, the whole owned decision set is written again, stale fields removed.
@@ -366,7 +369,8 @@ class Service:
             log.info("redis reachable: republishing every owned decision")
             for partition in list(self.core.engines):
                 await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
-            self._republish_pending = not self.publisher.healthy
+            self._republish_pending = not self.publisher.healthy or self.publisher.write_failed
+            self.publisher.write_failed = False
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError, ClusterDownError, NoPermissionError, RedisClusterException, ResponseError,
+)
 
 from spendwarden.streams.publisher import DecisionPublisher
 
@@ -16,8 +18,10 @@ from spendwarden.streams.publisher import DecisionPublisher
     NoPermissionError("this user has no permissions to run the 'script|exists' command"),
     AuthenticationError("invalid username-password pair or user is disabled."),
     ResponseError("ERR The user executing the script can't run this command or subcommand script: ..."),
+    ClusterDownError("CLUSTERDOWN The cluster is down"),
+    RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
 ])
-def test_refusals_mark_unhealthy_and_return_nothing(error: Exception) -> None:
+def test_refusals_and_outages_mark_unhealthy_and_the_write_failed(error: Exception) -> None:
     publisher = DecisionPublisher(aioredis.Redis(), generation=1)  # no connection is made
 
     async def refused() -> Any:
@@ -25,6 +29,7 @@ def test_refusals_mark_unhealthy_and_return_nothing(error: Exception) -> None:
 
     assert asyncio.run(publisher._guard(refused())) is None
     assert publisher.healthy is False
+    assert publisher.write_failed is True  # the service republishes even if the next call succeeds
 
 
 def test_other_errors_still_raise() -> None:
