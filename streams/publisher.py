@@ -60,9 +60,10 @@ def _check_tenant(tenant: str) -> None:
         raise ValueError(f"tenant id unusable in a Redis key: {tenant!r}")
 
 
-# KEYS[1] decisions hash, KEYS[2] change channel.
+# KEYS[1] decisions hash. The change channel is ARGV[7], not a key: a second key that never
+# exists makes a node importing the slot answer TRYAGAIN while a cluster reshards.
 # ARGV[1] generation, ARGV[2] position, ARGV[3] expires_at, ARGV[4] mode (apply|replace|heartbeat),
-# ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, then n field/value pairs,
+# ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, ARGV[7] change channel, then n field/value pairs,
 # then the fields to delete. Numbers compare as Lua doubles: exact below 2^53.
 FENCED_WRITE_SCRIPT = """
 local gen = tonumber(ARGV[1])
@@ -84,7 +85,8 @@ if mode == 'heartbeat' then
 end
 local changed, keep = {}, {}
 local n = tonumber(ARGV[6])
-local i = 7
+local channel = ARGV[7]
+local i = 8
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   keep[ARGV[i]] = true
@@ -106,7 +108,7 @@ end
 redis.call('HSET', KEYS[1], '_fence', fence, '_expires_at', ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '_rules_version', ARGV[5]) end
 if #changed > 0 then
-  redis.call('SPUBLISH', KEYS[2], cjson.encode({fields = changed, fence = fence}))
+  redis.call('SPUBLISH', channel, cjson.encode({fields = changed, fence = fence}))
 end
 return 1
 """
@@ -202,7 +204,8 @@ class DecisionPublisher:
                     sets += [name, orjson.dumps(verdict)]
                     rules_version = str(verdict.get("rules_version") or rules_version)
             args: list[Any] = [self.generation, position, expires_at, mode, rules_version, len(sets) // 2]
-            keys = [decisions_key(tenant), changes_channel(tenant)]
+            keys = [decisions_key(tenant)]
+            args.append(changes_channel(tenant))
             if pipe is None:
                 pending.append((keys, args + sets + dels))
             else:
@@ -295,9 +298,9 @@ def is_acl_refusal(exc: ResponseError) -> bool:
 def probe_write(client: Any) -> None:
     """Run the fenced-write script as the worker will, on a probe key (sync client): set a
     field and publish, then delete it (HGET, HSET, HKEYS, HDEL, SPUBLISH on ``sw:*``)."""
-    keys = [decisions_key(PROBE_TENANT), changes_channel(PROBE_TENANT)]
-    client.eval(FENCED_WRITE_SCRIPT, 2, *keys, 0, 0, 0, "replace", "", 1, "probe", "1")
-    client.eval(FENCED_WRITE_SCRIPT, 2, *keys, 0, 0, 0, "replace", "", 0)
+    key, channel = decisions_key(PROBE_TENANT), changes_channel(PROBE_TENANT)
+    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 1, channel, "probe", "1")
+    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 0, channel)
 
 
 PROBE_TENANT = "__spendwarden_probe__"
