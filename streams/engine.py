@@ -461,8 +461,7 @@ class Engine:
         validity interval is checked against each caller's own engine time."""
         roots = rule.residual_roots
         if roots <= {"local"}:
-            calendar = self._calendar(tkey)
-            return (rule.name, "zone", calendar.tz.key if hasattr(calendar.tz, "key") else str(calendar.tz))
+            return (rule.name, "zone", self._calendar(tkey).name)
         return (rule.name, tkey, inst if "scope" in roots else ())
 
     def _clock_change(self, rule: CompiledRule, tkey: str, now: float) -> float:

@@ -50,9 +50,10 @@ def _local_midnight(day: date, tz: ZoneInfo) -> float:
 class Calendar:
     """Period arithmetic for one time zone and week start, with a one-entry cache per kind."""
 
-    __slots__ = ("tz", "week_start", "_cache")
+    __slots__ = ("name", "tz", "week_start", "_cache")
 
     def __init__(self, timezone_name: str = "UTC", week_start: str = "monday") -> None:
+        self.name = timezone_name
         self.tz = zone(timezone_name)
         if week_start not in WEEKDAYS:
             raise ValueError(f"week_start {week_start!r} must be one of {', '.join(WEEKDAYS)}")

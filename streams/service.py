@@ -127,7 +127,6 @@ class Service:
 
         self.publisher = DecisionPublisher(self.redis, generation=0, heartbeat_ttl_s=settings.heartbeat_ttl_s)
         self._rules_stamp = self._stamp()
-        self._republish_pending = False
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
@@ -356,21 +355,17 @@ class Service:
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
         tenants = self._owned_tenants() if heartbeat_due or not self.publisher.healthy else []
-        if self.publisher.write_failed:  # a batch's write failed, even if a later one went through
-            self._republish_pending = True
-            self.publisher.write_failed = False
-        if not self.publisher.healthy:
-            # Decisions written (or lifted) during the outage never reached Redis: once a probe
-            # succeeds, the whole owned decision set is written again, stale fields removed.
-            self._republish_pending = True
+        if not self.publisher.healthy:  # the heartbeat is the probe
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
-        if self._republish_pending and self.publisher.healthy:
+        if self.publisher.write_failed and self.publisher.healthy:
+            # A write failed (Redis away, a refusal, a cluster slot moving), even if a later one
+            # went through: the whole owned decision set is written again, stale fields removed.
+            # A failure on the way sets write_failed again, so the next tick retries.
             log.info("redis reachable: republishing every owned decision")
+            self.publisher.write_failed = False
             for partition in list(self.core.engines):
                 await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
-            self._republish_pending = not self.publisher.healthy or self.publisher.write_failed
-            self.publisher.write_failed = False
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
