@@ -8,16 +8,12 @@ engine spend most of a busy day re-evaluating CEL on ticks (bench/engine.py).
 from __future__ import annotations
 
 import copy
-from datetime import datetime
 from typing import Any
 
+from conftest import epoch
 from spendwarden.rules.compiler import clock_step
 from spendwarden.streams.effects import AlertFiring, AlertResolved
 from spendwarden.streams.engine import Engine, position
-
-
-def epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 BEFORE_2PM = """
