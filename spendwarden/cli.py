@@ -1,4 +1,5 @@
-"""The ``spendwarden`` command: replay, demo, rules lint/test, schema, pricebook import.
+"""The ``spendwarden`` command: replay, demo, worker, up, rules lint/test/push, schema, pricebook import,
+override (in cli_overrides.py).
 
 User mistakes (a bad file, a bad flag) end with one line on stderr and exit code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -41,6 +42,11 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="spendwarden")
 def main() -> None:
     """Watch AI spend as it happens and stop it from running away."""
+    from spendwarden import logs
+
+    # Library and progress lines go to stderr, masked, warnings and up: stdout is the command's
+    # output (JSON lines for scripts). `worker` and `up` set their own level.
+    logs.configure("warning")
 
 
 def _parse_time(value: str | None, flag: str) -> float | None:
@@ -350,6 +356,10 @@ def pricebook_import(path: str, version: str, effective_from: str) -> None:
     assert start is not None
     click.echo(dump_yaml(import_litellm(data, version, datetime.fromtimestamp(start, timezone.utc))))
 
+
+from spendwarden.cli_overrides import override_group  # noqa: E402 - registered after main exists
+
+main.add_command(override_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

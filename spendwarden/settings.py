@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     rules_dir: Path = Field(Path("rules"), description="rules directory, reloaded on change, SIGHUP or POST /-/reload")
     rules_topic: Optional[str] = Field(None, description="follow rule sets pushed to this compacted topic "
                                        "(`spendwarden rules push`); the directory is then only the starting set")
+    overrides_topic: str = Field("spendwarden.overrides", description="compacted topic of manual overrides "
+                                 "(`spendwarden override`); every worker follows it, and creates it when missing")
+    overrides_wait_s: float = Field(10.0, ge=0, description="at start, longest wait for the overrides topic to be "
+                                    "read before decisions are published")
     pricebook: Optional[Path] = Field(None, description="pricebook YAML; unset: the bundled illustrative one")
 
     batch_max_records: int = Field(500, ge=1, description="records per processing batch (one checkpoint per batch)")

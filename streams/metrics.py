@@ -46,6 +46,11 @@ class WorkerMetrics:
         self.refetched = Counter("spendwarden_refetched_records_total",
                                  "Records the stream skipped, read directly before counting", registry=r)
         self.partitions = Gauge("spendwarden_partitions_owned", "Partitions this worker owns", registry=r)
+        self.overrides_active = Gauge("spendwarden_overrides_active", "Manual overrides in force, by action",
+                                      ["action"], registry=r)
+        self.override_records = Counter("spendwarden_override_records_total",
+                                        "Override records read from the topic (refused: unusable, skipped)",
+                                        ["outcome"], registry=r)
 
     def set_rules_version(self, version: str) -> None:
         self.rules_version.clear()

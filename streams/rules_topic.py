@@ -16,11 +16,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 import orjson
 
-from spendwarden.logs import get_logger
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.rules.loader import load_ruleset, rule_files
 
-log = get_logger("spendwarden.rules_topic")
 RULESET_KEY = b"ruleset"
 
 
@@ -59,34 +57,15 @@ async def push(bootstrap: str, topic: str, record: bytes, client_options: dict[s
 async def follow(bootstrap: str, topic: str, on_record: Callable[[bytes], Awaitable[None]],
                  stop: Optional[asyncio.Event] = None, fetch_wait_ms: int = 100,
                  client_options: dict[str, Any] | None = None) -> None:
-    """Read ``topic`` from the beginning, forever, calling ``on_record`` with each pushed set.
+    """Call ``on_record`` with each pushed set, forever (every worker reads every push)."""
+    from spendwarden.streams.follow import follow_topic
 
-    No consumer group: every worker must see every push. Errors are logged and retried; a
-    rules feed must never take the worker down.
-    """
-    from aiokafka import AIOKafkaConsumer
+    async def on_message(key: Optional[bytes], value: Optional[bytes]) -> None:
+        if key == RULESET_KEY and value:
+            await on_record(value)
 
-    stop = stop or asyncio.Event()
-    while not stop.is_set():
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=fetch_wait_ms,
-                                    metadata_max_age_ms=2000, **(client_options or {}))
-        try:
-            await consumer.start()
-            log.info("following rules topic", topic=topic)
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=1000)
-                for messages in batches.values():
-                    for message in messages:
-                        if message.key == RULESET_KEY and message.value:
-                            await on_record(message.value)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - log and retry, never crash the worker
-            log.warning("rules topic unavailable, retrying", error=type(exc).__name__)
-            await asyncio.sleep(2)
-        finally:
-            await consumer.stop()
+    await follow_topic(bootstrap, topic, on_message, stop=stop, fetch_wait_ms=fetch_wait_ms,
+                       client_options=client_options)
 
 
 def pushed_rules_folder(data_dir: Path) -> Path:

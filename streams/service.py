@@ -35,6 +35,7 @@ from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.engine_state import split_position
 from spendwarden.streams.metrics import WorkerMetrics
 from spendwarden.streams.money import usd_text
+from spendwarden.streams.override_layer import OverrideLayer
 from spendwarden.streams.pricebook import Pricebook
 from spendwarden.streams.refetch import Refetcher
 from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, route_by_tenant
@@ -126,6 +127,7 @@ class Service:
         from spendwarden.streams.publisher import DecisionPublisher
 
         self.publisher = DecisionPublisher(self.redis, generation=0, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        self.overrides = OverrideLayer(self.core, self.publisher, self.metrics, settings.partitions)
         self._rules_stamp = self._stamp()
         self._last_heartbeat = 0.0
         self._ready = False
@@ -193,6 +195,19 @@ class Service:
                 await follow(s.kafka_bootstrap or "", s.rules_topic or "", self.apply_pushed_rules,
                              client_options=aiokafka_options(s))
 
+        @app.task
+        async def follow_overrides() -> None:
+            from spendwarden.streams.follow import follow_topic
+            from spendwarden.streams.override_feed import ensure_topic
+
+            options = aiokafka_options(s)
+            try:
+                await ensure_topic(s.kafka_bootstrap or "", s.overrides_topic, options)
+            except Exception as exc:  # noqa: BLE001 - no Create ACL: someone else must create it
+                log.warning("could not create the overrides topic", topic=s.overrides_topic, error=str(exc)[:200])
+            await follow_topic(s.kafka_bootstrap or "", s.overrides_topic, self.overrides.on_message,
+                               caught_up=self.overrides.ready, client_options=options)
+
         @app.timer(s.tick_s)
         async def tick() -> None:
             await self.on_tick()
@@ -250,6 +265,7 @@ class Service:
         """Rebuild engines of newly owned partitions from the recovered table, then assert their
         decisions in Redis under the new group generation."""
         self.publisher.generation = int(self.app.consumer_generation_id or 0)
+        await self._wait_for_overrides()
         by_partition: dict[int, list[tuple[Any, Any]]] = {p: [] for p in partitions if p not in self.core.engines}
         if by_partition:
             markers: dict[int, dict[str, Any]] = {}
@@ -276,7 +292,8 @@ class Service:
                                          next_delta_offset=resume_deltas.get(partition, deltas_next))
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
-                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
+                await self.publisher.republish(self.overrides.decision_sets(partition),
+                                               self.core.positions.get(partition, 0))
         self.metrics.partitions.set(len(self.core.engines))
         self._ready = True
         log.info("partitions recovered", partitions=sorted(partitions), generation=self.publisher.generation)
@@ -352,6 +369,7 @@ class Service:
         # Faust to commit, so they are checkpointed here rather than waiting for traffic.
         await self._checkpoint(p for p, found in effects.items() if found)
         await self._publish(effects, self.core.positions)
+        await self.overrides.tick()
         now = time.time()
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
         tenants = self._owned_tenants() if heartbeat_due or not self.publisher.healthy else []
@@ -365,7 +383,8 @@ class Service:
             log.info("redis reachable: republishing every owned decision")
             self.publisher.write_failed = False
             for partition in list(self.core.engines):
-                await self.publisher.republish(self.core.verdicts(partition), self.core.positions.get(partition, 0))
+                await self.publisher.republish(self.overrides.decision_sets(partition),
+                                               self.core.positions.get(partition, 0))
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
@@ -391,7 +410,19 @@ class Service:
                 self.metrics.lag.labels(partition=str(partition)).set(max(0, highwater - expected))
 
     def _owned_tenants(self) -> list[str]:
-        return [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
+        tenants = [tenant for partition in list(self.core.engines) for tenant in self.core.tenants(partition)]
+        return tenants + self.overrides.owned_tenants()
+
+    async def _wait_for_overrides(self) -> None:
+        """Publish nothing before the overrides present at start are known: a restarted worker
+        must not lift a person's block for the moment it takes to read the topic."""
+        if self.overrides.ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.overrides.ready.wait(), self.settings.overrides_wait_s)
+        except asyncio.TimeoutError:
+            log.warning("overrides topic not read in time; publishing without it until it is",
+                        topic=self.settings.overrides_topic, waited_s=self.settings.overrides_wait_s)
 
     def _checkpoint_before_flush(self, producer: Any) -> None:
         """Checkpoint every changed key right before the producer flush that precedes each commit.
@@ -477,7 +508,7 @@ class Service:
         for partition, found in effects.items():
             if not found:
                 continue
-            changes = [e for e in found if isinstance(e, DecisionChanged)]
+            changes = self.overrides.changes([e for e in found if isinstance(e, DecisionChanged)])
             if changes:
                 written_before = self.publisher.rejected
                 await self.publisher.apply(changes, positions.get(partition, 0))

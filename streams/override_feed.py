@@ -1,0 +1,63 @@
+"""The overrides topic: write one override record, or read them all (for ``override list``).
+
+One compacted topic, one partition (overrides are few and must keep one order), keyed by scope.
+The worker and the CLI both create it when missing, so an operator can block a tenant before
+any worker has started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Optional
+
+from spendwarden.embedded import TopicSpec, create_topics
+from spendwarden.streams.follow import follow_topic
+from spendwarden.streams.overrides import Override, OverrideBook, OverrideError
+
+
+async def ensure_topic(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None) -> None:
+    await create_topics(bootstrap, [TopicSpec(topic, partitions=1, compacted=True)], client_options)
+
+
+async def send(bootstrap: str, topic: str, override: Override,
+               client_options: dict[str, Any] | None = None) -> None:
+    """Write an override (or its cleared form) and wait until the broker has it."""
+    from aiokafka import AIOKafkaProducer
+
+    await ensure_topic(bootstrap, topic, client_options)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client_options or {}))
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, override.to_record(), key=override.scope_key)
+    finally:
+        await producer.stop()
+
+
+async def read_book(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None,
+                    timeout_s: float = 15.0) -> tuple[OverrideBook, list[str]]:
+    """Every override on the topic, and the reasons records were passed over."""
+    book, problems = OverrideBook(), []
+    caught_up, stop = asyncio.Event(), asyncio.Event()
+    now = time.time()
+
+    async def on_message(key: Optional[bytes], value: Optional[bytes]) -> None:
+        try:
+            book.apply(key, value, now)
+        except OverrideError as exc:
+            problems.append(str(exc))
+
+    task = asyncio.create_task(follow_topic(bootstrap, topic, on_message, caught_up=caught_up, stop=stop,
+                                            client_options=client_options))
+    try:
+        await asyncio.wait_for(caught_up.wait(), timeout_s)
+    except asyncio.TimeoutError:
+        raise OverrideError(f"could not read topic {topic!r} on {bootstrap} within {timeout_s:.0f} s") from None
+    finally:
+        stop.set()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    return book, problems

@@ -1,0 +1,129 @@
+"""The worker's side of manual overrides: the book it follows, applied wherever it writes Redis.
+
+Each worker reads every override (the topic is followed outside the consumer group) but writes
+only the tenants it owns, fenced like any other decision. A tenant is owned by the partition
+whose engine holds it, or, for a tenant that never sent an event, by the partition Kafka's
+default partitioner gives its id (producers key cost events by tenant id), so an operator can
+block a tenant before its first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+from spendwarden.logs import get_logger
+from spendwarden.streams.effects import DecisionChanged
+from spendwarden.streams.overrides import OverrideBook, OverrideError, layer, resolve_field
+from spendwarden.streams.periods import iso_utc
+from spendwarden.streams.worker_core import WorkerCore
+
+log = get_logger("spendwarden.overrides")
+
+
+def default_partition(tenant_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, Java and aiokafka alike) gives the key."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class OverrideLayer:
+    """Keeps the override book and puts it on top of the rules' verdicts."""
+
+    def __init__(self, core: WorkerCore, publisher: Any, metrics: Any, partitions: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self.publisher = publisher
+        self.metrics = metrics
+        self.partitions = partitions
+        self.clock = clock
+        self.book = OverrideBook()
+        self.ready = asyncio.Event()  # set once the records present at start have been read
+
+    # ------------------------------------------------------------ ownership
+    def owner(self, tenant_id: str) -> int:
+        for partition, engine in list(self.core.engines.items()):
+            if ("clock", tenant_id) in engine.state:
+                return partition
+        return default_partition(tenant_id, self.partitions)
+
+    def owned_tenants(self) -> list[str]:
+        """Tenants with an override in force that this worker writes (they need heartbeats too)."""
+        now = self.clock()
+        return [t for t in self.book.tenants() if self.book.has_active(t, now) and self.owner(t) in self.core.engines]
+
+    # ------------------------------------------------------------ the topic
+    async def on_message(self, key: Optional[bytes], value: Optional[bytes]) -> None:
+        """One record of the overrides topic: remember it, audit it, write the tenant if ours."""
+        now = self.clock()
+        try:
+            tenant = self.book.apply(key, value, now)
+        except OverrideError as exc:
+            self.metrics.override_records.labels(outcome="refused").inc()
+            log.error("override record refused", error=str(exc))
+            return
+        self.metrics.override_records.labels(outcome="applied").inc()
+        if tenant is None:
+            return
+        override = next((o for o in self.book.all() if o.scope_key == key), None)
+        if override is not None:
+            log.info("override", scope=override.scope_text, action=override.action, author=override.author,
+                     reason=override.reason, tiers=list(override.tiers), expires_at=iso_utc(override.expires_at),
+                     state="cleared" if override.cleared_at is not None else
+                     ("active" if override.active(now) else "expired"),
+                     cleared_by=override.cleared_by)
+        self._count(now)
+        if self.owner(tenant) in self.core.engines:
+            await self.republish([tenant])
+
+    # ------------------------------------------------------------ writing
+    def changes(self, changes: list[DecisionChanged]) -> list[DecisionChanged]:
+        """The rules' changes as Redis must see them: overridden fields keep the override."""
+        now = self.clock()
+        out = []
+        for change in changes:
+            active = self.book.active(change.tenant_id, now) if self.book.has_active(change.tenant_id, now) else None
+            if active:
+                change = dataclasses.replace(change, verdict=resolve_field(change.field, change.verdict, active))
+            out.append(change)
+        return out
+
+    def decision_sets(self, partition: int) -> dict[str, dict[str, dict[str, Any]]]:
+        """A partition's whole published state: every tenant's rule verdicts with overrides on top,
+        plus tenants known only from overrides (so an expired one is cleaned up too)."""
+        now = self.clock()
+        sets = self.core.verdicts(partition)
+        for tenant in self.book.tenants():
+            if tenant not in sets and self.owner(tenant) == partition:
+                sets[tenant] = {}
+        return {tenant: layer(fields, self.book.active(tenant, now)) for tenant, fields in sets.items()}
+
+    async def republish(self, tenants: list[str]) -> None:
+        """Replace these tenants' hashes with rules + overrides (after an override changed)."""
+        now = self.clock()
+        by_partition: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
+        for tenant in tenants:
+            partition = self.owner(tenant)
+            engine = self.core.engines.get(partition)
+            if engine is None:
+                continue
+            by_partition.setdefault(partition, {})[tenant] = layer(engine.verdicts(tenant), self.book.active(tenant, now))
+        for partition, sets in by_partition.items():
+            await self.publisher.republish(sets, self.core.positions.get(partition, 0))
+
+    async def tick(self) -> None:
+        """Lift overrides whose time is up (and start ones set with a clock slightly ahead)."""
+        now = self.clock()
+        changed = self.book.expire(now)
+        if changed:
+            for tenant in changed:
+                log.info("override time is up", tenant=tenant)
+            self._count(now)
+            await self.republish(sorted(changed))
+
+    def _count(self, now: float) -> None:
+        for action, count in self.book.counts(now).items():
+            self.metrics.overrides_active.labels(action=action).set(count)
