@@ -28,6 +28,7 @@ from spendwarden.streams.effects import (
 )
 from spendwarden.streams.engine_state import EngineStats, Facts, Position, position
 from spendwarden.streams.events import PricedEvent
+from spendwarden.streams.history import history_add
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 from spendwarden.streams.seen import SeenIds
@@ -186,6 +187,7 @@ class Engine:
         self.stats.events += 1
 
         cost = priced.cost_nanos
+        hour = int(ts // 3600)
         effects: list[Effect] = []
         late: list[str] = []
         touched = []
@@ -199,6 +201,16 @@ class Engine:
                 self.deltas.append((slot.name, slot.inst, pos, cost, ts))
                 applied = True
                 continue
+            if not slot.is_global:  # hourly history, behind its own fence (a key may be checkpointed apart)
+                hkey = ("hist", tkey, slot.name, slot.inst)
+                series = state.get(hkey)
+                if series.__class__ is list and series[0] + len(series) - 3 == hour:  # same hour: most events
+                    if series[1] < pos:
+                        series[1] = pos
+                        series[-1] += cost
+                        state[hkey] = series
+                else:
+                    state[hkey] = history_add(series, ts, cost, pos)
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
@@ -218,6 +230,9 @@ class Engine:
                 total = current[0] + cost
                 state[key] = (total, pos)
             applied = True
+            if slot.is_global:
+                hkey = ("hist", tkey, slot.name, slot.inst)
+                state[hkey] = history_add(state.get(hkey), ts, cost)
             if slot.needs_window:
                 wkey = ("window", tkey, slot.name, slot.inst)
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
@@ -271,6 +286,8 @@ class Engine:
         fences[source] = pos
         total = cost if current is None else current[0] + cost
         self.state[key] = (total, fences)
+        hkey = ("hist", GLOBAL, budget_name, inst)
+        self.state[hkey] = history_add(self.state.get(hkey), ts, cost)
         if (period.end > self._frontier(GLOBAL) and slot.has_rules
                 and (cost < 0 or total >= (slot.next_at if slot.next_period == period.id else slot.floor))):
             slot.next_period = period.id

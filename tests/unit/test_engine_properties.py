@@ -152,6 +152,23 @@ def expected_totals(events: list[Any]) -> dict[tuple[str, tuple[str, ...], str],
     return dict(totals)
 
 
+def history_sums(engine: Engine, per_tenant_only: bool = False) -> dict[tuple[str, tuple[str, ...]], int]:
+    """Hourly history summed per (budget, instance): what burn rates and forecasts read."""
+    sums: dict[tuple[str, tuple[str, ...]], int] = defaultdict(int)
+    for key, series in engine.state.items():
+        if key[0] == "hist" and not (per_tenant_only and key[1] == "*"):
+            sums[(key[2], key[3])] += sum(series[2:])
+    return dict(sums)
+
+
+def expected_history(events: list[Any], engine: Engine, per_tenant_only: bool = False) -> dict[Any, int]:
+    sums: dict[tuple[str, tuple[str, ...]], int] = defaultdict(int)
+    for (budget, inst, _), nanos in expected_totals(events).items():
+        if not (per_tenant_only and not engine.rules.budget(budget).per_tenant):
+            sums[(budget, inst)] += nanos
+    return dict(sums)
+
+
 def deliver(engine: Engine, events: list[Any], plan: list[tuple[int, int]],
             ticks: frozenset[int] = frozenset()) -> list[Any]:
     """Process a plan (advancing to the newest event time after the listed steps); return TooLate effects."""
@@ -186,6 +203,7 @@ def test_totals_exact_under_order_duplication_and_split(
     assert too_late == []  # 3-day spread inside the 7-day horizon: everything is counted
     expected = expected_totals(events)
     assert engine.totals() == expected
+    assert history_sums(engine) == expected_history(events, engine)
     for (budget, inst, period_id), nanos in expected.items():
         dims = rules.budget(budget).spec.for_each
         assert engine.spend_nanos(budget, dict(zip(dims, inst)), period_id) == nanos
@@ -221,6 +239,7 @@ def test_restart_from_checkpoint_with_overlap_is_exact(
     restarted = Engine(rules, checkpoint)
     assert deliver(restarted, events, plan[resume:]) == []
     assert restarted.totals() == expected_totals(events)
+    assert history_sums(restarted) == expected_history(events, restarted)
 
 
 @settings(max_examples=100, deadline=None)
@@ -249,6 +268,8 @@ def test_partial_flush_then_redelivery_is_exact(data: Any, specs: Any, rules: An
     restarted = Engine(rules, mixed)
     assert deliver(restarted, events, plan[older:]) == []
     assert restarted.totals() == expected_totals(events)
+    # Cross-tenant series share one hour list across tenants' positions: exact per tenant only.
+    assert history_sums(restarted, True) == expected_history(events, restarted, True)
 
 
 @settings(max_examples=100, deadline=None)
