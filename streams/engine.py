@@ -177,10 +177,11 @@ class Engine:
         if previous is not None and previous != pos:
             self.stats.duplicates += 1
             return []
-        if ts > frontier:
+        if ts > self._clock.get(tenant, -INFINITY):  # own newest event time (the frontier may be the tick)
             self._clock[tenant] = ts
             state[("clock", tenant)] = ts
-            frontier = ts
+            if ts > frontier:
+                frontier = ts
         if ts > self._clock.get(GLOBAL, 0.0):
             self._clock[GLOBAL] = ts
             state[("clock", GLOBAL)] = ts

@@ -501,3 +501,13 @@ def test_two_stage_cross_tenant_budget_equals_one_stage_with_resent_entries(make
     assert all(not e.totals() for e in partitions.values())
     assert stage_two.totals() == one.totals() == {("platform", (), "2026-01-15"): 12 * usd_to_nanos("1.000000001")}
     assert fired == 1
+
+
+def test_a_tenant_first_seen_behind_the_tick_is_still_known(make_event: Any, ruleset_from_yaml: Any) -> None:
+    """Regression: the worker lists owned tenants (heartbeats, override ownership) from their
+    clock keys, which were written only when an event moved the frontier past the tick."""
+    engine = Engine(ruleset_from_yaml(DAILY_BLOCK))
+    engine.advance(epoch("2026-01-15T12:00:00Z"))
+    engine.process(make_event("1", tenant="late", ts="2026-01-15T11:59:00Z"), position(1))
+    assert engine.state[("clock", "late")] == epoch("2026-01-15T11:59:00Z")
+    assert engine.frontier("late") == epoch("2026-01-15T12:00:00Z")
