@@ -358,8 +358,10 @@ def pricebook_import(path: str, version: str, effective_from: str) -> None:
 
 
 from spendwarden.cli_overrides import override_group  # noqa: E402 - registered after main exists
+from spendwarden.cli_status import status_command  # noqa: E402
 
 main.add_command(override_group)
+main.add_command(status_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -352,6 +352,10 @@ class Engine:
                     found.append((key[1], key[2], best))
         return found
 
+    def calendar(self, tenant_id: str) -> Calendar:
+        """The tenant's calendar (its zone and week start from the rules)."""
+        return self._calendar(tenant_id)
+
     def frontier(self, tenant_id: str) -> float:
         """Engine time for a tenant: the newest event time or tick seen."""
         return self._frontier(tenant_id)

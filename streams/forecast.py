@@ -22,7 +22,6 @@ from spendwarden.streams.money import usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc, zone
 
 HOUR = 3600
-HISTORY_HOURS = 15 * 24
 WEEK_MIN_HOURS = 13 * 24  # two weeks less a day, so a full 15-day history qualifies all day (see docs)
 DAY_MIN_HOURS = 3 * 24
 LEVEL_MIN, LEVEL_MAX = 0.25, 4.0
@@ -32,16 +31,6 @@ Z80 = 1.2816  # two-sided 80% normal quantile
 _WEEK_ALIGN = 72  # 1970-01-01 was a Thursday: (local hour index + 72) % 168 is Monday-based
 
 Segments = tuple[tuple[int, int, int], ...]  # (first hour, end hour, local-minus-UTC hour shift)
-
-
-def prune_history(history: dict[int, int], newest_hour: int,
-                  keep_hours: int = HISTORY_HOURS) -> dict[int, int]:
-    """Drop hours older than the newest ``keep_hours``, in place (the engine's dict stays the same
-    object, so a caller's reference and state key need no update); returns ``history``."""
-    oldest = newest_hour - keep_hours + 1
-    for hour in [h for h in history if h < oldest]:
-        del history[hour]
-    return history
 
 
 def burn_rate_nanos_per_hour(history: Mapping[int, int], now: float, hours: float) -> float:

@@ -239,6 +239,22 @@ class Service:
             offsets = {str(p): nxt - 1 for p, nxt in self.core.next_offset.items() if nxt is not None}
             return web.json({"rules_version": self.rules.version, "offsets": offsets, "budgets": totals})
 
+        @app.page("/status")
+        async def status(web: Any, request: Any) -> Any:
+            """A tenant's budgets with burn rates and forecasts (docs/status.md); 404 when another
+            worker owns it."""
+            from spendwarden.streams.status import status_report
+
+            tenant = request.query.get("tenant")
+            if not tenant:
+                return web.json({"error": "give ?tenant=ID"}, status=400)
+            for engine in list(self.core.engines.values()):
+                if ("clock", tenant) in engine.state:
+                    report = status_report(engine, tenant, max(engine.frontier(tenant), time.time()),
+                                           request.query.get("use_case"))
+                    return web.json(report)
+            return web.json({"error": f"tenant {tenant!r} is not counted by this worker"}, status=404)
+
         service = self
 
         @app.page("/-/reload")

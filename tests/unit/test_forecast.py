@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from spendwarden.streams.forecast import (
-    HISTORY_HOURS, build_profile, burn_rate_nanos_per_hour, forecast, project, prune_history,
+    build_profile, burn_rate_nanos_per_hour, forecast, project,
 )
 from spendwarden.streams.money import NANOS_PER_USD as USD
 from spendwarden.streams.periods import Calendar, Period
@@ -53,13 +53,6 @@ def usual_day(tz: str, day: str, now_text: str, days: int, rate: Rate = business
     now, midnight = at(tz, f"{day}T{now_text}"), at(tz, f"{day}T00:00")
     history = series(tz, midnight - days * DAY, midnight, rate) | series(tz, midnight, now, today or rate)
     return history, Calendar(tz).period("day", now), now
-
-
-def test_prune_history_keeps_the_newest_hours_in_place() -> None:
-    history = {h: 1 for h in range(100, 500)}
-    assert prune_history(history, 499) is history
-    assert (min(history), max(history), len(history)) == (499 - HISTORY_HOURS + 1, 499, HISTORY_HOURS)
-    assert sorted(prune_history(history, 510, keep_hours=24)) == list(range(487, 500))
 
 
 def test_burn_rate_weights_the_oldest_bucket_by_overlap_and_counts_the_current_hour() -> None:
