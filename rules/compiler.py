@@ -28,7 +28,10 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "tenant": ("id", "tier"),
     "scope": (),
     "window": ("spend_usd_5m", "spend_usd_1h", "calls_5m", "calls_1h"),
+    # The budget's own period end, also under its kind (`forecast.day.end_ratio` on a day budget).
+    "forecast": ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion", "day", "week", "month"),
 }
+FORECAST_FIELDS = ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion")
 # Dimensions a gateway decision field can express (tenant hash, use_case:risk_tier[:model]).
 DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model_or_service"})
 # Numeric fields a guard may compare natively (the rest are text and stay in CEL).
@@ -82,7 +85,7 @@ class CompiledRule:
     @property
     def time_dependent(self) -> bool:
         """Whether the clock alone can change the result (re-checked on ticks)."""
-        return bool(self.roots & {"local", "period", "window"})
+        return bool(self.roots & {"local", "period", "window", "forecast"})
 
 
 @dataclass(slots=True)
@@ -177,9 +180,9 @@ def split_conjuncts(expression: str) -> list[str]:
 
 def clock_step(expression: str, roots: frozenset[str]) -> int:
     """How often the clock alone can change an expression's answer (see CompiledRule)."""
-    if not roots & {"local", "period", "window"}:
+    if not roots & {"local", "period", "window", "forecast"}:
         return 0
-    if roots & {"period", "window"} or "minute" in expression:  # textual: any mention counts
+    if roots & {"period", "window", "forecast"} or "minute" in expression:  # textual: any mention counts
         return 60
     return 3600
 
@@ -233,6 +236,16 @@ def _inside_value(source: SourceFile, line: int, column: int | None, inner_line:
         return line, None
     quoted = 1 if start[:1] in ("'", '"') else 0
     return line, column + quoted + inner_col - 1
+
+
+def _check_forecast_period(expression: str, period: str, source: SourceFile, loc: tuple[Any, ...]) -> None:
+    """`forecast.week` on a day budget has no meaning: refuse it at load, with file:line."""
+    for root, name in _FIELD_REF.findall(_strip_strings(expression)):
+        if root == "forecast" and name in ("day", "week", "month") and name != period:
+            line, column = source.locate(loc)
+            raise RuleFileError(source.path, line, column,
+                                f"{'.'.join(map(str, loc))}: forecast.{name} on a {period} budget; use "
+                                f"forecast.{period}.<field> or forecast.<field> (the budget's own period)")
 
 
 def _roots(program: Any, expression: str, source: SourceFile, loc: tuple[Any, ...]) -> frozenset[str]:
@@ -342,6 +355,8 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             raise RuleFileError(source.path, line, column, f"rules.{i}.budget: unknown budget {rule.budget!r}; known: {known}")
         program = _compile_cel(rule.when, source, loc + ("when",))
         roots = _roots(program, rule.when, source, loc + ("when",))
+        if "forecast" in roots:
+            _check_forecast_period(rule.when, budget.spec.period, source, loc + ("when",))
         guards, residual_text = extract_guards(rule.when)
         residual = _compile_cel(residual_text, source, loc + ("when",)) if residual_text else None
         residual_roots = frozenset(residual.variables()) if residual is not None else frozenset()

@@ -28,7 +28,8 @@ from spendwarden.streams.effects import (
 )
 from spendwarden.streams.engine_state import EngineStats, Facts, Position, position
 from spendwarden.streams.events import PricedEvent
-from spendwarden.streams.history import history_add
+from spendwarden.streams.forecast import Forecast, Profile, build_profile, project
+from spendwarden.streams.history import history_add, history_hours
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 from spendwarden.streams.seen import SeenIds
@@ -121,6 +122,8 @@ class Engine:
         self._memo: dict[tuple[str, str, tuple[str, ...]], tuple[float, float, bool]] = {}
         self._pruned_at = 0.0
         self._evidence_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._profiles: dict[tuple[str, int, tuple[str, ...]], Profile] = {}  # forecast profile per instance
+        self._forecasts: dict[tuple[str, int, tuple[str, ...]], tuple[int, str, int, Forecast]] = {}
         self._install(rules)
         self._rebuild_indexes()
 
@@ -139,6 +142,8 @@ class Engine:
         self._floors: dict[tuple[int, int], int] = {}
         self._dims = tuple(sorted(dims))
         self._monotone = frozenset(rule.name for rule in rules.rules if rule_is_spend_monotone(rule))
+        self._profiles.clear()  # budget indexes may have moved
+        self._forecasts.clear()
         self._dim_key = attrgetter(*self._dims)
         self._memo.clear()
 
@@ -446,7 +451,7 @@ class Engine:
                 self._resolve_key(fire_key, "period ended", effects)
                 firing = None
             passed = ev_.guards_pass(rule, figures, window)
-            result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now)
+            result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit)
             if result and firing is None:
                 self._fire(rule, budget, inst, tkey, period, spend, limit, figures, now, effects)
             elif not result and firing is not None:
@@ -502,7 +507,8 @@ class Engine:
         return minute_start + 60
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
-               figures: dict[str, float], window: dict[str, float] | None, now: float) -> bool:
+               figures: dict[str, float], window: dict[str, float] | None, now: float, spend: int = 0,
+               limit: int = 0) -> bool:
         if rule.residual is None:
             return True
         minute = int(now // 60)
@@ -523,10 +529,34 @@ class Engine:
             context = ev_.time_context(self._calendar(tkey), minute * 60.0, period,
                                        None if tkey == GLOBAL else tkey, tier, scope)
             self.stats.cel_evaluations += 1
-            return bool(rule.program.execute(ev_.full_context(context, figures, budget.name, period, window)))
+            full = ev_.full_context(context, figures, budget.name, period, window)
+            if "forecast" in rule.roots:
+                full["forecast"] = self._forecast(budget, inst, tkey, period, now, spend, limit)
+            return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
             return False
+
+    def _forecast(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period, now: float,
+                  spend: int, limit: int) -> dict[str, Any]:
+        """``forecast.*`` for one instance: the profile is built once per local day, the projection
+        once per minute (within a minute, spend moves the forecast one for one)."""
+        key = (tkey, budget.index, inst)
+        minute = int(now // 60)
+        memo = self._forecasts.get(key)
+        if memo is not None and memo[0] == minute and memo[1] == period.id:
+            _, _, seen_spend, fc = memo
+            shift = spend - seen_spend
+            return ev_.forecast_context(fc.end_nanos + shift, fc.low_nanos + shift, fc.high_nanos + shift, limit,
+                                        fc.exhausts_at, now, budget.spec.period)
+        history = history_hours(self.state.get(("hist", tkey, budget.name, inst)))
+        profile = self._profiles.get(key)
+        if profile is None or not profile.day_start <= now < profile.day_end:
+            profile = self._profiles[key] = build_profile(history, self._calendar(tkey), now)
+        fc = project(profile, history, period, now, spend, limit)
+        self._forecasts[key] = (minute, period.id, spend, fc)
+        return ev_.forecast_context(fc.end_nanos, fc.low_nanos, fc.high_nanos, limit, fc.exhausts_at, now,
+                                    budget.spec.period)
 
     def _fire(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
               spend: int, limit: int, figures: dict[str, float], now: float, effects: list[Effect]) -> None:

@@ -112,3 +112,17 @@ def full_context(time_ctx: dict[str, Any], budget: dict[str, float], budget_name
     context["budget"] = dict(budget, name=budget_name, period=period.kind, period_id=period.id)
     context["window"] = window or {"spend_usd_5m": 0.0, "spend_usd_1h": 0.0, "calls_5m": 0.0, "calls_1h": 0.0}
     return context
+
+
+def forecast_context(end_nanos: int, low_nanos: int, high_nanos: int, limit_nanos: int, exhausts_at: float | None,
+                     now: float, kind: str) -> dict[str, Any]:
+    """``forecast.*`` for a rule: the budget's period end, also under its kind (``forecast.day``)."""
+    figures: dict[str, Any] = {
+        "end_ratio": end_nanos / limit_nanos if limit_nanos else 0.0,
+        "end_usd": end_nanos / NANOS_PER_USD,
+        "low_usd": low_nanos / NANOS_PER_USD,
+        "high_usd": high_nanos / NANOS_PER_USD,
+        # Hours until the limit is reached at the forecast's pace; a large number when not this period.
+        "hours_to_exhaustion": 1e9 if exhausts_at is None else max(0.0, (exhausts_at - now) / 3600.0),
+    }
+    return dict(figures, **{kind: dict(figures)})
