@@ -5,7 +5,7 @@ lands went through the handshake the settings configured. Checked: the worker's 
 its start check with the right CA (decisions written through the fenced script); a server
 certificate from another CA, or not naming the host, stops the start check in one line; with
 mutual TLS a missing or foreign client certificate is refused in one line and the right one
-works, also for a real `spendwarden worker` process.
+works, also for a real `spendwarden worker` process; a Redis Cluster client gets the same TLS.
 """
 
 from __future__ import annotations
@@ -87,18 +87,21 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(ca[0], other[0], *server, *client, *foreign)
 
 
-def _start_tls_redis(folder: Path, pki: Pki, auth_clients: bool) -> tuple[int, subprocess.Popen[bytes]]:
+def _start_tls_redis(folder: Path, pki: Pki, auth_clients: bool,
+                     *extra: str) -> tuple[int, subprocess.Popen[bytes]]:
     """A redis-server with a TLS port only (no plaintext port) and a password."""
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is not installed"
     port = free_port()
+    while port > 55535:  # a cluster node's bus port is port + 10000
+        port = free_port()
     folder.mkdir()
     with open(folder / "redis.log", "wb") as log:
         process = subprocess.Popen(
             [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(folder), "--requirepass", PASSWORD,
              "--tls-cert-file", str(pki.server_cert), "--tls-key-file", str(pki.server_key),
-             "--tls-ca-cert-file", str(pki.ca), "--tls-auth-clients", "yes" if auth_clients else "no"],
+             "--tls-ca-cert-file", str(pki.ca), "--tls-auth-clients", "yes" if auth_clients else "no", *extra],
             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _listening(port) or process.poll() is not None, timeout_s=10, what="TLS redis-server")
@@ -225,6 +228,32 @@ def test_mutual_tls_needs_the_client_certificate(mtls_redis: int, pki: Pki) -> N
     check_redis_credentials(redis_target(settings))
     assert script_loaded(settings)
     assert write_and_read_back(settings) == {"chat:low": BLOCK}
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path, pki: Pki) -> Iterator[int]:
+    """Port of a one-node Redis Cluster over TLS (its bus too) holding every slot."""
+    folder = tmp_path / "redis-cluster"
+    port, process = _start_tls_redis(folder, pki, False, "--cluster-enabled", "yes", "--tls-cluster", "yes",
+                                     "--cluster-config-file", str(folder / "nodes.conf"))
+    try:
+        node = sync_client(redis_target(tls_settings(port, pki.ca)), timeout_s=2)
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_for(lambda: b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO"), timeout_s=10,
+                 what="cluster state ok")
+        node.close()
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_cluster_clients_use_the_same_tls(tls_cluster: int, pki: Pki) -> None:
+    settings = tls_settings(tls_cluster, pki.ca, redis_cluster=True)
+    check_redis_credentials(redis_target(settings))
+    assert write_and_read_back(settings) == {"chat:low": BLOCK}
+    message = one_line_refusal(tls_settings(tls_cluster, pki.other_ca, redis_cluster=True))
+    assert message.startswith(f"Redis at 127.0.0.1:{tls_cluster}/0: TLS certificate verification failed (")
 
 
 @pytest.fixture
