@@ -298,7 +298,9 @@ def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
     """True when a Redis at ``url`` answers PING within ``timeout_s`` (decides embedded vs. external)."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    from spendwarden.redis_client import RedisTarget, sync_client
+
+    client = sync_client(RedisTarget(url), timeout_s=timeout_s)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):

@@ -1,17 +1,17 @@
-"""Refuse to start with Redis credentials Redis refuses, in one line.
+"""Refuse to start with Redis credentials or TLS Redis refuses, in one line.
 
-Why only credentials: the worker keeps consuming through a Redis outage (decisions are
+Why only credentials and TLS: the worker keeps consuming through a Redis outage (decisions are
 republished when it returns), so an unreachable Redis at start is a warning. A wrong
-password or a user without the documented permissions (docs/security.md) never heals by
-itself, so it stops the command with an actionable message instead of a silent backlog.
+password, a user without the documented permissions (docs/security.md), a server certificate
+the configured CA did not sign or a client certificate the server wants and does not get
+never heals by itself, so it stops the command with an actionable message instead of a
+silent backlog.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-from urllib.parse import urlsplit
+import ssl
 
-import redis
 from redis.exceptions import (
     AuthenticationError, ConnectionError, InvalidResponse, NoPermissionError, RedisClusterException, ResponseError,
     TimeoutError,
@@ -19,6 +19,7 @@ from redis.exceptions import (
 
 from spendwarden.exceptions import ConfigError
 from spendwarden.logs import get_logger
+from spendwarden.redis_client import RedisTarget, ssl_message, sync_client
 from spendwarden.streams.publisher import FENCED_WRITE_SCRIPT, is_acl_refusal, probe_write
 
 log = get_logger(__name__)
@@ -26,14 +27,13 @@ log = get_logger(__name__)
 _AUTH_WORDS = ("WRONGPASS", "NOAUTH", "invalid username-password", "invalid password")
 
 
-def check_redis_credentials(url: str, password: Optional[str], timeout_s: float = 2.0, cluster: bool = False) -> None:
-    """PING, load and run the fenced-write script on a probe key as the configured user;
-    ConfigError when refused."""
-    where = _where(url)
+def check_redis_credentials(target: RedisTarget, timeout_s: float = 2.0) -> None:
+    """PING, load and run the fenced-write script on a probe key as the configured user, over
+    the configured TLS; ConfigError when refused."""
+    where = target.where
     client = None
     try:
-        factory = redis.RedisCluster if cluster else redis.Redis
-        client = factory.from_url(url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        client = sync_client(target, timeout_s=timeout_s)
         client.ping()
         client.script_load(FENCED_WRITE_SCRIPT)
         probe_write(client)
@@ -43,7 +43,7 @@ def check_redis_credentials(url: str, password: Optional[str], timeout_s: float 
     except (ConnectionError, TimeoutError, InvalidResponse, ResponseError, RedisClusterException) as exc:
         # The cluster client wraps what a node answered at start-up: judge the answer itself.
         cause = (exc.__cause__ or exc.__context__ or exc) if isinstance(exc, RedisClusterException) else exc
-        refusal = _refusal(cause, where) or _refusal(exc, where)
+        refusal = _tls_refusal(exc, where) or _refusal(cause, where) or _refusal(exc, where)
         if refusal is not None:
             raise refusal from None
         log.warning("redis unreachable at start; decisions are written once it answers",
@@ -69,15 +69,35 @@ def _refusal(exc: BaseException, where: str) -> ConfigError | None:
     return None
 
 
-def _where(url: str) -> str:
-    """host:port/db without user or password (the URL may carry secrets)."""
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            return f"unix socket {parts.path}"
-        return f"{parts.hostname}:{parts.port or 6379}/{parts.path.rsplit('/', 1)[-1] if parts.path else '0'}"
-    except ValueError:
-        return "<unparsable url>"
+def _tls_refusal(exc: BaseException, where: str) -> ConfigError | None:
+    """The one-line error when TLS failed (redis-py wraps the ssl error in a ConnectionError);
+    None when no ssl error is involved. A server certificate the CA did not sign, a host it
+    does not name, a client certificate missing or refused: none of these heals by itself."""
+    failure = _ssl_error(exc)
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        return ConfigError(f"Redis at {where}: TLS certificate verification failed ({ssl_message(failure)}); the "
+                           "server certificate must be signed by the CA in SPENDWARDEN_REDIS_SSL_CAFILE (system CAs "
+                           "when unset) and name the host of SPENDWARDEN_REDIS_URL")
+    if failure is not None:
+        return ConfigError(f"Redis at {where}: the TLS connection failed ({ssl_message(failure)}); check that the "
+                           "port serves TLS and, if the server requires client certificates (tls-auth-clients), "
+                           "set SPENDWARDEN_REDIS_SSL_CERTFILE and _KEYFILE to one its CA signed")
+    return None
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The first ssl.SSLError among the exception, its causes and contexts."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

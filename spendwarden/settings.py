@@ -24,10 +24,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPENDWARDEN_", extra="forbid", validate_default=True)
 
     kafka_bootstrap: Optional[str] = Field(None, description="host:port[,host:port]; unset: `up` starts an embedded broker")
-    redis_url: Optional[SecretStr] = Field(None, description="redis://[user:password@]host:port/db; unset: `up` starts an embedded Redis")
+    redis_url: Optional[SecretStr] = Field(None, description="redis://[user:password@]host:port/db "
+                                         "(rediss:// for TLS); unset: `up` starts an embedded Redis")
     redis_password: Optional[SecretStr] = None
     redis_password_file: Optional[Path] = None
     redis_cluster: bool = Field(False, description="the URL names one node of a Redis Cluster (keys are hash-tagged per tenant)")
+    redis_ssl_cafile: Optional[Path] = Field(None, description="CA bundle to verify the Redis server (rediss:// only); "
+                                             "unset: system CAs")
+    redis_ssl_certfile: Optional[Path] = Field(None, description="client certificate for Redis mutual TLS (rediss:// only)")
+    redis_ssl_keyfile: Optional[Path] = Field(None, description="key of redis_ssl_certfile, unless the certificate file "
+                                              "holds it")
 
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="how every Kafka client of the process connects (docs/security.md)")

@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from importlib.resources import files
@@ -45,6 +46,7 @@ from aiokafka.errors import KafkaError
 from spendwarden import logs
 from spendwarden.embedded import EmbeddedBroker, EmbeddedRedis, TopicSpec, create_topics, free_port
 from spendwarden.exceptions import SpendwardenError
+from spendwarden.redis_client import RedisTarget, redis_target, sync_client
 from spendwarden.rules.loader import load_ruleset
 from spendwarden.settings import Settings, load_settings
 
@@ -140,12 +142,13 @@ def _http_json(url: str) -> tuple[int, Any]:
         return exc.code, None
 
 
-def _redis_pid(url: str, password: Optional[str] = None) -> Optional[int]:
+def _redis_pid(target: RedisTarget) -> Optional[int]:
     """None when nothing answers PING (an error before the worker starts, not retries in its log);
     else the server's pid from INFO (0 if refused), printed so one can check it is gone later."""
     import redis
 
-    client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
+    # The named node itself, even of a cluster: its pid is what `up` prints.
+    client = sync_client(replace(target, cluster=False), timeout_s=2, connect_timeout_s=2)
     try:
         client.ping()
     except (redis.RedisError, OSError):
@@ -174,14 +177,14 @@ def _start(stack: Stack, settings: Settings, rules_dir: Path) -> str:
         _out(f"kafka   embedded Tansu broker at {bootstrap}  pid {pid}  log {stack.broker.log_path}")
     stack.checkpoint()
     if settings.redis_url is not None:
-        url, password = settings.redis_connection()
-        where = urlsplit(url).netloc.rsplit("@", 1)[-1]  # never print a password
-        if _redis_pid(url, password) is None:
+        target = redis_target(settings)
+        where = urlsplit(target.url).netloc.rsplit("@", 1)[-1]  # never print a password
+        if _redis_pid(target) is None:
             raise UpError(f"no Redis answers PING at {where} (SPENDWARDEN_REDIS_URL)")
         _out(f"redis   {where} (SPENDWARDEN_REDIS_URL)")
     else:
         stack.redis = EmbeddedRedis()
-        _out(f"redis   embedded Valkey at {stack.redis.start()}  pid {_redis_pid(stack.redis.url)}")
+        _out(f"redis   embedded Valkey at {stack.redis.start()}  pid {_redis_pid(RedisTarget(stack.redis.url))}")
     stack.checkpoint()
     specs = [TopicSpec(settings.cost_topic, settings.partitions), TopicSpec(settings.dead_letter_topic),
              TopicSpec(settings.alerts_topic), TopicSpec(settings.decisions_topic, compacted=True),

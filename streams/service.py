@@ -629,27 +629,21 @@ class Service:
 
 
 def _redis_client(settings: Settings) -> Any:
-    import redis.asyncio as redis
-
-    url, password = settings.redis_connection()
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    # One quick retry: during an outage the worker must keep consuming, not wait on backoff.
-    if settings.redis_cluster:
-        from redis.asyncio.cluster import RedisCluster
+    from spendwarden.redis_client import async_client, redis_target
 
-        return RedisCluster.from_url(url, password=password, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                     retry=Retry(NoBackoff(), 1))
-    return redis.Redis.from_url(url, password=password, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                retry=Retry(NoBackoff(), 1))
+    # One quick retry: during an outage the worker must keep consuming, not wait on backoff.
+    return async_client(redis_target(settings), connect_timeout_s=1.0, timeout_s=2.0, retry=Retry(NoBackoff(), 1))
 
 
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (Faust's own worker handles signals and shutdown)."""
     from spendwarden.redis_auth import check_redis_credentials
+    from spendwarden.redis_client import redis_target
 
-    check_redis_credentials(*settings.redis_connection(), cluster=settings.redis_cluster)
+    check_redis_credentials(redis_target(settings))
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     service = Service(settings)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
