@@ -19,9 +19,10 @@ import re
 from typing import Any, Iterable, Literal, Mapping, Optional
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spendwarden.rules.schema import LEVEL_ACTION
+from spendwarden.streams.events import _ID, _NAME
 from spendwarden.streams.periods import iso_utc
 
 RISK_TIERS: tuple[str, ...] = ("low", "medium", "high")
@@ -31,6 +32,8 @@ OVERRIDE_RULE = "manual-override"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION_S = 90 * 86400
+_ID_RE = re.compile(_ID)
+_NAME_RE = re.compile(_NAME)
 
 
 class OverrideError(ValueError):
@@ -42,9 +45,12 @@ class Override(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant_id: str = Field(min_length=1)
-    use_case_id: Optional[str] = Field(None, min_length=1)
-    model: Optional[str] = Field(None, min_length=1)
+    # The ids of cost events (streams/events.py): they become Redis keys and fields, so '_x'
+    # (a metadata field), '*' (any use case), ':', '|' (the scope key's separator) and braces
+    # are refused. A model name may hold ':' (llama3:8b) but not '|'.
+    tenant_id: str
+    use_case_id: Optional[str] = None
+    model: Optional[str] = None
     tiers: tuple[Literal["low", "medium", "high"], ...] = RISK_TIERS
     action: Action
     model_alias: Optional[str] = None
@@ -57,11 +63,23 @@ class Override(BaseModel):
     cleared_at: Optional[float] = None
     clear_reason: Optional[str] = None
 
+    @field_validator("tenant_id", "use_case_id")
+    @classmethod
+    def _an_id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _ID_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an id as cost events carry it: a letter or digit, then letters, "
+                             "digits or . _ - / @ + = (at most 128)")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _a_model(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _NAME_RE.fullmatch(value) or "|" in value):
+            raise ValueError(f"{value!r} is not a model name: no spaces, braces or '|' (at most 200 characters)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "Override":
-        for value in (self.tenant_id, self.use_case_id, self.model):
-            if value is not None and any(c in value for c in ":{}"):
-                raise ValueError(f"{value!r}: ids used in Redis fields cannot contain ':', '{{' or '}}'")
         if not self.tiers:
             raise ValueError("tiers: at least one risk tier")
         if self.action == "degrade" and not self.model_alias:

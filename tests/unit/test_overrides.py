@@ -107,13 +107,38 @@ def test_tombstone_removes_and_bad_records_are_refused_without_changing_the_book
     ({"action": "degrade"}, "model_alias"),
     ({"model_alias": "m"}, "only go with degrade"),
     ({"expires_at": T0}, "after created_at"),
-    ({"use_case_id": "a:b"}, "cannot contain"),
+    ({"use_case_id": "a:b"}, "not an id"),
     ({"tiers": ()}, "at least one"),
     ({"reason": ""}, "reason"),
 ])
 def test_unusable_overrides_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(**fields)
+
+
+@pytest.mark.parametrize("fields", [
+    {"tenant_id": "_x"}, {"tenant_id": "a{b}"}, {"tenant_id": "a|b"}, {"tenant_id": "acme\n"},
+    {"use_case_id": "_x"}, {"use_case_id": "*"}, {"use_case_id": "a|b"}, {"use_case_id": "a b"},
+    {"model": "a|b"}, {"model": "a b"}, {"model": "m{x}"}, {"model": "x" * 201},
+])
+def test_ids_follow_the_cost_event_patterns(fields: dict[str, object]) -> None:
+    """'_x' would be a metadata field, '*' any use case, '|' splits the scope key: all refused,
+    here and when read from the topic, so the publisher never sees them."""
+    with pytest.raises(ValueError, match="not an id|not a model name"):
+        make(**fields)
+    record = orjson.loads(make().to_record())
+    record.update(fields)
+    key = scope_key(str(record["tenant_id"]), record.get("use_case_id"), record.get("model"))  # type: ignore[arg-type]
+    with pytest.raises(OverrideError, match="unusable"):
+        OverrideBook().apply(key, orjson.dumps(record), T0)
+
+
+def test_a_model_name_may_hold_a_colon() -> None:
+    override = make(use_case_id="support", model="llama3:8b", action="degrade", model_alias="llama3:1b",
+                    tiers=("low",))
+    assert override.own_fields() == ["support:low:llama3:8b"]
+    assert override.covers("support:low:llama3:8b") and not override.covers("support:low:llama3")
+    assert override.scope_key == b"acme|support|llama3:8b"
 
 
 def test_durations() -> None:
