@@ -101,6 +101,12 @@ class OverrideLayer:
                 sets[tenant] = {}
         return {tenant: layer(fields, self.book.active(tenant, now)) for tenant, fields in sets.items()}
 
+    async def republish_partition(self, partition: int) -> None:
+        """Replace every tenant's hash of a partition (after it was recovered or Redis came back)."""
+        sets = self.decision_sets(partition)
+        if sets:
+            await self._write(partition, sets)
+
     async def republish(self, tenants: list[str]) -> None:
         """Replace these tenants' hashes with rules + overrides (after an override changed)."""
         now = self.clock()
@@ -112,7 +118,25 @@ class OverrideLayer:
                 continue
             by_partition.setdefault(partition, {})[tenant] = layer(engine.verdicts(tenant), self.book.active(tenant, now))
         for partition, sets in by_partition.items():
-            await self.publisher.republish(sets, self.core.positions.get(partition, 0))
+            await self._write(partition, sets)
+
+    async def _write(self, partition: int, sets: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Replace these tenants' hashes. Redis outages are the publisher's business (it marks the
+        write failed, the service republishes); anything raised here is a bug for one tenant, so
+        it is logged and the other tenants are written one by one."""
+        position = self.core.positions.get(partition, 0)
+        try:
+            await self.publisher.republish(sets, position)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad tenant must not keep the others out of Redis
+            if len(sets) == 1:
+                log.error("override write failed", tenant=next(iter(sets)), error=f"{type(exc).__name__}: {exc}"[:300])
+                return
+        for tenant, fields in sets.items():
+            try:
+                await self.publisher.republish({tenant: fields}, position)
+            except Exception as exc:  # noqa: BLE001
+                log.error("override write failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def tick(self) -> None:
         """Lift overrides whose time is up (and start ones set with a clock slightly ahead)."""

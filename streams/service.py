@@ -292,8 +292,7 @@ class Service:
                                          next_delta_offset=resume_deltas.get(partition, deltas_next))
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
-                await self.publisher.republish(self.overrides.decision_sets(partition),
-                                               self.core.positions.get(partition, 0))
+                await self.overrides.republish_partition(partition)
         self.metrics.partitions.set(len(self.core.engines))
         self._ready = True
         log.info("partitions recovered", partitions=sorted(partitions), generation=self.publisher.generation)
@@ -383,8 +382,7 @@ class Service:
             log.info("redis reachable: republishing every owned decision")
             self.publisher.write_failed = False
             for partition in list(self.core.engines):
-                await self.publisher.republish(self.overrides.decision_sets(partition),
-                                               self.core.positions.get(partition, 0))
+                await self.overrides.republish_partition(partition)
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now

@@ -1,0 +1,162 @@
+"""The worker's override layer on a real WorkerCore and Engine, writing to a fake publisher
+(the Redis side is tests/integration/test_overrides.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional, Sequence
+
+import orjson
+import pytest
+
+from conftest import build_ruleset
+from spendwarden.streams.effects import DecisionChanged
+from spendwarden.streams.ingest import Ingest
+from spendwarden.streams.metrics import WorkerMetrics
+from spendwarden.streams.override_layer import OverrideLayer, default_partition
+from spendwarden.streams.overrides import Override
+from spendwarden.streams.pricebook import Pricebook
+from spendwarden.streams.worker_core import Record, WorkerCore
+
+RULES = """
+budgets:
+  - {name: uc-daily, for_each: [tenant_id, use_case_id], period: day, limit_usd: 100}
+rules:
+  - name: uc-degrade
+    budget: uc-daily
+    when: budget.used_ratio >= 0.5
+    decide: {level: L1, only_risk_tiers: [low, medium], model_alias: small}
+  - name: uc-cap
+    budget: uc-daily
+    when: budget.used_ratio >= 1.0
+    decide: {level: block, only_risk_tiers: [low, medium]}
+"""
+PARTITIONS = 4
+
+
+class FakePublisher:
+    """DecisionPublisher's three writes on a dict of hashes. Like the real one it checks every
+    field of a call before writing any, and raises ValueError for a tenant in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, dict[str, Any]]] = {}
+        self.calls: list[tuple[str, tuple[str, ...], int]] = []
+        self.refuse: set[str] = set()
+        self.gate: Optional[asyncio.Event] = None  # when set: every write waits for it (a slow Redis)
+
+    def _check(self, tenants: Any) -> None:
+        for tenant in tenants:
+            if tenant in self.refuse:
+                raise ValueError(f"invalid decision field for {tenant!r}")
+
+    async def apply(self, changes: Sequence[DecisionChanged], position: int) -> int:
+        self._check(c.tenant_id for c in changes)
+        if self.gate is not None:
+            await self.gate.wait()
+        for change in changes:
+            fields = self.hashes.setdefault(change.tenant_id, {})
+            if change.verdict is None:
+                fields.pop(change.field, None)
+            else:
+                fields[change.field] = change.verdict
+        self.calls.append(("apply", tuple(sorted({c.tenant_id for c in changes})), position))
+        return len({c.tenant_id for c in changes})
+
+    async def republish(self, verdicts: Mapping[str, Mapping[str, dict[str, Any]]], position: int) -> None:
+        self._check(verdicts)
+        if self.gate is not None:
+            await self.gate.wait()
+        for tenant, fields in verdicts.items():
+            self.hashes[tenant] = dict(fields)
+        self.calls.append(("replace", tuple(sorted(verdicts)), position))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_offsets = iter(range(100, 10**6))
+
+
+def spend(core: WorkerCore, tenant: str, cost: str, use_case: str = "chat") -> tuple[int, dict[int, list[Any]]]:
+    """Count one low-tier event of ``tenant`` in the partition Kafka would give it; its effects."""
+    partition = default_partition(tenant, PARTITIONS)
+    event = {"cost_event_id": f"ev-{next(_offsets)}", "ts": datetime.now(timezone.utc).isoformat(),
+             "tenant_id": tenant, "use_case_id": use_case, "risk_tier": "low", "allocated_cost_usd": cost}
+    result = core.handle([Record(partition, next(_offsets), tenant.encode(), orjson.dumps(event), "events")])
+    return partition, result.effects
+
+
+def override(clock: Clock, **fields: Any) -> Override:
+    base: dict[str, Any] = {"tenant_id": "acme", "action": "block", "reason": "incident 42", "author": "alice",
+                            "created_at": clock.now, "expires_at": clock.now + 3600}
+    base.update(fields)
+    return Override(**base)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def core() -> WorkerCore:
+    worker = WorkerCore(build_ruleset(RULES), Ingest(Pricebook.default()))
+    for partition in range(PARTITIONS):
+        worker.load_partition(partition, ())
+    return worker
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def layer(core: WorkerCore, publisher: FakePublisher, clock: Clock) -> OverrideLayer:
+    made = OverrideLayer(core, publisher, WorkerMetrics(), PARTITIONS, clock=clock)
+    made.ready.set()
+    return made
+
+
+async def put(layer: OverrideLayer, item: Override) -> None:
+    await layer.on_message(item.scope_key, item.to_record())
+
+
+def levels(publisher: FakePublisher, tenant: str = "acme") -> dict[str, str]:
+    return {f: v["level"] for f, v in publisher.hashes.get(tenant, {}).items()}
+
+
+# ------------------------------------------------------------------ one tenant's failure
+def test_a_tenant_whose_write_fails_does_not_keep_the_others_out(
+        layer: OverrideLayer, core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
+    tenants = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    others = sorted(set(tenants) - {"charlie"})
+    for tenant in tenants:
+        spend(core, tenant, "60")
+    publisher.refuse.add("charlie")
+
+    async def scenario() -> None:
+        for tenant in tenants:
+            await put(layer, override(clock, tenant_id=tenant, tiers=("low",)))
+        assert sorted(publisher.hashes) == others
+
+        publisher.hashes.clear()
+        for partition in range(PARTITIONS):
+            await layer.republish_partition(partition)
+        assert sorted(publisher.hashes) == others
+        assert all(levels(publisher, t)["*:low"] == "block" and levels(publisher, t)["chat:medium"] == "L1"
+                   for t in publisher.hashes)
+
+        publisher.hashes.clear()
+        clock.now += 3600
+        await layer.tick()  # every override expires at once: the others are still lifted
+        assert sorted(publisher.hashes) == others
+        assert all("*:low" not in fields for fields in publisher.hashes.values())
+
+    asyncio.run(scenario())
