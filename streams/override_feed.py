@@ -1,8 +1,10 @@
 """The overrides topic: write one override record, or read them all (for ``override list``).
 
 One compacted topic, one partition (overrides are few and must keep one order), keyed by scope.
-The worker and the CLI both create it when missing, so an operator can block a tenant before
-any worker has started.
+The worker and the CLI both create it when it is missing, so an operator can block a tenant
+before any worker has started; when it exists nothing is created, so writing an override
+needs no Create right (Kafka refuses CreateTopics to a principal without it even for a topic
+that exists). Production should create it beforehand with its usual replication (docs/overrides.md).
 """
 
 from __future__ import annotations
@@ -12,12 +14,26 @@ import time
 from typing import Any, Optional
 
 from spendwarden.embedded import TopicSpec, create_topics
-from spendwarden.streams.follow import follow_topic
+from spendwarden.streams.follow import follow_topic, topic_partitions
 from spendwarden.streams.overrides import Override, OverrideBook, OverrideError
 
 
-async def ensure_topic(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None) -> None:
+async def ensure_topic(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None) -> bool:
+    """Create the topic when the broker says it does not exist; True when it was created.
+
+    A metadata answer other than "unknown topic" (no Describe right, say) raises its KafkaError."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, **(client_options or {}))
+    await client.bootstrap()
+    try:
+        partitions = await topic_partitions(client, topic)
+    finally:
+        await client.close()
+    if partitions is not None:
+        return False
     await create_topics(bootstrap, [TopicSpec(topic, partitions=1, compacted=True)], client_options)
+    return True
 
 
 async def send(bootstrap: str, topic: str, override: Override,
