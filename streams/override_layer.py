@@ -42,6 +42,11 @@ class OverrideLayer:
         self.clock = clock
         self.book = OverrideBook()
         self.ready = asyncio.Event()  # set once the records present at start have been read
+        # Held by every writer from computing a tenant's layered fields to their landing in Redis:
+        # writes of one partition share a fence position, so the last to land wins, and it must be
+        # the one computed last (a rule verdict computed before an override arrived, or an
+        # override's verdict computed before it expired, must not land after).
+        self.lock = asyncio.Lock()
 
     # ------------------------------------------------------------ ownership
     def owner(self, tenant_id: str) -> int:
@@ -80,6 +85,13 @@ class OverrideLayer:
             await self.republish([tenant])
 
     # ------------------------------------------------------------ writing
+    async def publish_changes(self, changes: list[DecisionChanged], position: int) -> None:
+        """Write the rules' changes of one partition with the overrides layered on top."""
+        async with self.lock:
+            layered = self.changes(changes)
+            if layered:
+                await self.publisher.apply(layered, position)
+
     def changes(self, changes: list[DecisionChanged]) -> list[DecisionChanged]:
         """The rules' changes as Redis must see them: overridden fields keep the override."""
         now = self.clock()
@@ -103,22 +115,25 @@ class OverrideLayer:
 
     async def republish_partition(self, partition: int) -> None:
         """Replace every tenant's hash of a partition (after it was recovered or Redis came back)."""
-        sets = self.decision_sets(partition)
-        if sets:
-            await self._write(partition, sets)
+        async with self.lock:
+            sets = self.decision_sets(partition)
+            if sets:
+                await self._write(partition, sets)
 
     async def republish(self, tenants: list[str]) -> None:
         """Replace these tenants' hashes with rules + overrides (after an override changed)."""
-        now = self.clock()
-        by_partition: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
-        for tenant in tenants:
-            partition = self.owner(tenant)
-            engine = self.core.engines.get(partition)
-            if engine is None:
-                continue
-            by_partition.setdefault(partition, {})[tenant] = layer(engine.verdicts(tenant), self.book.active(tenant, now))
-        for partition, sets in by_partition.items():
-            await self._write(partition, sets)
+        async with self.lock:
+            now = self.clock()
+            by_partition: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
+            for tenant in tenants:
+                partition = self.owner(tenant)
+                engine = self.core.engines.get(partition)
+                if engine is None:
+                    continue
+                by_partition.setdefault(partition, {})[tenant] = layer(engine.verdicts(tenant),
+                                                                       self.book.active(tenant, now))
+            for partition, sets in by_partition.items():
+                await self._write(partition, sets)
 
     async def _write(self, partition: int, sets: dict[str, dict[str, dict[str, Any]]]) -> None:
         """Replace these tenants' hashes. Redis outages are the publisher's business (it marks the

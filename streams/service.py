@@ -506,10 +506,10 @@ class Service:
         for partition, found in effects.items():
             if not found:
                 continue
-            changes = self.overrides.changes([e for e in found if isinstance(e, DecisionChanged)])
+            changes = [e for e in found if isinstance(e, DecisionChanged)]
             if changes:
                 written_before = self.publisher.rejected
-                await self.publisher.apply(changes, positions.get(partition, 0))
+                await self.overrides.publish_changes(changes, positions.get(partition, 0))
                 self.metrics.redis_rejected.inc(self.publisher.rejected - written_before)
             for effect in found:
                 await self._emit(effect)

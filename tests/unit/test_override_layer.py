@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 import pytest
@@ -43,17 +43,23 @@ class FakePublisher:
         self.hashes: dict[str, dict[str, dict[str, Any]]] = {}
         self.calls: list[tuple[str, tuple[str, ...], int]] = []
         self.refuse: set[str] = set()
-        self.gate: Optional[asyncio.Event] = None  # when set: every write waits for it (a slow Redis)
+        self.hold = False  # a slow Redis: each write waits in ``pending`` until the test lets it land
+        self.pending: list[asyncio.Event] = []
 
     def _check(self, tenants: Any) -> None:
         for tenant in tenants:
             if tenant in self.refuse:
                 raise ValueError(f"invalid decision field for {tenant!r}")
 
+    async def _in_flight(self) -> None:
+        if self.hold:
+            landed = asyncio.Event()
+            self.pending.append(landed)
+            await landed.wait()
+
     async def apply(self, changes: Sequence[DecisionChanged], position: int) -> int:
         self._check(c.tenant_id for c in changes)
-        if self.gate is not None:
-            await self.gate.wait()
+        await self._in_flight()
         for change in changes:
             fields = self.hashes.setdefault(change.tenant_id, {})
             if change.verdict is None:
@@ -65,8 +71,7 @@ class FakePublisher:
 
     async def republish(self, verdicts: Mapping[str, Mapping[str, dict[str, Any]]], position: int) -> None:
         self._check(verdicts)
-        if self.gate is not None:
-            await self.gate.wait()
+        await self._in_flight()
         for tenant, fields in verdicts.items():
             self.hashes[tenant] = dict(fields)
         self.calls.append(("replace", tuple(sorted(verdicts)), position))
@@ -160,3 +165,55 @@ def test_a_tenant_whose_write_fails_does_not_keep_the_others_out(
         assert all("*:low" not in fields for fields in publisher.hashes.values())
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ writers racing
+async def land_newest_first(publisher: FakePublisher, *tasks: asyncio.Task[Any]) -> None:
+    """Let the writes in flight land, the newest first (the worst order for a slow Redis)."""
+    while not all(t.done() for t in tasks):
+        for _ in range(20):
+            await asyncio.sleep(0)
+        if publisher.pending:
+            publisher.pending.pop().set()
+    for task in tasks:
+        task.result()
+
+
+def test_a_rule_verdict_computed_before_an_override_arrived_does_not_land_over_it(
+        layer: OverrideLayer, core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
+    spend(core, "acme", "60")
+    partition, effects = spend(core, "acme", "60")  # L1 -> block on chat:low and chat:medium
+    changes = [e for e in effects[partition] if isinstance(e, DecisionChanged)]
+    unblock = override(clock, use_case_id="chat", action="unblock", tiers=("low",))
+
+    async def scenario() -> None:
+        publisher.hold = True
+        batch = asyncio.create_task(layer.publish_changes(changes, core.positions[partition]))
+        await asyncio.sleep(0)
+        arrived = asyncio.create_task(put(layer, unblock))
+        await land_newest_first(publisher, batch, arrived)
+
+    asyncio.run(scenario())
+    assert levels(publisher) == {"chat:low": "L0", "chat:medium": "block"}
+
+
+def test_an_override_verdict_computed_before_expiry_does_not_land_after_it_was_lifted(
+        layer: OverrideLayer, core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
+    spend(core, "acme", "60")
+    block = override(clock, use_case_id="chat", tiers=("low",), expires_at=clock.now + 10)
+    partition, effects = spend(core, "acme", "30")  # no change of level: nothing to write
+    assert not [e for e in effects[partition] if isinstance(e, DecisionChanged)]
+
+    async def scenario() -> None:
+        await put(layer, block)
+        assert levels(publisher)["chat:low"] == "block"
+        changes = [DecisionChanged("acme", "chat:low", {"level": "L1", "action": "degrade"}, "now")]
+        publisher.hold = True
+        batch = asyncio.create_task(layer.publish_changes(changes, core.positions[partition]))
+        await asyncio.sleep(0)
+        clock.now += 10
+        expiry = asyncio.create_task(layer.tick())
+        await land_newest_first(publisher, batch, expiry)
+
+    asyncio.run(scenario())
+    assert levels(publisher) == {"chat:low": "L1", "chat:medium": "L1"}
