@@ -222,8 +222,9 @@ class Service:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            ready = self._ready and self.publisher.healthy
-            return web.json({"ready": ready, "redis": self.publisher.healthy,
+            overrides = self.overrides.ready.is_set()
+            ready = self._ready and self.publisher.healthy and overrides
+            return web.json({"ready": ready, "redis": self.publisher.healthy, "overrides": overrides,
                              "rules_version": self.rules.version}, status=200 if ready else 503)
 
         @app.page("/budgets")
@@ -419,7 +420,7 @@ class Service:
         try:
             await asyncio.wait_for(self.overrides.ready.wait(), self.settings.overrides_wait_s)
         except asyncio.TimeoutError:
-            log.warning("overrides topic not read in time; publishing without it until it is",
+            log.warning("overrides topic not read in time; publishing without deleting any field until it is",
                         topic=self.settings.overrides_topic, waited_s=self.settings.overrides_wait_s)
 
     def _checkpoint_before_flush(self, producer: Any) -> None:

@@ -217,3 +217,35 @@ def test_an_override_verdict_computed_before_expiry_does_not_land_after_it_was_l
 
     asyncio.run(scenario())
     assert levels(publisher) == {"chat:low": "L1", "chat:medium": "L1"}
+
+
+# ------------------------------------------------------------------ before the topic is read
+def test_before_the_topic_is_read_nothing_is_deleted_and_once_read_every_tenant_is_replaced(
+        core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
+    """A restarted worker that could not read the overrides in time must not lift a block the
+    previous owner wrote for an override; once it has read them it writes the layered sets."""
+    layer = OverrideLayer(core, publisher, WorkerMetrics(), PARTITIONS, clock=clock)  # not ready
+    partition, _ = spend(core, "acme", "60")
+    block = override(clock, tiers=("low",))
+    stale = {"level": "L1", "rule": "gone"}
+    previous = {"*:low": block.verdict(), "old:low": stale}  # what the previous owner wrote
+    publisher.hashes["acme"] = dict(previous)
+
+    async def scenario() -> None:
+        await layer.republish_partition(partition)  # on_recovered after overrides_wait_s
+        assert publisher.hashes["acme"]["*:low"] == previous["*:low"]  # the block stays
+        assert levels(publisher) == {"*:low": "block", "old:low": "L1", "chat:low": "L1", "chat:medium": "L1"}
+
+        await put(layer, block)  # read while catching up: not written on a partial book
+        assert levels(publisher)["old:low"] == "L1"
+        await layer.tick()
+        assert levels(publisher)["old:low"] == "L1"
+
+        layer.ready.set()
+        await layer.tick()  # replaced with the overrides layered: stale fields go, the block stays
+        assert levels(publisher) == {"*:low": "block", "chat:medium": "L1"}
+        calls = len(publisher.calls)
+        await layer.tick()
+        assert len(publisher.calls) == calls  # once
+
+    asyncio.run(scenario())
