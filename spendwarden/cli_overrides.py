@@ -159,7 +159,7 @@ def override_list(scope: tuple[str, ...], show_all: bool, as_json: bool) -> None
 def _state(override: Override, now: float) -> str:
     if override.cleared_at is not None:
         return "cleared"
-    return "active" if override.active(now) else ("expired" if now >= override.expires_at else "pending")
+    return "active" if override.active(now) else "expired"
 
 
 def _line(override: Override, now: float) -> str:

@@ -184,8 +184,8 @@ class OverrideLayer:
                 log.error("override write failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def tick(self) -> None:
-        """Lift overrides whose time is up (and start ones set with a clock slightly ahead); once
-        the topic has been read, replace what was written without it."""
+        """Lift overrides whose time is up; once the topic has been read, replace what was written
+        without it."""
         now = self.clock()
         changed = self.book.expire(now)
         for tenant in changed:

@@ -110,7 +110,10 @@ class Override(BaseModel):
         return "high" in self.tiers
 
     def active(self, now: float) -> bool:
-        return self.cleared_at is None and self.created_at <= now < self.expires_at
+        """In force from the moment it is read until it expires or is cleared. ``created_at`` is
+        the CLI host's clock, kept for the audit trail only: a host a few seconds ahead of the
+        worker must not delay a block."""
+        return self.cleared_at is None and now < self.expires_at
 
     # ------------------------------------------------------------ fields
     def covers(self, field: str) -> bool:
@@ -259,15 +262,12 @@ class OverrideBook:
         return sorted(self._by_key.values(), key=lambda o: o.created_at)
 
     def expire(self, now: float) -> set[str]:
-        """Tenants whose overrides stopped (or started) being in force since the last call."""
+        """Tenants whose overrides stopped being in force since the last call (an override is in
+        force from the moment it is applied, so none starts on the clock)."""
         changed = set()
         for key in [k for k in self._live if not self._by_key[k].active(now)]:
             self._live.discard(key)
             changed.add(self._by_key[key].tenant_id)
-        for key, override in self._by_key.items():
-            if key not in self._live and override.active(now):  # created_at slightly ahead of this clock
-                self._live.add(key)
-                changed.add(override.tenant_id)
         return changed
 
     def counts(self, now: float) -> dict[str, int]:

@@ -81,6 +81,16 @@ def test_book_replaces_by_scope_expires_and_reports_the_tenant() -> None:
     assert book.counts(T0 + 20) == {"block": 0, "unblock": 0, "degrade": 0}
 
 
+def test_an_override_set_on_a_clock_ahead_is_in_force_at_once() -> None:
+    """created_at is the CLI host's clock, for the audit trail: a host 5 s ahead does not delay a block."""
+    book = OverrideBook()
+    ahead = make(created_at=T0 + 5, expires_at=T0 + 60)
+    book.apply(ahead.scope_key, ahead.to_record(), T0)
+    assert ahead.active(T0) and book.has_active("acme", T0)
+    assert book.counts(T0)["block"] == 1
+    assert book.expire(T0 + 1) == set() and book.expire(T0 + 60) == {"acme"}
+
+
 def test_cleared_override_is_not_in_force() -> None:
     book = OverrideBook()
     cleared = make(cleared_by="bob", cleared_at=T0 + 5, clear_reason="fixed")
