@@ -43,6 +43,8 @@ class OverrideError(ValueError):
 class Override(BaseModel):
     """One override as it travels on the topic (also its audit record: who, why, when, until)."""
 
+    # Built strictly by the CLI; records read from the topic go through parse_record, which
+    # passes over fields a newer CLI may add.
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # The ids of cost events (streams/events.py): they become Redis keys and fields, so '_x'
@@ -160,9 +162,15 @@ def scope_key(tenant_id: str, use_case_id: Optional[str] = None, model: Optional
 
 
 def parse_record(value: bytes) -> Override:
-    """An override from its topic record; OverrideError with the reason when unusable."""
+    """An override from its topic record; OverrideError with the reason when unusable.
+
+    Fields this version does not know are passed over (a newer CLI may add some); everything
+    else is checked as strictly as when the CLI builds the override."""
     try:
-        return Override.model_validate(orjson.loads(value))
+        data = orjson.loads(value)
+        if not isinstance(data, dict):
+            raise OverrideError("unusable override record: not a JSON object")
+        return Override.model_validate({k: v for k, v in data.items() if k in Override.model_fields})
     except (orjson.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()
         raise OverrideError(f"unusable override record: {' '.join(first[:3])[:300]}") from None

@@ -113,6 +113,17 @@ def test_tombstone_removes_and_bad_records_are_refused_without_changing_the_book
     assert book.tenants() == []
 
 
+def test_fields_a_newer_cli_adds_are_passed_over_when_read_but_refused_when_built() -> None:
+    record = dict(orjson.loads(make().to_record()), ticket="INC-4411", approvals=["bob"])
+    book = OverrideBook()
+    assert book.apply(scope_key("acme"), orjson.dumps(record), T0) == "acme"
+    assert book.active("acme", T0)[0] == make()
+    with pytest.raises(ValueError, match="ticket"):
+        make(ticket="INC-4411")
+    with pytest.raises(OverrideError, match="not a JSON object"):
+        book.apply(scope_key("acme"), b"[1, 2]", T0)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"action": "degrade"}, "model_alias"),
     ({"model_alias": "m"}, "only go with degrade"),
