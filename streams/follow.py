@@ -22,12 +22,14 @@ RETRY_PAUSE_S = 2.0
 
 async def follow_topic(bootstrap: str, topic: str, on_message: OnMessage, *,
                        caught_up: Optional[asyncio.Event] = None, stop: Optional[asyncio.Event] = None,
-                       fetch_wait_ms: int = 100, client_options: dict[str, Any] | None = None) -> None:
+                       fetch_wait_ms: int = 100, client_options: dict[str, Any] | None = None,
+                       retry: bool = True) -> None:
     """Call ``on_message(key, value)`` for every record of ``topic`` (tombstones: value None).
 
     Kafka errors are logged and reading goes on after a pause from the records not handed over
-    yet (reading old records again would briefly re-apply, say, a cleared override). A handler
-    that raises is logged and its record passed over.
+    yet (reading old records again would briefly re-apply, say, a cleared override); with
+    ``retry=False`` (a command reading once) the first one is raised. A handler that raises is
+    logged and its record passed over.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -69,6 +71,8 @@ async def follow_topic(bootstrap: str, topic: str, on_message: OnMessage, *,
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - log and retry, never crash the worker
+            if not retry:
+                raise
             log.warning("topic unavailable, retrying", topic=topic, error=type(exc).__name__)
             await asyncio.sleep(RETRY_PAUSE_S)
         finally:

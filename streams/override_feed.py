@@ -52,7 +52,8 @@ async def send(bootstrap: str, topic: str, override: Override,
 
 async def read_book(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None,
                     timeout_s: float = 15.0) -> tuple[OverrideBook, list[str]]:
-    """Every override on the topic, and the reasons records were passed over."""
+    """Every override on the topic, and the reasons records were passed over. A Kafka error
+    (no Read or Describe right, say) is raised as soon as it happens."""
     book, problems = OverrideBook(), []
     caught_up, stop = asyncio.Event(), asyncio.Event()
     now = time.time()
@@ -64,16 +65,20 @@ async def read_book(bootstrap: str, topic: str, client_options: dict[str, Any] |
             problems.append(str(exc))
 
     task = asyncio.create_task(follow_topic(bootstrap, topic, on_message, caught_up=caught_up, stop=stop,
-                                            client_options=client_options))
+                                            client_options=client_options, retry=False))
+    read = asyncio.create_task(caught_up.wait())
     try:
-        await asyncio.wait_for(caught_up.wait(), timeout_s)
-    except asyncio.TimeoutError:
-        raise OverrideError(f"could not read topic {topic!r} on {bootstrap} within {timeout_s:.0f} s") from None
+        await asyncio.wait({task, read}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not caught_up.is_set():
+            task.result()  # the Kafka error that ended reading
+        if not caught_up.is_set():
+            raise OverrideError(f"could not read topic {topic!r} on {bootstrap} within {timeout_s:.0f} s")
     finally:
         stop.set()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        for pending in (read, task):
+            pending.cancel()
+            try:
+                await pending
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already reported above
+                pass
     return book, problems

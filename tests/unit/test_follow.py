@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -174,3 +175,22 @@ def test_a_missing_topic_counts_as_read_but_a_refused_describe_does_not(monkeypa
     broker = Broker({0: records(2)}, metadata_error=29)  # TOPIC_AUTHORIZATION_FAILED
     handed, caught_up = follow_until(broker, monkeypatch, lambda h, c: broker.starts >= 3)
     assert not caught_up.is_set() and handed == []
+
+
+def test_read_book_reads_to_the_end_once_and_raises_a_kafka_error_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from spendwarden.streams.override_feed import read_book
+    from spendwarden.streams.overrides import Override
+
+    block = Override(tenant_id="acme", action="block", reason="r", author="alice", created_at=1.0, expires_at=2.0)
+    broker = Broker({0: [(block.scope_key, block.to_record()), (b"acme|*|*", b"{bad")]})
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", lambda **options: FakeConsumer(broker, **options))
+    book, problems = asyncio.run(read_book("fake:9092", TOPIC, timeout_s=2))
+    assert [o.author for o in book.all()] == ["alice"] and len(problems) == 1
+
+    broker = Broker({0: []}, metadata_error=29)  # no Describe right: said at once, not after the timeout
+    started = time.monotonic()
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(read_book("fake:9092", TOPIC, timeout_s=10))
+    assert broker.starts == 1 and time.monotonic() - started < 2
