@@ -262,6 +262,10 @@ class OverrideBook:
         found = self._by_tenant.get(tenant_id)
         return bool(found) and any(o.active(now) for o in found.values())  # type: ignore[union-attr]
 
+    def get(self, key: bytes) -> Optional[Override]:
+        """The newest record of a scope (active, expired or cleared), if any."""
+        return self._by_key.get(key)
+
     def tenants(self) -> list[str]:
         """Every tenant with a record (active, expired or cleared) still on the topic."""
         return list(self._by_tenant)
