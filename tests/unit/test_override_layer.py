@@ -137,6 +137,75 @@ def levels(publisher: FakePublisher, tenant: str = "acme") -> dict[str, str]:
     return {f: v["level"] for f, v in publisher.hashes.get(tenant, {}).items()}
 
 
+# ------------------------------------------------------------------ layering
+def test_changes_keep_overridden_fields_and_pass_the_others(
+        layer: OverrideLayer, core: WorkerCore, clock: Clock) -> None:
+    spend(core, "acme", "60")
+    spend(core, "bravo", "60")
+    asyncio.run(put(layer, override(clock, use_case_id="chat", action="unblock", tiers=("low",))))
+    asyncio.run(put(layer, override(clock, tiers=("medium",), action="degrade", model_alias="tiny")))
+    _, effects = spend(core, "acme", "60")  # L1 -> block on chat:low and chat:medium
+    _, other = spend(core, "bravo", "60")
+    changes = [e for found in (*effects.values(), *other.values()) for e in found if isinstance(e, DecisionChanged)]
+    assert {(c.tenant_id, c.field, c.verdict["level"]) for c in changes} == {
+        ("acme", "chat:low", "block"), ("acme", "chat:medium", "block"),
+        ("bravo", "chat:low", "block"), ("bravo", "chat:medium", "block")}
+
+    layered = {(c.tenant_id, c.field): c.verdict for c in layer.changes(changes)}
+    assert layered[("acme", "chat:low")]["level"] == "L0"  # owned by the unblock: its verdict
+    assert layered[("acme", "chat:low")]["rule"] == "manual-override"
+    assert layered[("acme", "chat:medium")] is None  # covered by the tenant-wide degrade, owned by *:medium
+    assert layered[("bravo", "chat:low")]["level"] == "block"  # no override: the rule's verdict
+    assert layered[("bravo", "chat:medium")]["rule"] == "uc-cap"
+
+
+def test_decision_sets_layer_every_tenant_and_add_those_known_only_from_overrides(
+        layer: OverrideLayer, core: WorkerCore, clock: Clock) -> None:
+    partition, _ = spend(core, "acme", "60")
+    newcomers = [t for t in (f"new{i}" for i in range(40)) if default_partition(t, PARTITIONS) == partition][:2]
+    elsewhere = next(t for t in (f"far{i}" for i in range(40)) if default_partition(t, PARTITIONS) != partition)
+    asyncio.run(put(layer, override(clock, use_case_id="chat", tiers=("low",))))
+    for tenant in [*newcomers, elsewhere]:
+        asyncio.run(put(layer, override(clock, tenant_id=tenant, tiers=("high",))))
+    asyncio.run(put(layer, override(clock, tenant_id=newcomers[1], tiers=("high",), expires_at=clock.now + 1)))
+    clock.now += 1  # the second newcomer's override has expired: its set is empty, so it is cleaned up
+
+    sets = layer.decision_sets(partition)
+    assert set(sets) == {"acme", *newcomers}
+    assert {f: v["level"] for f, v in sets["acme"].items()} == {"chat:low": "block", "chat:medium": "L1"}
+    assert sets["acme"]["chat:low"]["rule"] == "manual-override"
+    assert set(sets[newcomers[0]]) == {"*:high"} and sets[newcomers[1]] == {}
+    assert elsewhere in layer.decision_sets(default_partition(elsewhere, PARTITIONS))
+
+
+def test_tick_republishes_a_tenant_whose_override_expired_once(
+        layer: OverrideLayer, core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
+    spend(core, "acme", "60")
+    spend(core, "bravo", "60")
+
+    def blocks() -> float:
+        return layer.metrics.registry.get_sample_value("spendwarden_overrides_active", {"action": "block"})
+
+    async def scenario() -> None:
+        await put(layer, override(clock, expires_at=clock.now + 30))
+        await put(layer, override(clock, tenant_id="bravo", use_case_id="chat", expires_at=clock.now + 60))
+        assert levels(publisher) == {"*:low": "block", "*:medium": "block", "*:high": "block"}
+        assert blocks() == 2
+        publisher.calls.clear()
+        clock.now += 29
+        await layer.tick()
+        assert publisher.calls == []  # nothing ended
+        clock.now += 1
+        await layer.tick()
+        assert [c[1] for c in publisher.calls] == [("acme",)]  # only the tenant whose override ended
+        assert levels(publisher) == {"chat:low": "L1", "chat:medium": "L1"}  # the rules' verdicts are back
+        assert blocks() == 1
+        await layer.tick()
+        assert len(publisher.calls) == 1
+
+    asyncio.run(scenario())
+
+
 # ------------------------------------------------------------------ one tenant's failure
 def test_a_tenant_whose_write_fails_does_not_keep_the_others_out(
         layer: OverrideLayer, core: WorkerCore, publisher: FakePublisher, clock: Clock) -> None:
