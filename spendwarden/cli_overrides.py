@@ -30,6 +30,8 @@ def parse_scope(pairs: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or name not in SCOPE_NAMES or not value:
             raise ConfigError(f"{pair!r}: scope is given as tenant=ID [use_case=ID] [model=NAME]")
+        if SCOPE_NAMES[name] in scope:
+            raise ConfigError(f"{pair!r}: {SCOPE_NAMES[name].removesuffix('_id')} is given twice in the scope")
         scope[SCOPE_NAMES[name]] = value
     if "tenant_id" not in scope:
         raise ConfigError("a scope needs tenant=ID")
@@ -76,8 +78,8 @@ def override_group() -> None:
 
 @override_group.command("set")
 @click.argument("scope", nargs=-1, required=True)
-@click.option("--block", "action", flag_value="block", help="Refuse calls of the scope.")
-@click.option("--unblock", "action", flag_value="unblock", help="Lift what the rules decided on the scope.")
+@click.option("--block", is_flag=True, help="Refuse calls of the scope.")
+@click.option("--unblock", is_flag=True, help="Lift what the rules decided on the scope.")
 @click.option("--degrade", "degrade_to", metavar="MODEL", default=None, help="Route the scope to MODEL (L1).")
 @click.option("--max-output-tokens", type=int, default=None, help="With --degrade: cap answers at this many tokens.")
 @click.option("--for", "duration", required=True, help="How long, e.g. 30m, 2h, 1d (at most 90d).")
@@ -85,30 +87,58 @@ def override_group() -> None:
 @click.option("--tiers", default="low,medium,high", show_default=True,
               help="Risk tiers covered (comma-separated).")
 @click.option("--author", default=None, help="Who decides (default: SPENDWARDEN_OPERATOR or the login name).")
-def override_set(scope: tuple[str, ...], action: Optional[str], degrade_to: Optional[str],
+def override_set(scope: tuple[str, ...], block: bool, unblock: bool, degrade_to: Optional[str],
                  max_output_tokens: Optional[int], duration: str, reason: str, tiers: str,
                  author: Optional[str]) -> None:
     """Override SCOPE (tenant=ID [use_case=ID] [model=NAME]) with exactly one of
     --block, --unblock or --degrade MODEL."""
-    if (action is not None) + (degrade_to is not None) != 1:
-        raise ConfigError("say exactly one of --block, --unblock or --degrade MODEL")
+    given = [flag for flag, on in (("--block", block), ("--unblock", unblock), ("--degrade", degrade_to is not None))
+             if on]
+    if len(given) != 1:
+        raise ConfigError("say exactly one of --block, --unblock or --degrade MODEL"
+                          + (f" (given: {' '.join(given)})" if given else ""))
+    action = "block" if block else "unblock" if unblock else "degrade"
     now = time.time()
     seconds = _run_parse(duration)
     try:
         override = Override(
-            **parse_scope(scope), action=action or "degrade", model_alias=degrade_to,
+            **parse_scope(scope), action=action, model_alias=degrade_to,
             max_output_tokens=max_output_tokens, reason=reason, author=author_name(author),
             tiers=tuple(t.strip() for t in tiers.split(",") if t.strip()), created_at=now, expires_at=now + seconds)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigError(f"override: {_first_error(exc)}") from None
     bootstrap, topic, options = _connection()
-    from spendwarden.streams.override_feed import send
-
-    _run(send(bootstrap, topic, override, options))
+    replaced = _run(_replace(bootstrap, topic, override, options))
     click.echo(f"override set: {override.action} {override.scope_text} tiers={','.join(override.tiers)} "
                f"until {iso_utc(override.expires_at)} by {override.author}")
+    if replaced is not None:
+        click.echo(f"replaces the active {replaced.action} on {replaced.scope_text} "
+                   f"(tiers {','.join(replaced.tiers)}) set by {replaced.author}")
     if override.covers_high_risk and override.action != "unblock":
         click.echo("note: this override covers high-risk traffic; its verdict says a person decided so")
+
+
+async def _replace(bootstrap: str, topic: str, override: Override,
+                   options: dict[str, Any]) -> Optional[Override]:
+    """Send the override; return the active one on its scope it replaces. Knowing that needs
+    Read on the topic: without it (or when reading fails) a warning says so and the override is
+    sent all the same."""
+    from aiokafka.errors import KafkaError
+
+    from spendwarden.streams.override_feed import read_book, send
+
+    current = None
+    try:
+        book, _ = await read_book(bootstrap, topic, options, timeout_s=READ_BEFORE_SET_S)
+        current = book.get(override.scope_key)
+    except (OverrideError, KafkaError) as exc:
+        click.echo(f"warning: could not read {topic} to tell what this override replaces: "
+                   f"{type(exc).__name__} {str(exc)[:200]}", err=True)
+    await send(bootstrap, topic, override, options)
+    return current if current is not None and current.active(time.time()) else None
+
+
+READ_BEFORE_SET_S = 5.0
 
 
 @override_group.command("clear")
@@ -123,7 +153,7 @@ def override_clear(scope: tuple[str, ...], reason: str, author: Optional[str]) -
     from spendwarden.streams.override_feed import read_book, send
 
     book, _ = _run(read_book(bootstrap, topic, options))
-    current = next((o for o in book.all() if o.scope_key == key), None)
+    current = book.get(key)
     now = time.time()
     if current is None or not current.active(now):
         raise ConfigError(f"no override in force on {' '.join(scope)} (see `spendwarden override list --all`)")
@@ -137,14 +167,15 @@ def override_clear(scope: tuple[str, ...], reason: str, author: Optional[str]) -
 @click.option("--all", "show_all", is_flag=True, help="Also expired and cleared overrides still on the topic.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def override_list(scope: tuple[str, ...], show_all: bool, as_json: bool) -> None:
-    """Overrides in force (optionally of one tenant=ID), newest last."""
-    tenant = parse_scope(scope)["tenant_id"] if scope else None
+    """Overrides in force (optionally only those of tenant=ID [use_case=ID] [model=NAME]), newest last."""
+    wanted = parse_scope(scope) if scope else {}
     bootstrap, topic, options = _connection()
     from spendwarden.streams.override_feed import read_book
 
     book, problems = _run(read_book(bootstrap, topic, options))
     now = time.time()
-    shown = [o for o in book.all() if (tenant is None or o.tenant_id == tenant) and (show_all or o.active(now))]
+    shown = [o for o in book.all() if all(getattr(o, name) == value for name, value in wanted.items())
+             and (show_all or o.active(now))]
     for override in shown:
         if as_json:
             click.echo(json.dumps(dict(override.model_dump(exclude_none=True), state=_state(override, now))))
@@ -159,7 +190,7 @@ def override_list(scope: tuple[str, ...], show_all: bool, as_json: bool) -> None
 def _state(override: Override, now: float) -> str:
     if override.cleared_at is not None:
         return "cleared"
-    return "active" if override.active(now) else ("expired" if now >= override.expires_at else "pending")
+    return "active" if override.active(now) else "expired"
 
 
 def _line(override: Override, now: float) -> str:

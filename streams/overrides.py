@@ -19,9 +19,10 @@ import re
 from typing import Any, Iterable, Literal, Mapping, Optional
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spendwarden.rules.schema import LEVEL_ACTION
+from spendwarden.streams.events import _ID, _NAME
 from spendwarden.streams.periods import iso_utc
 
 RISK_TIERS: tuple[str, ...] = ("low", "medium", "high")
@@ -31,6 +32,8 @@ OVERRIDE_RULE = "manual-override"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION_S = 90 * 86400
+_ID_RE = re.compile(_ID)
+_NAME_RE = re.compile(_NAME)
 
 
 class OverrideError(ValueError):
@@ -40,11 +43,16 @@ class OverrideError(ValueError):
 class Override(BaseModel):
     """One override as it travels on the topic (also its audit record: who, why, when, until)."""
 
+    # Built strictly by the CLI; records read from the topic go through parse_record, which
+    # passes over fields a newer CLI may add.
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant_id: str = Field(min_length=1)
-    use_case_id: Optional[str] = Field(None, min_length=1)
-    model: Optional[str] = Field(None, min_length=1)
+    # The ids of cost events (streams/events.py): they become Redis keys and fields, so '_x'
+    # (a metadata field), '*' (any use case), ':', '|' (the scope key's separator) and braces
+    # are refused. A model name may hold ':' (llama3:8b) but not '|'.
+    tenant_id: str
+    use_case_id: Optional[str] = None
+    model: Optional[str] = None
     tiers: tuple[Literal["low", "medium", "high"], ...] = RISK_TIERS
     action: Action
     model_alias: Optional[str] = None
@@ -57,11 +65,23 @@ class Override(BaseModel):
     cleared_at: Optional[float] = None
     clear_reason: Optional[str] = None
 
+    @field_validator("tenant_id", "use_case_id")
+    @classmethod
+    def _an_id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _ID_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an id as cost events carry it: a letter or digit, then letters, "
+                             "digits or . _ - / @ + = (at most 128)")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _a_model(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _NAME_RE.fullmatch(value) or "|" in value):
+            raise ValueError(f"{value!r} is not a model name: no spaces, braces or '|' (at most 200 characters)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "Override":
-        for value in (self.tenant_id, self.use_case_id, self.model):
-            if value is not None and any(c in value for c in ":{}"):
-                raise ValueError(f"{value!r}: ids used in Redis fields cannot contain ':', '{{' or '}}'")
         if not self.tiers:
             raise ValueError("tiers: at least one risk tier")
         if self.action == "degrade" and not self.model_alias:
@@ -92,7 +112,10 @@ class Override(BaseModel):
         return "high" in self.tiers
 
     def active(self, now: float) -> bool:
-        return self.cleared_at is None and self.created_at <= now < self.expires_at
+        """In force from the moment it is read until it expires or is cleared. ``created_at`` is
+        the CLI host's clock, kept for the audit trail only: a host a few seconds ahead of the
+        worker must not delay a block."""
+        return self.cleared_at is None and now < self.expires_at
 
     # ------------------------------------------------------------ fields
     def covers(self, field: str) -> bool:
@@ -139,9 +162,15 @@ def scope_key(tenant_id: str, use_case_id: Optional[str] = None, model: Optional
 
 
 def parse_record(value: bytes) -> Override:
-    """An override from its topic record; OverrideError with the reason when unusable."""
+    """An override from its topic record; OverrideError with the reason when unusable.
+
+    Fields this version does not know are passed over (a newer CLI may add some); everything
+    else is checked as strictly as when the CLI builds the override."""
     try:
-        return Override.model_validate(orjson.loads(value))
+        data = orjson.loads(value)
+        if not isinstance(data, dict):
+            raise OverrideError("unusable override record: not a JSON object")
+        return Override.model_validate({k: v for k, v in data.items() if k in Override.model_fields})
     except (orjson.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()
         raise OverrideError(f"unusable override record: {' '.join(first[:3])[:300]}") from None
@@ -233,6 +262,10 @@ class OverrideBook:
         found = self._by_tenant.get(tenant_id)
         return bool(found) and any(o.active(now) for o in found.values())  # type: ignore[union-attr]
 
+    def get(self, key: bytes) -> Optional[Override]:
+        """The newest record of a scope (active, expired or cleared), if any."""
+        return self._by_key.get(key)
+
     def tenants(self) -> list[str]:
         """Every tenant with a record (active, expired or cleared) still on the topic."""
         return list(self._by_tenant)
@@ -241,15 +274,12 @@ class OverrideBook:
         return sorted(self._by_key.values(), key=lambda o: o.created_at)
 
     def expire(self, now: float) -> set[str]:
-        """Tenants whose overrides stopped (or started) being in force since the last call."""
+        """Tenants whose overrides stopped being in force since the last call (an override is in
+        force from the moment it is applied, so none starts on the clock)."""
         changed = set()
         for key in [k for k in self._live if not self._by_key[k].active(now)]:
             self._live.discard(key)
             changed.add(self._by_key[key].tenant_id)
-        for key, override in self._by_key.items():
-            if key not in self._live and override.active(now):  # created_at slightly ahead of this clock
-                self._live.add(key)
-                changed.add(override.tenant_id)
         return changed
 
     def counts(self, now: float) -> dict[str, int]:

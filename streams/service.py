@@ -222,8 +222,9 @@ class Service:
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
-            ready = self._ready and self.publisher.healthy
-            return web.json({"ready": ready, "redis": self.publisher.healthy,
+            overrides = self.overrides.ready.is_set()
+            ready = self._ready and self.publisher.healthy and overrides
+            return web.json({"ready": ready, "redis": self.publisher.healthy, "overrides": overrides,
                              "rules_version": self.rules.version}, status=200 if ready else 503)
 
         @app.page("/budgets")
@@ -308,8 +309,7 @@ class Service:
                                          next_delta_offset=resume_deltas.get(partition, deltas_next))
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
-                await self.publisher.republish(self.overrides.decision_sets(partition),
-                                               self.core.positions.get(partition, 0))
+                await self.overrides.republish_partition(partition)
         self.metrics.partitions.set(len(self.core.engines))
         self._ready = True
         log.info("partitions recovered", partitions=sorted(partitions), generation=self.publisher.generation)
@@ -399,8 +399,7 @@ class Service:
             log.info("redis reachable: republishing every owned decision")
             self.publisher.write_failed = False
             for partition in list(self.core.engines):
-                await self.publisher.republish(self.overrides.decision_sets(partition),
-                                               self.core.positions.get(partition, 0))
+                await self.overrides.republish_partition(partition)
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
@@ -437,7 +436,7 @@ class Service:
         try:
             await asyncio.wait_for(self.overrides.ready.wait(), self.settings.overrides_wait_s)
         except asyncio.TimeoutError:
-            log.warning("overrides topic not read in time; publishing without it until it is",
+            log.warning("overrides topic not read in time; publishing without deleting any field until it is",
                         topic=self.settings.overrides_topic, waited_s=self.settings.overrides_wait_s)
 
     def _checkpoint_before_flush(self, producer: Any) -> None:
@@ -524,10 +523,10 @@ class Service:
         for partition, found in effects.items():
             if not found:
                 continue
-            changes = self.overrides.changes([e for e in found if isinstance(e, DecisionChanged)])
+            changes = [e for e in found if isinstance(e, DecisionChanged)]
             if changes:
                 written_before = self.publisher.rejected
-                await self.publisher.apply(changes, positions.get(partition, 0))
+                await self.overrides.publish_changes(changes, positions.get(partition, 0))
                 self.metrics.redis_rejected.inc(self.publisher.rejected - written_before)
             for effect in found:
                 await self._emit(effect)

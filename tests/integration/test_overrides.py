@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
 
-from harness import WorkerRun, encode, event, new_run, produce
+from harness import WorkerRun, encode, event, http, new_run, produce
 from spendwarden.cli import main
 from test_worker import decisions, wait_for
+
+# Below the harness's block at 100% of the use case's day: L1 from 50%, so more spend escalates
+# a verdict while an override holds the field.
+DEGRADE = """
+rules:
+  - name: uc-degrade
+    budget: uc-daily
+    when: budget.used_ratio >= 0.5
+    decide: {level: L1, only_risk_tiers: [low, medium], model_alias: cheaper-model}
+"""
 
 
 @pytest.fixture
 def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
-    worker = new_run(broker, redis_url, topic_names, tmp_path)
+    worker = new_run(broker, redis_url, topic_names, tmp_path, **{"degrade.yaml": DEGRADE})
     worker.extra_env["SPENDWARDEN_OVERRIDES_TOPIC"] = topic_names("overrides")["overrides"]
     yield worker
     worker.kill()
@@ -41,9 +52,10 @@ def test_block_reaches_redis_within_a_second_and_lifts_at_expiry(run: WorkerRun,
     """A tenant that never sent an event is blocked on every tier, then the block ends by itself."""
     run.start()
     run.wait_ready()
+    status, ready = http(run.port, "/readyz")
+    assert status == 200 and ready["overrides"] is True
     output = override(run, "set", "tenant=newco", "--block", "--for", "6s", "--reason", "card declined",
                       "--author", "alice")
-    sent = time.monotonic()
     assert "covers high-risk traffic" in output
     found = wait_for(lambda: decisions(redis_url, "newco"), timeout_s=1.0, what="the override in Redis")
     assert set(found) == {"*:low", "*:medium", "*:high"}
@@ -53,9 +65,14 @@ def test_block_reaches_redis_within_a_second_and_lifts_at_expiry(run: WorkerRun,
     assert "high-risk" in verdict["reason"] and verdict["override"]["author"] == "alice"
     assert 'spendwarden_overrides_active{action="block"} 1.0' in metrics(run)
 
-    time.sleep(max(0.0, sent + 4.5 - time.monotonic()))
+    # Lifted on the tick after its end (SPENDWARDEN_TICK_S, 1 s): not before, and within ~2 s.
+    expires_at = datetime.fromisoformat(verdict["expires_at"].replace("Z", "+00:00")).timestamp()
+    time.sleep(max(0.0, expires_at - 0.5 - time.time()))
     assert decisions(redis_url, "newco"), "lifted before its expiry"
-    wait_for(lambda: not decisions(redis_url, "newco"), timeout_s=4.0, what="the block to lift at expiry")
+    while decisions(redis_url, "newco") and time.time() < expires_at + 10:
+        time.sleep(0.05)
+    lifted_after_s = time.time() - expires_at
+    assert not decisions(redis_url, "newco") and lifted_after_s <= 2.0, f"lifted {lifted_after_s:.2f} s after expiry"
     assert 'spendwarden_overrides_active{action="block"} 0.0' in metrics(run)
 
 
@@ -63,20 +80,26 @@ def test_unblock_wins_over_a_rule_block_survives_traffic_and_restart_and_clear_r
         run: WorkerRun, redis_url: str) -> None:
     run.start()
     run.wait_ready()
-    produce(run.bootstrap, run.topics["events"], encode(event(i, "30") for i in range(4)))
-    assert wait_for(lambda: decisions(redis_url).get("chat:low"), what="the rule's block")["level"] == "block"
+    produce(run.bootstrap, run.topics["events"], encode(event(i, "30") for i in range(2)))
+    assert wait_for(lambda: decisions(redis_url).get("chat:low"), what="the rule's L1")["level"] == "L1"
 
     override(run, "set", "tenant=acme", "use_case=chat", "--unblock", "--tiers", "low", "--for", "1h",
              "--reason", "launch day", "--author", "bob")
     lifted = wait_for(lambda: decisions(redis_url).get("chat:low", {}).get("level") == "L0" and decisions(redis_url),
                       timeout_s=5, what="the unblock")
     assert lifted["chat:low"]["action"] == "allow" and "manual override by bob" in lifted["chat:low"]["reason"]
-    assert lifted["chat:medium"]["level"] == "block"  # not covered: the rule still decides
+    assert lifted["chat:medium"]["level"] == "L1"  # not covered: the rule still decides
 
-    # More spend re-fires nothing over it; a restart reads the topic before publishing.
-    produce(run.bootstrap, run.topics["events"], encode(event(i, "30", prefix="more") for i in range(3)))
-    time.sleep(1.5)
+    # More spend escalates the rules' verdict to block on both tiers: the covered field keeps the
+    # override, the other one follows the rules.
+    produce(run.bootstrap, run.topics["events"], encode(event(i, "30", prefix="more") for i in range(2)))
+    escalated = wait_for(lambda: decisions(redis_url).get("chat:medium", {}).get("level") == "block"
+                         and decisions(redis_url), timeout_s=10, what="the rule's block on chat:medium")
+    assert escalated["chat:low"]["level"] == "L0" and escalated["chat:low"]["rule"] == "manual-override"
+    time.sleep(1.0)
     assert decisions(redis_url)["chat:low"]["level"] == "L0"
+
+    # A restart reads the topic before publishing.
     run.kill()
     override(run, "set", "tenant=acme", "use_case=search", "--degrade", "small-model", "--tiers", "low",
              "--for", "1h", "--reason", "set while no worker ran")

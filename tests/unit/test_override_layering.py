@@ -81,6 +81,16 @@ def test_book_replaces_by_scope_expires_and_reports_the_tenant() -> None:
     assert book.counts(T0 + 20) == {"block": 0, "unblock": 0, "degrade": 0}
 
 
+def test_an_override_set_on_a_clock_ahead_is_in_force_at_once() -> None:
+    """created_at is the CLI host's clock, for the audit trail: a host 5 s ahead does not delay a block."""
+    book = OverrideBook()
+    ahead = make(created_at=T0 + 5, expires_at=T0 + 60)
+    book.apply(ahead.scope_key, ahead.to_record(), T0)
+    assert ahead.active(T0) and book.has_active("acme", T0)
+    assert book.counts(T0)["block"] == 1
+    assert book.expire(T0 + 1) == set() and book.expire(T0 + 60) == {"acme"}
+
+
 def test_cleared_override_is_not_in_force() -> None:
     book = OverrideBook()
     cleared = make(cleared_by="bob", cleared_at=T0 + 5, clear_reason="fixed")
@@ -103,17 +113,53 @@ def test_tombstone_removes_and_bad_records_are_refused_without_changing_the_book
     assert book.tenants() == []
 
 
+def test_fields_a_newer_cli_adds_are_passed_over_when_read_but_refused_when_built() -> None:
+    record = dict(orjson.loads(make().to_record()), ticket="INC-4411", approvals=["bob"])
+    book = OverrideBook()
+    assert book.apply(scope_key("acme"), orjson.dumps(record), T0) == "acme"
+    assert book.active("acme", T0)[0] == make()
+    with pytest.raises(ValueError, match="ticket"):
+        make(ticket="INC-4411")
+    with pytest.raises(OverrideError, match="not a JSON object"):
+        book.apply(scope_key("acme"), b"[1, 2]", T0)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"action": "degrade"}, "model_alias"),
     ({"model_alias": "m"}, "only go with degrade"),
     ({"expires_at": T0}, "after created_at"),
-    ({"use_case_id": "a:b"}, "cannot contain"),
+    ({"use_case_id": "a:b"}, "not an id"),
     ({"tiers": ()}, "at least one"),
     ({"reason": ""}, "reason"),
 ])
 def test_unusable_overrides_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(**fields)
+
+
+@pytest.mark.parametrize("fields", [
+    {"tenant_id": "_x"}, {"tenant_id": "a{b}"}, {"tenant_id": "a|b"}, {"tenant_id": "acme\n"},
+    {"use_case_id": "_x"}, {"use_case_id": "*"}, {"use_case_id": "a|b"}, {"use_case_id": "a b"},
+    {"model": "a|b"}, {"model": "a b"}, {"model": "m{x}"}, {"model": "x" * 201},
+])
+def test_ids_follow_the_cost_event_patterns(fields: dict[str, object]) -> None:
+    """'_x' would be a metadata field, '*' any use case, '|' splits the scope key: all refused,
+    here and when read from the topic, so the publisher never sees them."""
+    with pytest.raises(ValueError, match="not an id|not a model name"):
+        make(**fields)
+    record = orjson.loads(make().to_record())
+    record.update(fields)
+    key = scope_key(str(record["tenant_id"]), record.get("use_case_id"), record.get("model"))  # type: ignore[arg-type]
+    with pytest.raises(OverrideError, match="unusable"):
+        OverrideBook().apply(key, orjson.dumps(record), T0)
+
+
+def test_a_model_name_may_hold_a_colon() -> None:
+    override = make(use_case_id="support", model="llama3:8b", action="degrade", model_alias="llama3:1b",
+                    tiers=("low",))
+    assert override.own_fields() == ["support:low:llama3:8b"]
+    assert override.covers("support:low:llama3:8b") and not override.covers("support:low:llama3")
+    assert override.scope_key == b"acme|support|llama3:8b"
 
 
 def test_durations() -> None:
