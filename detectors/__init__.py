@@ -16,10 +16,11 @@ docs/detectors.md has the method of each detector, its parameters and what is no
 from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, State
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 from spendwarden.detectors.seasonal import SeasonalBaseline
+from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline,)}
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift)}
 
 __all__ = [
     "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "Score",
-    "SeasonalBaseline", "Severity", "State",
+    "SeasonalBaseline", "Severity", "State", "UnitCostDrift",
 ]

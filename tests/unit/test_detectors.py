@@ -25,13 +25,21 @@ def _spend(rng: random.Random, hour: int) -> Mapping[str, float]:
     return {"spend_usd": 100 * (2 if 9 <= hour % 24 < 18 else 0.5) * rng.lognormvariate(0, 0.2)}
 
 
-FEEDS: dict[str, Feed] = {"seasonal": _spend}
+def _unit_cost(rng: random.Random, hour: int) -> Mapping[str, float]:
+    n = rng.randint(5, 400)  # some buckets under min_volume: pooling is exercised too
+    return {"cost_usd": n * 0.01 * rng.lognormvariate(0, 0.3), "requests": n, "tokens": n * 900}
+
+
+FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost}
 
 
 def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
     """Values across twelve orders of magnitude, zeros included: the state must stay bounded."""
     size = 10 ** rng.uniform(-6, 6) if rng.random() > 0.05 else 0.0
-    return {"spend_usd": size}
+    if kind == "seasonal":
+        return {"spend_usd": size}
+    n = rng.choice([0, 1, 25, 10**6])
+    return {"cost_usd": size, "requests": n, "tokens": n * 1000}
 
 
 def feed(det: Detector, kind: str, hours: range, seed: int = 1) -> Iterator[Score]:
