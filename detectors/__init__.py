@@ -1,4 +1,26 @@
-"""Online anomaly detectors (river style: ``learn_one`` / ``score_one``); a high score means anomalous.
+"""Online anomaly detectors, river style; a high score means anomalous.
 
-Not built yet: see issue "Online anomaly detectors". Nothing here is imported by the engine.
+Each detector holds its parameters and the state of one series (one scope):
+
+- ``learn_one(x, t)`` folds in one observation at event time ``t`` (UTC epoch seconds); a time
+  at or before the last one learned is ignored, so a redelivery is not counted twice;
+- ``score_one(x, t) -> Score`` says how unusual ``x`` is (value, expected, band, severity,
+  reasons, warm) without changing state;
+- ``to_state()`` / ``from_state(state)`` move the series' state in and out of the engine's
+  mapping as JSON values, at most ``state_bound`` bytes each.
+
+Nothing here does I/O or reads the clock; the engine does not call these yet.
+docs/detectors.md has the method of each detector, its parameters and what is not built yet.
 """
+
+from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, State
+from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
+from spendwarden.detectors.seasonal import SeasonalBaseline
+from spendwarden.detectors.unit_cost import UnitCostDrift
+
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift)}
+
+__all__ = [
+    "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "Score",
+    "SeasonalBaseline", "Severity", "State", "UnitCostDrift",
+]
