@@ -30,7 +30,11 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "window": ("spend_usd_5m", "spend_usd_1h", "calls_5m", "calls_1h"),
     # The budget's own period end, also under its kind (`forecast.day.end_ratio` on a day budget).
     "forecast": ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion", "day", "week", "month"),
+    # Online detectors over this instance's last 60 minutes (docs/detectors.md).
+    "anomaly": ("spend", "unit_cost"),
 }
+# Roots the clock alone can change (re-checked on ticks while the guards hold).
+CLOCK_ROOTS = frozenset({"local", "period", "window", "forecast", "anomaly"})
 FORECAST_FIELDS = ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion")
 # Dimensions a gateway decision field can express (tenant hash, use_case:risk_tier[:model]).
 DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model_or_service"})
@@ -85,7 +89,7 @@ class CompiledRule:
     @property
     def time_dependent(self) -> bool:
         """Whether the clock alone can change the result (re-checked on ticks)."""
-        return bool(self.roots & {"local", "period", "window", "forecast"})
+        return bool(self.roots & CLOCK_ROOTS)
 
 
 @dataclass(slots=True)
@@ -95,6 +99,7 @@ class CompiledBudget:
     file: str
     rules: list[CompiledRule] = field(default_factory=list)
     needs_window: bool = False
+    needs_detectors: bool = False  # some rule reads anomaly.*
     # Scope matchers as (dimension, allowed values) for fast event matching.
     matchers: tuple[tuple[str, frozenset[str]], ...] = ()
 
@@ -129,6 +134,8 @@ class RuleSet:
     rules: list[CompiledRule]
     version: str
     files: list[str]
+    # Detector parameters from a `detectors:` section (checked at load); {} = defaults.
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tenant(self, tenant_id: str) -> TenantSpec:
         return self.tenants.get(tenant_id, self.default_tenant)
@@ -180,9 +187,9 @@ def split_conjuncts(expression: str) -> list[str]:
 
 def clock_step(expression: str, roots: frozenset[str]) -> int:
     """How often the clock alone can change an expression's answer (see CompiledRule)."""
-    if not roots & {"local", "period", "window", "forecast"}:
+    if not roots & CLOCK_ROOTS:
         return 0
-    if roots & {"period", "window", "forecast"} or "minute" in expression:  # textual: any mention counts
+    if roots & (CLOCK_ROOTS - {"local"}) or "minute" in expression:  # textual: any mention counts
         return 60
     return 3600
 
@@ -236,6 +243,25 @@ def _inside_value(source: SourceFile, line: int, column: int | None, inner_line:
         return line, None
     quoted = 1 if start[:1] in ("'", '"') else 0
     return line, column + quoted + inner_col - 1
+
+
+def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
+    """Build each configured detector once so a bad parameter is refused at load, with file:line."""
+    from spendwarden.detectors import SeasonalBaseline, UnitCostDrift
+
+    spec = source.model.detectors
+    assert spec is not None
+    params = {"spend": dict(spec.spend), "unit_cost": dict(spec.unit_cost)}
+    for name, cls in (("spend", SeasonalBaseline), ("unit_cost", UnitCostDrift)):
+        if "tz" in params[name]:
+            line, column = source.locate(("detectors", name, "tz"))
+            raise RuleFileError(source.path, line, column, f"detectors.{name}.tz: the zone is each tenant's own")
+        try:
+            cls(**params[name])
+        except (TypeError, ValueError) as exc:  # DetectorParameterError is a ValueError
+            line, column = source.locate(("detectors", name))
+            raise RuleFileError(source.path, line, column, f"detectors.{name}: {exc}") from None
+    return params
 
 
 def _check_forecast_period(expression: str, period: str, source: SourceFile, loc: tuple[Any, ...]) -> None:
@@ -321,7 +347,15 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
     tenants: dict[str, TenantSpec] = {}
     budgets: dict[str, CompiledBudget] = {}
     pending: list[tuple[SourceFile, int, Rule]] = []
+    detector_params: dict[str, dict[str, Any]] = {}
+    detectors_file: str | None = None
     for source in sources:
+        if source.model.detectors is not None:
+            if detectors_file is not None:
+                line, column = source.locate(("detectors",))
+                raise RuleFileError(source.path, line, column, f"detectors are configured twice (also in {detectors_file})")
+            detectors_file = source.path
+            detector_params = _check_detectors(source)
         for tenant_id, spec in source.model.tenants.items():
             if tenant_id in tenants:
                 line, column = source.locate(("tenants", tenant_id))
@@ -374,7 +408,8 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             residual_roots=residual_roots,
         )
         budget.rules.append(compiled)
-        budget.needs_window = budget.needs_window or "window" in roots
+        budget.needs_window = budget.needs_window or bool(roots & {"window", "anomaly"})
+        budget.needs_detectors = budget.needs_detectors or "anomaly" in roots
         rules.append(compiled)
 
     default = tenants.pop("defaults", TenantSpec())
@@ -388,4 +423,5 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         rules=rules,
         version=digest.hexdigest()[:12],
         files=[s.path for s in sources],
+        detector_params=detector_params,
     )

@@ -9,7 +9,7 @@ high-risk traffic, or it is refused at load.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -159,10 +159,19 @@ class Rule(_Strict):
         return [value] if isinstance(value, str) else value
 
 
+class DetectorsSpec(_Strict):
+    """Parameters of the anomaly detectors that `anomaly.*` in rules reads (docs/detectors.md);
+    empty means the detectors' defaults. The seasonal detector's zone is the tenant's."""
+
+    spend: dict[str, Any] = Field(default_factory=dict)
+    unit_cost: dict[str, Any] = Field(default_factory=dict)
+
+
 class RuleFile(_Strict):
     """One YAML file of a rules directory; every section is optional."""
 
     version: Literal[1] = 1
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
+    detectors: Optional[DetectorsSpec] = None
     budgets: list[Budget] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from typing import Any
 
 from spendwarden.rules.compiler import CompiledBudget, CompiledRule, RuleSet
 from spendwarden.streams import evaluation as ev_
+from spendwarden.streams.anomaly import AnomalyFeed
 from spendwarden.streams.decisions import decision_fields, make_verdict, strictest
 from spendwarden.streams.effects import (
     AlertFiring, AlertResolved, DecisionChanged, Effect, LateSpend, TooLate,
@@ -74,7 +75,7 @@ class Slot:
     event's dimensions resolved once (cached per dimension values in ``Engine._match``)."""
 
     __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
-                 "has_rules", "needs_window", "is_global", "period", "next_period", "next_at")
+                 "has_rules", "needs_window", "needs_detectors", "is_global", "period", "next_period", "next_at")
 
     def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
                  calendar: Calendar) -> None:
@@ -89,6 +90,7 @@ class Slot:
         self.entry = (budget.index, inst)
         self.has_rules = bool(budget.rules)
         self.needs_window = budget.needs_window
+        self.needs_detectors = budget.needs_detectors and tkey != GLOBAL
         self.is_global = tkey == GLOBAL
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
@@ -142,6 +144,7 @@ class Engine:
         self._floors: dict[tuple[int, int], int] = {}
         self._dims = tuple(sorted(dims))
         self._monotone = frozenset(rule.name for rule in rules.rules if rule_is_spend_monotone(rule))
+        self._anomaly = AnomalyFeed(self.state, rules.detector_params, self._calendar)
         self._profiles.clear()  # budget indexes may have moved
         self._forecasts.clear()
         self._dim_key = attrgetter(*self._dims)
@@ -239,6 +242,8 @@ class Engine:
             if slot.is_global:
                 hkey = ("hist", tkey, slot.name, slot.inst)
                 state[hkey] = history_add(state.get(hkey), ts, cost)
+            if slot.needs_detectors:
+                self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost)
             if slot.needs_window:
                 wkey = ("window", tkey, slot.name, slot.inst)
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
@@ -532,6 +537,8 @@ class Engine:
             full = ev_.full_context(context, figures, budget.name, period, window)
             if "forecast" in rule.roots:
                 full["forecast"] = self._forecast(budget, inst, tkey, period, now, spend, limit)
+            if "anomaly" in rule.roots:
+                full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
@@ -568,6 +575,9 @@ class Engine:
         fingerprint = hashlib.sha1(f"{spec.name}|{tkey}|{'/'.join(inst)}|{period.id}".encode()).hexdigest()[:16]
         ratio = figures["used_ratio"]
         summary = spec.summary or f"{budget.name} ({budget.spec.period} {period.id}) at {ratio:.0%} of its limit"
+        if "anomaly" in rule.roots:
+            found = self._anomaly.reasons((tkey, budget.name, inst))
+            summary = "; ".join([summary] + found)
         verdict = None
         fields: list[str] = []
         if spec.decide is not None and rule.decide_tiers:

@@ -1,0 +1,140 @@
+"""Detectors inside the engine: fed with closed hours, scored on the last 60 minutes.
+
+Only budget instances whose rules read ``anomaly.*`` get detectors. Each keeps a bucket of the
+current hour (spend, calls; behind a position fence like the counters); when an event of a later
+hour arrives, the closed hour teaches the seasonal spend baseline (and every idle hour since, as
+zero spend) and the unit-cost drift detector. Rules score the sliding last 60 minutes (the
+budget's ``window`` buckets), so a loop or a misroute shows within minutes, not at the hour's end.
+
+Detector state lives in the engine's mapping (``("det", tenant, budget, instance)``) as JSON and
+is checkpointed like everything else; the live objects are a cache rebuilt from it. Statistics,
+not money: a crash between a bucket's checkpoint and its detector's may skip teaching one hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any, Callable
+
+from spendwarden.detectors import Score, SeasonalBaseline, UnitCostDrift
+from spendwarden.streams.money import NANOS_PER_USD
+from spendwarden.streams.periods import Calendar
+
+HOUR = 3600.0
+MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
+Key = tuple[str, str, tuple[str, ...]]
+
+
+class AnomalyFeed:
+    """Detectors of every watched budget instance of one engine."""
+
+    def __init__(self, state: MutableMapping[Any, Any], params: dict[str, dict[str, Any]],
+                 calendar: Callable[[str], Calendar]) -> None:
+        self.state = state
+        self.calendar = calendar
+        self._spend_params = dict(params.get("spend", {}))
+        self._unit = UnitCostDrift(**params.get("unit_cost", {}))
+        self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
+        self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift]] = {}
+        self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score]]] = {}
+
+    # ------------------------------------------------------------ learning
+    def observe(self, tkey: str, budget: str, inst: tuple[str, ...], ts: float, pos: int, nanos: int) -> None:
+        """Count one event into the instance's current hour; a later hour closes the bucket."""
+        bkey = ("abkt", tkey, budget, inst)
+        hour = int(ts // HOUR)
+        bucket = self.state.get(bkey)
+        if bucket is None:
+            self.state[bkey] = [hour, pos, nanos, 1]
+            return
+        if bucket[1] >= pos:
+            return  # already counted (redelivery)
+        if hour > bucket[0]:
+            self._teach((tkey, budget, inst), bucket, hour)
+            bucket = [hour, pos, nanos, 1]
+        else:
+            bucket = list(bucket)
+            bucket[1] = pos
+            if hour == bucket[0]:
+                bucket[2] += nanos
+                bucket[3] += 1  # an event of an hour already taught only moves the fence
+        self.state[bkey] = bucket
+
+    def _teach(self, key: Key, bucket: list[int], hour: int) -> None:
+        seasonal, unit = self._detectors(key)
+        closed, nanos, calls = bucket[0], bucket[2], bucket[3]
+        seasonal.learn_one({"spend_usd": nanos / NANOS_PER_USD}, closed * HOUR)
+        for idle in range(max(closed + 1, hour - MAX_IDLE_HOURS), hour):
+            seasonal.learn_one({"spend_usd": 0.0}, idle * HOUR)
+        unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
+        self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state()}
+        self._scores.pop(key, None)
+
+    def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift]:
+        found = self._live.get(key)
+        if found is None:
+            zone = self.calendar(key[0]).name
+            proto = self._seasonal.get(zone)
+            if proto is None:
+                proto = self._seasonal[zone] = SeasonalBaseline(tz=zone, **self._spend_params)
+            saved = self.state.get(("det",) + key) or {}
+            found = self._live[key] = (proto.from_state(saved.get("spend")), self._unit.from_state(saved.get("unit_cost")))
+        return found
+
+    # ------------------------------------------------------------ scoring
+    def context(self, key: Key, now: float) -> dict[str, Any]:
+        """``anomaly.*`` for a rule, scored once per minute per instance on the last 60 minutes."""
+        minute = int(now // 60)
+        memo = self._scores.get(key)
+        if memo is not None and memo[0] == minute:
+            return memo[1]
+        seasonal, unit = self._detectors(key)
+        before, this_hour, calls = _window_split(self.state.get(("window",) + key), now)
+        spend_usd = (before + this_hour) / NANOS_PER_USD
+        scores = {"spend": seasonal.score_one({"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour
+                                               / NANOS_PER_USD}, now),
+                  "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now)}
+        context = {name: _cel(score) for name, score in scores.items()}
+        self._scores[key] = (minute, context, scores)
+        return context
+
+    @staticmethod
+    def _as_this_hour(seasonal: SeasonalBaseline, before_nanos: int, now: float) -> float:
+        """The window's part from the previous hour, rescaled to this hour's expected rate: a
+        window just after 18:00 still holds the busy 17:00 hour and must not read as a spike
+        against the quiet 18:00 slot (nor a quiet 8:00 as a drop against 9:00)."""
+        usd = before_nanos / NANOS_PER_USD
+        if usd <= 0:
+            return 0.0
+        previous = seasonal.score_one({"spend_usd": usd}, now - HOUR).expected
+        current = seasonal.score_one({"spend_usd": usd}, now).expected
+        if not previous or not current:
+            return usd
+        return usd * current / previous
+
+    def reasons(self, key: Key) -> list[str]:
+        """What the last scoring of an instance found unusual (for the alert's summary)."""
+        memo = self._scores.get(key)
+        if memo is None:
+            return []
+        return [score.text for score in memo[2].values() if score.warm and score.severity != "none"]
+
+
+def _window_split(buckets: Any, now: float) -> tuple[int, int, int]:
+    """Spend of the last 60 minutes before and since the current hour's start, and its calls."""
+    now_minute = int(now // 60)
+    hour_start = int(now // HOUR) * 60
+    before = this_hour = calls = 0
+    for minute, nanos, count in buckets or ():
+        if 0 <= now_minute - minute < 60:
+            calls += count
+            if minute >= hour_start:
+                this_hour += nanos
+            else:
+                before += nanos
+    return before, this_hour, calls
+
+
+def _cel(score: Score) -> dict[str, Any]:
+    return {"score": float(score.value), "severity": score.severity, "warm": score.warm,
+            "actual": float(score.actual), "expected": float(score.expected or 0.0)}

@@ -1,0 +1,94 @@
+"""Rules reading `anomaly.*`: detectors taught by closed hours, scored on the last 60 minutes."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import pytest
+from conftest import build_event
+
+from spendwarden.exceptions import RuleFileError
+from spendwarden.streams.effects import AlertFiring
+from spendwarden.streams.engine import Engine, position
+
+RULES = """
+tenants:
+  acme: {timezone: Europe/Paris}
+budgets:
+  - {name: uc-day, for_each: [tenant_id, use_case_id], period: day, limit_usd: 100000}
+rules:
+  - name: spend-spike
+    budget: uc-day
+    when: "anomaly.spend.warm && anomaly.spend.score > 6"
+    severity: high
+DETECTORS
+"""
+DAY0 = 1_767_222_000.0  # 2026-01-01T00:00:00+01:00
+
+
+def hourly_usd(hour: int, rng: random.Random) -> float:
+    """Office-hours seasonality in Paris (busy 9-18 on weekdays) with noise."""
+    local = (hour + 0) % 24
+    weekday = (hour // 24 + 3) % 7  # 2026-01-01 is a Thursday
+    base = 20.0 if 9 <= local < 18 and weekday < 5 else 4.0
+    return base * rng.lognormvariate(0, 0.15)
+
+
+class Feed:
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.offset, self.fired = engine, 0, []
+
+    def hour(self, hour: int, usd: float, calls: int = 6, start_minute: int = 0) -> None:
+        for i in range(calls):
+            self.offset += 1
+            ts = DAY0 + hour * 3600 + (start_minute + i * (60 - start_minute) // calls) * 60
+            effects = self.engine.process(build_event(f"{usd / calls:.6f}", tenant="acme", ts=ts), position(self.offset))
+            self.fired += [(e.rule, ts, e.summary) for e in effects if isinstance(e, AlertFiring)]
+
+
+def test_a_spike_fires_within_minutes_after_warm_up_and_normal_weeks_stay_quiet(ruleset_from_yaml: Any) -> None:
+    engine = Engine(ruleset_from_yaml(RULES.replace("DETECTORS", "")))
+    feed, rng = Feed(engine), random.Random(7)
+    for hour in range(21 * 24):  # three normal weeks: warm-up (14 days) and a week of scoring
+        feed.hour(hour, hourly_usd(hour, rng))
+    assert feed.fired == []
+    spike_hour = 21 * 24 + 10  # a Thursday, 10:00 Paris: 10x the usual rate from minute 0
+    for hour in range(21 * 24, spike_hour):
+        feed.hour(hour, hourly_usd(hour, rng))
+    for minute in range(0, 30, 2):
+        feed.offset += 1
+        ts = DAY0 + spike_hour * 3600 + minute * 60
+        effects = engine.process(build_event("14", tenant="acme", ts=ts), position(feed.offset))
+        feed.fired += [(e.rule, ts, e.summary) for e in effects if isinstance(e, AlertFiring)]
+    assert feed.fired, "the spike was not detected"
+    rule, ts, summary = feed.fired[0]
+    assert rule == "spend-spike" and ts - (DAY0 + spike_hour * 3600) <= 15 * 60
+    assert "robust sigmas above" in summary and "hour-of-week profile" in summary
+
+
+def test_detector_state_survives_a_checkpoint_and_scores_the_same(ruleset_from_yaml: Any) -> None:
+    rules = ruleset_from_yaml(RULES.replace("DETECTORS", ""))
+    state: dict[Any, Any] = {}
+    first = Feed(Engine(rules, state))
+    rng = random.Random(3)
+    for hour in range(16 * 24):
+        first.hour(hour, hourly_usd(hour, rng))
+    copied = copy.deepcopy(state)
+    restarted = Engine(rules, copied)
+    key = ("acme", "uc-day", ("acme", "chat"))
+    now = DAY0 + 16 * 24 * 3600 + 600
+    assert restarted._anomaly.context(key, now) == first.engine._anomaly.context(key, now)
+    assert copied[("det",) + key]["spend"]  # the detectors were taught and checkpointed
+
+
+def test_detector_parameters_come_from_the_rules_and_bad_ones_are_refused(ruleset_from_yaml: Any) -> None:
+    tuned = ruleset_from_yaml(RULES.replace("DETECTORS", "detectors:\n  spend: {thresholds: [3, 5, 8]}"))
+    assert tuned.detector_params["spend"] == {"thresholds": [3, 5, 8]}
+    with pytest.raises(RuleFileError, match="detectors.spend"):
+        ruleset_from_yaml(RULES.replace("DETECTORS", "detectors:\n  spend: {thresholds: [5, 3, 8]}"))
+    with pytest.raises(RuleFileError, match="detectors.unit_cost"):
+        ruleset_from_yaml(RULES.replace("DETECTORS", "detectors:\n  unit_cost: {per: miles}"))
+    with pytest.raises(RuleFileError, match="anomaly.latency is not a known field"):
+        ruleset_from_yaml(RULES.replace("DETECTORS", "").replace("anomaly.spend.score", "anomaly.latency.score"))
