@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
@@ -51,8 +51,9 @@ def bench_tenants(count: int) -> dict[str, TenantSpec]:
     return tenants
 
 
-def all_packs(tenant_count: int) -> Any:
-    """Every shipped pack in one rule set: names prefixed with the pack, tenants generated."""
+def all_packs(tenant_count: int, extra: Sequence[RuleFile] = ()) -> Any:
+    """Every shipped pack in one rule set: names prefixed with the pack, tenants generated
+    (``extra`` rule files are added, e.g. by bench/detectors.py)."""
     sources = []
     for rules_file in sorted(PACKS.glob("*/*.yaml")):
         pack = rules_file.parent.name
@@ -64,6 +65,7 @@ def all_packs(tenant_count: int) -> Any:
         sources.append(SourceFile(source.path, RuleFile(budgets=budgets, rules=rules), source.locate, source.raw))
     sources.append(SourceFile("<bench tenants>", RuleFile(tenants=bench_tenants(tenant_count)),
                               lambda loc: (None, None)))
+    sources.extend(SourceFile(f"<extra {i}>", model, lambda loc: (None, None)) for i, model in enumerate(extra))
     return compile_ruleset(sources)
 
 

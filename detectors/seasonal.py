@@ -154,6 +154,21 @@ class SeasonalBaseline:
         s["n"] += 1
         s["h"] = hour
 
+    def expected(self, t: float) -> float | None:
+        """The profile's spend (USD/h) for the hour of ``t``, or None before there is one: what
+        ``score_one`` would report as expected, without its scoring and reasons (cheap)."""
+        s = self._s
+        if s is None:
+            return None
+        hd, hw = local_slots(self.tz, int(t // HOUR))
+        if s["wc"][hw] >= 2:
+            season = s["w"][hw]
+        elif s["dc"][hd] >= self.min_days:
+            season = s["d"][hd]
+        else:
+            return None
+        return max(0.0, math.exp(s["L"] + season) - self.floor_usd)
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """How unusual this hour's spend is against the profile (state unchanged)."""
         s, usd = self._s, max(0.0, float(x.get("spend_usd", 0.0)))

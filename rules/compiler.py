@@ -42,15 +42,16 @@ DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model
 GUARD_FIELDS: dict[str, frozenset[str]] = {
     "budget": frozenset({"spend_usd", "limit_usd", "used_ratio", "remaining_usd"}),
     "window": frozenset(VARIABLES["window"]),
+    "anomaly": frozenset({"spend.score", "unit_cost.score"}),
 }
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
-    r"^\(?\s*(budget|window)\.([a-z_0-9]+)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
+    r"^\(?\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
 )
 _FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
 _GUARD_REVERSED = re.compile(
-    r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window)\.([a-z_0-9]+)\s*\)?$"
+    r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*\)?$"
 )
 
 
@@ -88,8 +89,10 @@ class CompiledRule:
 
     @property
     def time_dependent(self) -> bool:
-        """Whether the clock alone can change the result (re-checked on ticks)."""
-        return bool(self.roots & CLOCK_ROOTS)
+        """Whether the clock alone can turn the rule on (instances waiting for it are re-checked on
+        ticks). Not for `anomaly.*`: the last 60 minutes only grow with events, which evaluate
+        anyway; a firing anomaly is still re-checked every minute (clock_step_s) to resolve."""
+        return bool(self.roots & (CLOCK_ROOTS - {"anomaly"}))
 
 
 @dataclass(slots=True)

@@ -106,8 +106,7 @@ class AnomalyFeed:
         usd = before_nanos / NANOS_PER_USD
         if usd <= 0:
             return 0.0
-        previous = seasonal.score_one({"spend_usd": usd}, now - HOUR).expected
-        current = seasonal.score_one({"spend_usd": usd}, now).expected
+        previous, current = seasonal.expected(now - HOUR), seasonal.expected(now)
         if not previous or not current:
             return usd
         return usd * current / previous

@@ -447,6 +447,10 @@ class Engine:
         window = None
         if budget.needs_window:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
+        anomaly = None
+        if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
+            context = self._anomaly.context((tkey, budget.name, inst), now)
+            anomaly = {"spend.score": context["spend"]["score"], "unit_cost.score": context["unit_cost"]["score"]}
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
         for rule in budget.rules:
@@ -455,7 +459,7 @@ class Engine:
             if firing is not None and firing["period_id"] != period.id:
                 self._resolve_key(fire_key, "period ended", effects)
                 firing = None
-            passed = ev_.guards_pass(rule, figures, window)
+            passed = ev_.guards_pass(rule, figures, window, anomaly)
             result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit)
             if result and firing is None:
                 self._fire(rule, budget, inst, tkey, period, spend, limit, figures, now, effects)

@@ -71,10 +71,12 @@ def window_figures(buckets: list[list[int]] | None, now_minute: int) -> dict[str
     }
 
 
-def guards_pass(rule: CompiledRule, budget: dict[str, float], window: dict[str, float] | None) -> bool:
-    """Whether every numeric guard of the rule holds (a guard on window needs window figures)."""
+def guards_pass(rule: CompiledRule, budget: dict[str, float], window: dict[str, float] | None,
+                anomaly: dict[str, float] | None = None) -> bool:
+    """Whether every numeric guard of the rule holds (a guard on window or anomaly needs their
+    figures; without them CEL decides)."""
     for guard in rule.guards:
-        source = budget if guard.root == "budget" else window
+        source = budget if guard.root == "budget" else window if guard.root == "window" else anomaly
         if source is None:
             return True  # cannot check natively; let CEL decide
         value = source[guard.name]

@@ -92,3 +92,34 @@ def test_detector_parameters_come_from_the_rules_and_bad_ones_are_refused(rulese
         ruleset_from_yaml(RULES.replace("DETECTORS", "detectors:\n  unit_cost: {per: miles}"))
     with pytest.raises(RuleFileError, match="anomaly.latency is not a known field"):
         ruleset_from_yaml(RULES.replace("DETECTORS", "").replace("anomaly.spend.score", "anomaly.latency.score"))
+
+
+def test_a_firing_anomaly_resolves_on_the_clock_once_the_window_has_cooled(ruleset_from_yaml: Any) -> None:
+    from spendwarden.streams.effects import AlertResolved
+
+    engine = Engine(ruleset_from_yaml(RULES.replace("DETECTORS", "")))
+    feed, rng = Feed(engine), random.Random(11)
+    for hour in range(15 * 24 + 10):
+        feed.hour(hour, hourly_usd(hour, rng))
+    spike = 15 * 24 + 10
+    feed.hour(spike, 300.0, calls=20)
+    assert [rule for rule, _, _ in feed.fired] == ["spend-spike"]
+    resolved = []
+    for minute in range(1, 121):  # no traffic: the last 60 minutes empty out
+        resolved += [e for e in engine.advance(DAY0 + (spike + 1) * 3600 + minute * 60) if isinstance(e, AlertResolved)]
+    assert [e.rule for e in resolved] == ["spend-spike"]
+
+
+def test_anomaly_score_thresholds_are_native_guards_and_expected_matches_scoring() -> None:
+    from spendwarden.detectors import SeasonalBaseline
+    from spendwarden.rules.compiler import Guard, extract_guards
+
+    guards, rest = extract_guards("anomaly.spend.warm && anomaly.spend.score > 6 && 2.5 <= anomaly.unit_cost.score")
+    assert guards == (Guard("anomaly", "spend.score", True, 6.0), Guard("anomaly", "unit_cost.score", False, 2.5))
+    assert rest == "anomaly.spend.warm"
+    det, rng = SeasonalBaseline(tz="Europe/Paris"), random.Random(5)
+    for hour in range(10 * 24):
+        det.learn_one({"spend_usd": hourly_usd(hour, rng)}, DAY0 + hour * 3600)
+    for hour in range(10 * 24, 11 * 24):
+        t = DAY0 + hour * 3600
+        assert det.expected(t) == pytest.approx(det.score_one({"spend_usd": 1.0}, t).expected)
