@@ -31,7 +31,7 @@ import orjson
 
 from spendwarden.replay.readers import open_events
 from spendwarden.replay.run import ReplayResult, replay
-from spendwarden.replay.scenario import bench_events
+from spendwarden.replay.bench_stream import bench_events
 from spendwarden.rules.compiler import SourceFile, compile_ruleset
 from spendwarden.rules.loader import read_source
 from spendwarden.rules.schema import RuleFile, TenantSpec

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (  # noqa: E402
     ProgressListener, Stack, Worker, batched_by_tenant, free_port, kill_group, metric, produce, single_records,
 )
-from spendwarden.replay.scenario import bench_events  # noqa: E402
+from spendwarden.replay.bench_stream import bench_events  # noqa: E402
 
 DEMO_RULES = Path(__file__).resolve().parent.parent / "replay" / "data" / "demo-rules"
 GOAL_SINGLE_VS_FAUST = 0.80

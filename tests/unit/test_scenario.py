@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from spendwarden.replay import scenario
-from spendwarden.replay.scenario import Incident, bench_events, demo_incident, demo_tenants, generate
+from spendwarden.replay.bench_stream import bench_events
+from spendwarden.replay.scenario import Incident, demo_incident, demo_tenants, generate
 from spendwarden.streams.events import CostEvent
 
 START = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
