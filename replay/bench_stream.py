@@ -17,7 +17,12 @@ from typing import Any
 
 import orjson
 
-from spendwarden.replay.scenario import _COMMON, CALL_PRICES_NANOS, TOKEN_PRICES_NANOS, _ms, _usd, cost_nanos
+from spendwarden.replay.prices import CALL_PRICES_NANOS, TOKEN_PRICES_NANOS, usd, cost_nanos
+from spendwarden.replay.scenario import _COMMON, _ms
+
+# The models of scenario's tier mixes; not the misroute targets, so the stream stays as it was.
+_BENCH_MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "claude-haiku-4", "gemini-2.0-flash"]
+
 
 def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1,
                  start: datetime = datetime(2026, 11, 24, tzinfo=UTC), hours: float = 24,
@@ -57,7 +62,7 @@ def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1
         steps_of = [low if s is None else s for s in steps_of]
         class_scales = [2 ** ((low + k) / 4) for k in range(max(steps_of) - low + 1)]
         scale_class = [s - low for s in steps_of]
-    pools = [[_frag({**body, "allocated_cost_usd": _usd(round(nanos * scale)), **_COMMON,
+    pools = [[_frag({**body, "allocated_cost_usd": usd(round(nanos * scale)), **_COMMON,
                      "retention_class": "standard"}) for body, nanos in bodies] for scale in class_scales]
     start_ms, span_ms = _ms(start), round(hours * 3_600_000)
     epoch = datetime(1970, 1, 1)
@@ -78,7 +83,7 @@ def bench_events(n: int, tenants: int = 1000, use_cases: int = 10, seed: int = 1
 
 def _bench_bodies(rng: random.Random) -> list[tuple[dict[str, Any], int]]:
     """4,096 call shapes (model calls, vector and web searches) with their list cost in nano-dollars."""
-    models = list(TOKEN_PRICES_NANOS)
+    models = _BENCH_MODELS
     bodies: list[tuple[dict[str, Any], int]] = []
     for _ in range(4096):
         r = rng.random()

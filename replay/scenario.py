@@ -1,11 +1,12 @@
 """Seeded synthetic cost traffic: realistic tenants' traces and the packaged demo day.
 
-Replay, the demo and the benchmarks need traffic that looks like production (diurnal load
-in each tenant's own time zone, agent traces of several calls, a mix of models, half the
-events already priced by the gateway) and is identical for a seed, so a report or a
-benchmark figure can be reproduced. Incidents add labelled bad behaviour on top of the
-normal traffic without changing it: each tenant and incident draws from its own random
-stream, so the same seed with and without an incident gives the same normal events.
+Replay, the demo and the detector evaluation need traffic that looks like production
+(diurnal and weekly load in each tenant's own time zone, agent traces of several calls, a
+mix of models, prompt caching, failed calls retried, half the events already priced by the
+gateway) and is identical for a seed, so a report can be reproduced. Incidents (``Effect``)
+add events, or change the events of their scope inside their window, and touch nothing
+else: each tenant and incident draws from its own random stream, so the same seed with and
+without an incident gives the same events outside the incident's window and scope.
 
 Regenerate the packaged demo with ``python -m spendwarden.replay.scenario --demo``.
 """
@@ -21,36 +22,31 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from spendwarden.exceptions import ConfigError
+from spendwarden.replay.prices import CALL_PRICES_NANOS, PRICING_VERSION, TOKEN_PRICES_NANOS, usd, cost_nanos, reprice
 
-PRICING_VERSION = "2026-10"
-# List prices in nano-dollars: per token (input, output, cached input) or per call.
-TOKEN_PRICES_NANOS: dict[str, tuple[str, int, int, int]] = {
-    "gpt-4o": ("openai", 2500, 10000, 1250),
-    "gpt-4o-mini": ("openai", 150, 600, 75),
-    "claude-sonnet-4": ("anthropic", 3000, 15000, 300),
-    "claude-haiku-4": ("anthropic", 800, 4000, 80),
-    "gemini-2.0-flash": ("google", 100, 400, 25),
-}
-CALL_PRICES_NANOS: dict[str, tuple[str, int]] = {
-    "web-search": ("tool", 5_000_000),
-    "vector-search": ("retrieval", 400_000),
-}
 # Riskier use cases lean on larger models; weights per tier.
-_MODEL_MIX: dict[str, tuple[tuple[str, float], ...]] = {
+MODEL_MIX: dict[str, tuple[tuple[str, float], ...]] = {
     "low": (("gpt-4o-mini", 0.4), ("gemini-2.0-flash", 0.35), ("claude-haiku-4", 0.25)),
     "medium": (("gpt-4o", 0.35), ("gpt-4o-mini", 0.3), ("claude-haiku-4", 0.2), ("claude-sonnet-4", 0.15)),
     "high": (("claude-sonnet-4", 0.5), ("gpt-4o", 0.4), ("claude-haiku-4", 0.1)),
 }
-_TOKENS: dict[str, tuple[int, int]] = {"low": (900, 180), "medium": (2200, 450), "high": (4000, 700)}
-_TRACE_LENGTHS = (1, 2, 3, 4, 5, 6)
-_TRACE_WEIGHTS = (0.25, 0.2, 0.2, 0.15, 0.12, 0.08)
-_MEAN_TRACE = sum(n * w for n, w in zip(_TRACE_LENGTHS, _TRACE_WEIGHTS)) / sum(_TRACE_WEIGHTS)
+TOKENS: dict[str, tuple[int, int]] = {"low": (900, 180), "medium": (2200, 450), "high": (4000, 700)}
+TRACE_LENGTHS = (1, 2, 3, 4, 5, 6)
+TRACE_WEIGHTS = (0.25, 0.2, 0.2, 0.15, 0.12, 0.08)
+MEAN_TRACE = sum(n * w for n, w in zip(TRACE_LENGTHS, TRACE_WEIGHTS)) / sum(TRACE_WEIGHTS)
+# call(): a trace's first call is a model call; later ones are vector search above
+# VECTOR_AT, web search above WEB_AT of a uniform draw. Token counts are lognormal around the
+# tier's medians (sigmas below); a cache hit serves a uniform share of the input from cache.
+VECTOR_AT, WEB_AT = 0.65, 0.85
+IN_SIGMA, OUT_SIGMA = 0.6, 0.7
+CACHED_SHARE = (0.4, 0.9)
+CACHE_HIT = 0.4  # chance a model call hits the cache, unless the profile says otherwise
 _COMMON = {"allocation_method": "direct_metered", "pricing_version": PRICING_VERSION}
 
 UseCase = tuple[str, str, Sequence[str]]  # (use_case_id, risk_tier, workflow_steps)
@@ -68,6 +64,10 @@ class TenantProfile:
     business_unit: str
     environment: str = "prod"
     weights: Sequence[float] | None = None  # share of calls per use case; equal when None
+    cache_hit: Sequence[float] | None = None  # per use case: chance a call hits the cache (CACHE_HIT)
+    weekend: float = 1.0  # load on local Saturdays and Sundays relative to weekdays
+    day_noise: float = 0.0  # sigma of a lognormal volume factor drawn per local day
+    fail_rate: float = 0.0  # share of model calls that fail once (billed input, no output) and retry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +80,9 @@ class Incident:
     start: datetime
     duration_minutes: float
     multiplier: float
+
+    def bind(self, tenant: Tenant, seed: int, index: int) -> Effect:
+        return Runaway(self, tenant, seed, index)
 
 
 def diurnal(local_hour: float) -> float:
@@ -95,20 +98,6 @@ def diurnal(local_hour: float) -> float:
     return 0.08 + 0.92 * ramp
 
 
-def cost_nanos(model: str, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
-               api_calls: int = 1) -> int:
-    """List cost of one event; cached tokens are part of input and billed at the cached rate."""
-    if model in CALL_PRICES_NANOS:
-        return api_calls * CALL_PRICES_NANOS[model][1]
-    _, p_in, p_out, p_cached = TOKEN_PRICES_NANOS[model]
-    return (input_tokens - cached_tokens) * p_in + cached_tokens * p_cached + output_tokens * p_out
-
-
-def _usd(nanos: int) -> float:
-    # Serialises as a plain decimal with at most 9 places (orjson: 0.000015, never 1.5e-05).
-    return round(nanos / 1e9, 9)
-
-
 def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -119,7 +108,8 @@ def _ms(when: datetime) -> int:
     return round(when.timestamp() * 1000)
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson count (normal approximation above 30, where the exact loop gets slow)."""
     if lam <= 0:
         return 0
     if lam > 30:
@@ -131,12 +121,30 @@ def _poisson(rng: random.Random, lam: float) -> int:
     return k
 
 
-class _Tenant:
-    """Draws one tenant's traces minute by minute from its own random stream."""
+def failed(event: dict[str, Any]) -> dict[str, Any]:
+    """A failed attempt of a model call: the prompt is billed, no output comes back.
 
-    def __init__(self, profile: TenantProfile, seed: int) -> None:
+    CostEvent has no status field, so ``output_tokens: 0`` on a model call is what marks a
+    failure (a normal call has at least 5); the id gets ``-failed``.
+    """
+    attempt = {**event, "cost_event_id": event["cost_event_id"] + "-failed", "output_tokens": 0}
+    reprice(attempt)
+    return attempt
+
+
+class Tenant:
+    """Draws one tenant's traces minute by minute from its own random stream.
+
+    ``stream`` names an extra stream of the same tenant (growth, a surge): same profile and
+    load, its own random draws and ids, so the normal traffic stays as it was.
+    """
+
+    def __init__(self, profile: TenantProfile, seed: int, stream: str | None = None) -> None:
         self.p = profile
-        self.rng = random.Random(f"{seed}/{profile.tenant_id}")
+        self.seed = seed
+        self.prefix = profile.tenant_id if stream is None else f"{profile.tenant_id}-{stream}"
+        self.rng = random.Random(f"{seed}/{self.prefix}" if stream is None else f"{seed}/{profile.tenant_id}/{stream}")
+        self.fails = random.Random(f"{seed}/{self.prefix}/failures") if profile.fail_rate > 0 else None
         try:
             self.zone = ZoneInfo(profile.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -144,42 +152,71 @@ class _Tenant:
         weights = list(profile.weights or [1.0] * len(profile.use_cases))
         if len(weights) != len(profile.use_cases) or not profile.use_cases:
             raise ConfigError(f"tenant {profile.tenant_id}: need one weight per use case")
+        hits = list(profile.cache_hit or [CACHE_HIT] * len(profile.use_cases))
+        if len(hits) != len(profile.use_cases):
+            raise ConfigError(f"tenant {profile.tenant_id}: need one cache_hit per use case")
         total = sum(weights)
         self.shares = {uc[0]: w / total for uc, w in zip(profile.use_cases, weights)}
+        self.hit = {uc[0]: h for uc, h in zip(profile.use_cases, hits)}
         self.events = 0
         self.traces = 0
+        self._load_at, self._load = -1, 0.0
+        self._days: dict[int, float] = {}
+
+    def load(self, minute_ms: int) -> float:
+        """Load relative to a weekday's peak: the diurnal shape, the weekend, the day's noise."""
+        if minute_ms != self._load_at:
+            local = datetime.fromtimestamp(minute_ms / 1000, self.zone)
+            shape = diurnal(local.hour + local.minute / 60)
+            if self.p.weekend != 1.0 and local.weekday() >= 5:
+                shape *= self.p.weekend
+            if self.p.day_noise:
+                day = local.toordinal()
+                if day not in self._days:  # drawn per day, not in sequence: any stream gets the same
+                    draw = random.Random(f"{self.seed}/{self.p.tenant_id}/day/{day}")
+                    self._days[day] = draw.lognormvariate(0.0, self.p.day_noise)
+                shape *= self._days[day]
+            self._load_at, self._load = minute_ms, shape
+        return self._load
 
     def calls_per_minute(self, minute_ms: int, use_case_id: str) -> float:
-        local = datetime.fromtimestamp(minute_ms / 1000, self.zone)
-        shape = diurnal(local.hour + local.minute / 60)
-        return self.p.calls_per_hour * shape * self.shares[use_case_id] / 60
+        """Expected events per minute of one use case (failed attempts not included)."""
+        return self.p.calls_per_hour * self.load(minute_ms) * self.shares[use_case_id] / 60
 
-    def minute(self, minute_ms: int, end_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        rng = self.rng
+    def minute(self, minute_ms: int, end_ms: int, factor: float = 1.0,
+               only: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Traces starting in this minute, at ``factor`` x the normal rate (``only`` one use case)."""
+        rng, fails, prefix = self.rng, self.fails, self.prefix
         span = min(60_000, end_ms - minute_ms)
         for use_case in self.p.use_cases:
-            lam = self.calls_per_minute(minute_ms, use_case[0]) * span / 60_000 / _MEAN_TRACE
-            for _ in range(_poisson(rng, lam)):
+            if only is not None and use_case[0] != only:
+                continue
+            lam = self.calls_per_minute(minute_ms, use_case[0]) * span / 60_000 / MEAN_TRACE * factor
+            for _ in range(poisson(rng, lam)):
                 self.traces += 1
-                trace_id = f"{self.p.tenant_id}-t{self.traces:07d}"
+                trace_id = f"{prefix}-t{self.traces:07d}"
                 ms = minute_ms + int(rng.random() * span)
                 steps = use_case[2]
-                for i in range(rng.choices(_TRACE_LENGTHS, _TRACE_WEIGHTS)[0]):
+                for i in range(rng.choices(TRACE_LENGTHS, TRACE_WEIGHTS)[0]):
                     self.events += 1
-                    event_id = f"{self.p.tenant_id}-{self.events:08d}"
-                    yield ms, self.call(rng, use_case, steps[i % len(steps)], event_id, trace_id, first=i == 0)
+                    event_id = f"{prefix}-{self.events:08d}"
+                    event = self.call(rng, use_case, steps[i % len(steps)], event_id, trace_id, first=i == 0)
+                    if fails is not None and "input_tokens" in event and fails.random() < self.p.fail_rate:
+                        yield ms, failed(event)
+                        ms += int(fails.uniform(500, 5000))  # the retry after a back-off
+                    yield ms, event
                     ms += int(rng.uniform(300, 4000))
 
     def call(self, rng: random.Random, use_case: UseCase, step: str, event_id: str, trace_id: str, *,
              first: bool = False, model: str | None = None, input_boost: int = 0) -> dict[str, Any]:
         """One event (ts filled in later): a model call, or a retrieval or tool call."""
         r = 0.0 if first or model else rng.random()
-        if r > 0.85 or model == "web-search":
+        if r > WEB_AT or model == "web-search":
             service = "web-search"
-        elif r > 0.65:
+        elif r > VECTOR_AT:
             service = "vector-search"
         else:
-            service = model or rng.choices(*zip(*_MODEL_MIX[use_case[1]]))[0]
+            service = model or rng.choices(*zip(*MODEL_MIX[use_case[1]]))[0]
         p = self.p
         event: dict[str, Any] = {  # identity first, so a person reading the file sees who and when
             "cost_event_id": event_id, "trace_id": trace_id, "ts": "", "tenant_id": p.tenant_id,
@@ -191,11 +228,11 @@ class _Tenant:
             event.update(component=component, provider="internal", model_or_service=service, api_calls=1)
             nanos = cost_nanos(service)
         else:
-            med_in, med_out = _TOKENS[use_case[1]]
-            tokens_in = min(120_000, int(rng.lognormvariate(math.log(med_in), 0.6)) + input_boost + 20)
-            tokens_out = min(8_000, int(rng.lognormvariate(math.log(med_out), 0.7)) + 5)
-            hit = rng.random() < 0.4
-            cached = int(tokens_in * rng.uniform(0.4, 0.9)) if hit else 0
+            med_in, med_out = TOKENS[use_case[1]]
+            tokens_in = min(120_000, int(rng.lognormvariate(math.log(med_in), IN_SIGMA)) + input_boost + 20)
+            tokens_out = min(8_000, int(rng.lognormvariate(math.log(med_out), OUT_SIGMA)) + 5)
+            hit = rng.random() < self.hit[use_case[0]]
+            cached = int(tokens_in * rng.uniform(*CACHED_SHARE)) if hit else 0
             event.update(
                 component="model_call", provider=TOKEN_PRICES_NANOS[service][0], model_or_service=service,
                 input_tokens=tokens_in, output_tokens=tokens_out, cached_tokens=cached, api_calls=1,
@@ -203,29 +240,56 @@ class _Tenant:
             )
             nanos = cost_nanos(service, tokens_in, tokens_out, cached)
         if rng.random() < 0.5:  # the other half is priced from the pricebook
-            event["allocated_cost_usd"] = _usd(nanos)
+            event["allocated_cost_usd"] = usd(nanos)
         event.update(_COMMON)
         event["retention_class"] = "standard"
         return event
 
 
-class _Runaway:
-    """An agent loop: extra calls at (multiplier - 1) x the use case's normal rate, step plan."""
+class Effect:
+    """An incident bound to its tenant: it adds events (``minute``), changes events (``apply``), or both."""
 
+    adds = False  # generate() asks minute() for events every minute
+    transforms = False  # generate() passes every event of the tenant through apply()
+
+    def minute(self, minute_ms: int, end_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        return iter(())
+
+    def apply(self, ms: int, event: dict[str, Any]) -> None:
+        """Change ``event`` (at ``ms``) in place if it is in this incident's scope and window."""
+
+
+class Bindable(Protocol):
+    """What generate() takes as an incident: a tenant id and a way to bind to that tenant."""
+
+    tenant_id: str
+
+    def bind(self, tenant: Tenant, seed: int, index: int) -> Effect: ...
+
+
+class Runaway(Effect):
+    """An agent loop: extra calls of one step at (multiplier - 1) x a base rate, in a few looping traces.
+
+    The demo's runaway takes the whole use case's rate, step ``plan``, the tier's first model
+    (20% web searches) and a context that grows by ``context_growth`` tokens per iteration.
+    Issue 6's agent loop passes the step's own rate (``share``), ``model=None`` for the step's
+    normal mix of calls and no growth, so only the call count is x5.
+    """
+
+    adds = True
     LOOPS = 3
 
-    def __init__(self, incident: Incident, tenant: _Tenant, seed: int, index: int) -> None:
+    def __init__(self, incident: Incident, tenant: Tenant, seed: int, index: int, *, step: str = "plan",
+                 share: float = 1.0, model: str | None = "tier", context_growth: int = 150) -> None:
         self.inc = incident
         self.index = index
         self.tenant = tenant
         self.rng = random.Random(f"{seed}/incident/{index}/{incident.tenant_id}/{incident.use_case_id}")
         self.start_ms = _ms(incident.start)
         self.end_ms = self.start_ms + round(incident.duration_minutes * 60_000)
-        match = [uc for uc in tenant.p.use_cases if uc[0] == incident.use_case_id]
-        if not match:
-            raise ConfigError(f"incident: tenant {incident.tenant_id} has no use case {incident.use_case_id}")
-        self.use_case = match[0]
-        self.model = _MODEL_MIX[self.use_case[1]][0][0]
+        self.use_case = use_case_of(tenant.p, incident.use_case_id)
+        self.step, self.share, self.growth = step, share, context_growth
+        self.model = MODEL_MIX[self.use_case[1]][0][0] if model == "tier" else model
         self.iterations = [0] * self.LOOPS
         self.ids = 0
 
@@ -234,40 +298,57 @@ class _Runaway:
         if hi <= lo:
             return
         rng, tenant = self.rng, self.tenant
-        rate = tenant.calls_per_minute(minute_ms, self.use_case[0]) * (self.inc.multiplier - 1)
-        for _ in range(_poisson(rng, rate * (hi - lo) / 60_000)):
+        rate = tenant.calls_per_minute(minute_ms, self.use_case[0]) * self.share * (self.inc.multiplier - 1)
+        for _ in range(poisson(rng, rate * (hi - lo) / 60_000)):
             loop = rng.randrange(self.LOOPS)
             self.iterations[loop] += 1
-            service = "web-search" if rng.random() < 0.2 else self.model
-            boost = min(60_000, 150 * self.iterations[loop])  # the loop's context keeps growing
+            service = ("web-search" if rng.random() < 0.2 else self.model) if self.model else None
+            boost = min(60_000, self.growth * self.iterations[loop])  # the loop's context keeps growing
             self.ids += 1
             prefix = f"{tenant.p.tenant_id}-loop{self.index}"
-            event = tenant.call(rng, self.use_case, "plan", f"{prefix}-{self.ids:08d}", f"{prefix}-t{loop}",
+            event = tenant.call(rng, self.use_case, self.step, f"{prefix}-{self.ids:08d}", f"{prefix}-t{loop}",
                                 model=service, input_boost=boost)
             yield lo + int(rng.random() * (hi - lo)), event
 
 
+def use_case_of(profile: TenantProfile, use_case_id: str) -> UseCase:
+    """The tenant's use case by id; an incident naming another is a configuration error."""
+    match = [uc for uc in profile.use_cases if uc[0] == use_case_id]
+    if not match:
+        raise ConfigError(f"incident: tenant {profile.tenant_id} has no use case {use_case_id}")
+    return match[0]
+
+
 def generate(*, start: datetime, hours: float, tenants: list[TenantProfile], seed: int,
-             incidents: Iterable[Incident] = ()) -> Iterator[dict[str, Any]]:
+             incidents: Iterable[Bindable] = ()) -> Iterator[dict[str, Any]]:
     """Cost events as JSON-ready dicts in timestamp order over ``[start, start + hours)``.
 
     Traces start minute by minute and may spill into later minutes, so pending events wait
-    in a heap and are released once no later trace can start before them.
+    in a heap and are released once no later trace can start before them. Incidents that
+    change events see every event of their tenant, whichever source made it.
     """
     start_ms = _ms(start)
     end_ms = start_ms + round(hours * 3_600_000)
-    states = {p.tenant_id: _Tenant(p, seed) for p in tenants}
-    sources: list[_Tenant | _Runaway] = list(states.values())
+    states = {p.tenant_id: Tenant(p, seed) for p in tenants}
+    sources: list[Tenant | Effect] = list(states.values())
+    changes: dict[str, list[Effect]] = {}
     for index, inc in enumerate(incidents):
         if inc.tenant_id not in states:
             raise ConfigError(f"incident: unknown tenant {inc.tenant_id}")
-        sources.append(_Runaway(inc, states[inc.tenant_id], seed, index))
+        effect = inc.bind(states[inc.tenant_id], seed, index)
+        if effect.adds:
+            sources.append(effect)
+        if effect.transforms:
+            changes.setdefault(inc.tenant_id, []).append(effect)
     pending: list[tuple[int, int, dict[str, Any]]] = []
     order = itertools.count()
     for minute_ms in range(start_ms, end_ms, 60_000):
         for source in sources:
             for ms, event in source.minute(minute_ms, end_ms):
                 if ms < end_ms:
+                    if changes:
+                        for effect in changes.get(event["tenant_id"], ()):
+                            effect.apply(ms, event)
                     event["ts"] = _iso(ms)
                     heapq.heappush(pending, (ms, next(order), event))
         boundary = minute_ms + 60_000
