@@ -150,15 +150,16 @@ def cached_share(hit: float) -> float:
     return hit * _MEAN_CACHED
 
 
-def leak_scale(tier: str, hit: float, fail_rate: float, ratio: float) -> float:
-    """Token scale on model calls that makes the use case's cost per event ``ratio`` x.
+def leak_gain(tier: str, hit: float, fail_rate: float) -> float:
+    """How much model calls' tokens must grow per unit of growth in the use case's cost per event.
 
-    Tool calls cost a fixed price per call, so model calls carry the whole rise:
-    ``s * model + tools = ratio * (model + tools)`` per event, failed attempts included.
+    Tool calls cost a fixed price per call, so model calls carry the whole rise: scaling their
+    tokens by ``s = 1 + (ratio - 1) * gain`` makes ``s * model + tools = ratio * (model + tools)``
+    per event, failed attempts included.
     """
     cost_in, cost_out = mix_call_nanos(tier, hit)
     model = MODEL_SHARE * (cost_in + cost_out + fail_rate * cost_in)
-    return 1 + (ratio - 1) * (model + _TOOL_NANOS) / model
+    return (model + _TOOL_NANOS) / model
 
 
 class _Change(Effect):
@@ -214,11 +215,11 @@ class _CacheCollapse(_Change):
 class _SlowLeak(_Change):
     def __init__(self, window: Window, tenant: Tenant, seed: int, index: int) -> None:
         super().__init__(window, tenant, seed, index)
-        self.fail_rate = tenant.p.fail_rate
+        self.gain = leak_gain(self.use_case[1], self.hit, tenant.p.fail_rate)
 
     def change(self, ms: int, event: dict[str, Any]) -> None:
         ratio = LEAK_PER_DAY ** ((ms - self.start_ms) / 86_400_000)
-        scale = leak_scale(self.use_case[1], self.hit, self.fail_rate, ratio)
+        scale = 1 + (ratio - 1) * self.gain
         for key in ("input_tokens", "output_tokens", "cached_tokens"):
             event[key] = round(event[key] * scale)
 

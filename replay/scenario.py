@@ -102,6 +102,11 @@ def diurnal(local_hour: float) -> float:
     return 0.08 + 0.92 * ramp
 
 
+# diurnal() per local minute of the day, from the same expression as datetime fields gave it.
+_DIURNAL = [diurnal(hour + minute / 60) for hour in range(24) for minute in range(60)]
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+
+
 def _iso(ms: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -181,17 +186,33 @@ class Tenant:
         self.events = 0
         self.traces = 0
         self._load_at, self._load = -1, 0.0
+        self._offset_hour: int | None = None
+        self._offset_ms = 0
         self._days: dict[int, float] = {}
+
+    def _local_ms(self, ms: int) -> int:
+        """``ms`` on the local wall clock, with one zone lookup per hour (a lookup is most of a minute's cost)."""
+        hour = ms // 3_600_000
+        if hour != self._offset_hour:
+            first, last = (datetime.fromtimestamp(t / 1000, self.zone).utcoffset() for t in
+                           (hour * 3_600_000, hour * 3_600_000 + 3_599_999))
+            # An hour holding a zone change (St John's changes at :30 UTC) is looked up per call.
+            self._offset_hour = hour if first == last else None
+            self._offset_ms = round(first.total_seconds() * 1000) if first is not None else 0
+        if self._offset_hour is None:
+            offset = datetime.fromtimestamp(ms / 1000, self.zone).utcoffset()
+            return ms + (round(offset.total_seconds() * 1000) if offset is not None else 0)
+        return ms + self._offset_ms
 
     def load(self, minute_ms: int) -> float:
         """Load relative to a weekday's peak: the diurnal shape, the weekend, the day's noise."""
         if minute_ms != self._load_at:
-            local = datetime.fromtimestamp(minute_ms / 1000, self.zone)
-            shape = diurnal(local.hour + local.minute / 60)
-            if self.p.weekend != 1.0 and local.weekday() >= 5:
+            local_ms = self._local_ms(minute_ms)
+            shape = _DIURNAL[local_ms // 60_000 % 1440]
+            day = local_ms // 86_400_000 + _EPOCH_ORDINAL  # the local date's ordinal
+            if self.p.weekend != 1.0 and day % 7 in (6, 0):  # ordinal 1 (1 January of year 1) is a Monday
                 shape *= self.p.weekend
             if self.p.day_noise:
-                day = local.toordinal()
                 if day not in self._days:  # drawn per day, not in sequence: any stream gets the same
                     draw = random.Random(f"{self.seed}/{self.p.tenant_id}/day/{day}")
                     self._days[day] = draw.lognormvariate(0.0, self.p.day_noise)

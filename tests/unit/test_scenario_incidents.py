@@ -25,7 +25,7 @@ from spendwarden.replay.scenario import MEAN_TRACE, TenantProfile, generate
 Event = dict[str, Any]
 T0 = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)  # a Tuesday; the busy tenant is in UTC, at its peak
 BUSY = TenantProfile(
-    "busy", "UTC", 4000, [
+    "busy", "UTC", 3000, [
         ("drafting", "medium", ["plan", "draft", "revise"]),
         ("support_chat", "low", ["classify", "retrieve", "answer"]),
         ("doc_qa", "medium", ["retrieve", "rerank", "answer"]),
