@@ -1,5 +1,5 @@
 """The ``spendwarden`` command: replay, demo, worker, up, rules lint/test/push, schema, pricebook import,
-override (in cli_overrides.py).
+override (in cli_overrides.py), status (cli_status.py), scenario (cli_scenario.py).
 
 User mistakes (a bad file, a bad flag) end with one line on stderr and exit code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -358,10 +358,12 @@ def pricebook_import(path: str, version: str, effective_from: str) -> None:
 
 
 from spendwarden.cli_overrides import override_group  # noqa: E402 - registered after main exists
+from spendwarden.cli_scenario import scenario_command  # noqa: E402
 from spendwarden.cli_status import status_command  # noqa: E402
 
 main.add_command(override_group)
 main.add_command(status_command)
+main.add_command(scenario_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
