@@ -32,7 +32,7 @@ from engine import NullSink, all_packs  # noqa: E402 - the engine bench's rule s
 from spendwarden.detectors import SeasonalBaseline, UnitCostDrift  # noqa: E402
 from spendwarden.replay.readers import open_events  # noqa: E402
 from spendwarden.replay.run import replay  # noqa: E402
-from spendwarden.replay.scenario import bench_events  # noqa: E402
+from spendwarden.replay.bench_stream import bench_events  # noqa: E402
 from spendwarden.rules.schema import RuleFile  # noqa: E402
 from spendwarden.streams.ingest import Ingest  # noqa: E402
 from spendwarden.streams.pricebook import Pricebook  # noqa: E402
