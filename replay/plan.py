@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -47,7 +47,8 @@ DURATION_MINUTES: dict[str, tuple[int, int]] = {
     "cache-collapse": (120, 480), "slow-leak": (LEAK_DAYS * 1440,) * 2, "growth": (GROWTH_DAYS * 1440,) * 2,
     "surge": (1440, 1440),
 }
-_ORDER = ("slow-leak", "growth", "surge", "cache-collapse", "prompt-bloat", "misroute", "agent-loop", "retry-storm")
+_ORDER = ("slow-leak", "growth", "surge", "cache-collapse", "prompt-bloat", "misroute", "agent-loop",
+          "retry-storm")
 _TRIES = 4000  # draws per window before giving up on it
 
 
@@ -88,7 +89,7 @@ def plan(name: str, tenants: Sequence[TenantProfile], *, seed: int, start: datet
     numbers: dict[str, int] = {}
     for w in placed:
         numbers[w.kind] = numbers.get(w.kind, 0) + 1
-        result.windows.append(Window(**{**w.__dict__, "id": f"{w.kind}-{numbers[w.kind]:02d}"}))
+        result.windows.append(replace(w, id=f"{w.kind}-{numbers[w.kind]:02d}"))
     return result
 
 
@@ -166,8 +167,8 @@ class _Placer:
             return None
         if _expected(state, use_case[0], start, end) * share < MIN_NORMAL[kind]:
             return None
-        return Window(kind=cast(Kind, kind), tenant_id=profile.tenant_id, use_case_id=use_case[0], start=start, end=end,
-                      workflow_step=step, model=model, facts=facts)
+        return Window(kind=cast(Kind, kind), tenant_id=profile.tenant_id, use_case_id=use_case[0], start=start,
+                      end=end, workflow_step=step, model=model, facts=facts)
 
 
 def _needed(kind: str) -> timedelta:
@@ -177,7 +178,8 @@ def _needed(kind: str) -> timedelta:
     return shortest + MARGIN
 
 
-def _local_day(rng: random.Random, state: Tenant, earliest: datetime, latest: datetime) -> tuple[datetime, datetime]:
+def _local_day(rng: random.Random, state: Tenant, earliest: datetime,
+               latest: datetime) -> tuple[datetime, datetime]:
     """A whole local calendar day of the tenant, starting at or after ``earliest``."""
     room = max(0, (latest - earliest) // timedelta(minutes=1))
     when = (earliest + timedelta(minutes=rng.randint(0, room))).astimezone(state.zone)

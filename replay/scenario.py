@@ -28,7 +28,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from spendwarden.exceptions import ConfigError
-from spendwarden.replay.prices import CALL_PRICES_NANOS, PRICING_VERSION, TOKEN_PRICES_NANOS, usd, cost_nanos, reprice
+from spendwarden.replay.prices import (
+    CALL_PRICES_NANOS, PRICING_VERSION, TOKEN_PRICES_NANOS, cost_nanos, reprice, usd,
+)
 
 # Riskier use cases lean on larger models; weights per tier.
 MODEL_MIX: dict[str, tuple[tuple[str, float], ...]] = {
@@ -168,7 +170,8 @@ class Tenant:
         self.p = profile
         self.seed = seed
         self.prefix = profile.tenant_id if stream is None else f"{profile.tenant_id}-{stream}"
-        self.rng = random.Random(f"{seed}/{self.prefix}" if stream is None else f"{seed}/{profile.tenant_id}/{stream}")
+        key = f"{seed}/{profile.tenant_id}" if stream is None else f"{seed}/{profile.tenant_id}/{stream}"
+        self.rng = random.Random(key)
         self.fails = random.Random(f"{seed}/{self.prefix}/failures") if profile.fail_rate > 0 else None
         try:
             self.zone = ZoneInfo(profile.timezone)
@@ -191,7 +194,7 @@ class Tenant:
         self._days: dict[int, float] = {}
 
     def _local_ms(self, ms: int) -> int:
-        """``ms`` on the local wall clock, with one zone lookup per hour (a lookup is most of a minute's cost)."""
+        """``ms`` on the local wall clock; one zone lookup per hour (a lookup was most of a minute's cost)."""
         hour = ms // 3_600_000
         if hour != self._offset_hour:
             first, last = (datetime.fromtimestamp(t / 1000, self.zone).utcoffset() for t in

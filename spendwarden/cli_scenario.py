@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 import orjson
@@ -22,11 +23,12 @@ from spendwarden.replay.plan import SCENARIOS, WARMUP_DAYS
 DEFAULT_START = "2026-11-02T00:00:00Z"  # a Monday, after the northern DST changes
 
 
-def write_events(events: object, out: IO[bytes], days: float, progress: bool) -> int:
+def write_events(events: Iterable[dict[str, Any]], out: IO[bytes], progress: bool) -> int:
     """Write events as JSON lines in chunks; one progress line per simulated day on stderr."""
-    count, day, chunk, began = 0, "", [], time.monotonic()
+    count, day, began = 0, "", time.monotonic()
+    chunk: list[bytes] = []
     tty = sys.stderr.isatty()
-    for event in events:  # type: ignore[attr-defined]
+    for event in events:
         chunk.append(orjson.dumps(event))
         count += 1
         if len(chunk) == 4096:
@@ -50,12 +52,14 @@ def write_events(events: object, out: IO[bytes], days: float, progress: bool) ->
 @click.option("--days", type=float, default=30.0, show_default=True, help="Simulated days (fractions allowed).")
 @click.option("--seed", type=int, required=True, help="Same seed, same bytes.")
 @click.option("--tenants", type=int, default=50, show_default=True, help="Tenants, Zipf-sized (t00 the biggest).")
-@click.option("--start", default=DEFAULT_START, show_default=True, help="First simulated minute (ISO 8601, UTC if no zone).")
+@click.option("--start", default=DEFAULT_START, show_default=True,
+              help="First simulated minute (ISO 8601, UTC if no zone).")
 @click.option("--labels", "labels_path", default="labels.json", show_default=True, type=click.Path(dir_okay=False),
               help="Where to write the labelled windows (JSON).")
 @click.option("--warmup-days", type=float, default=WARMUP_DAYS, show_default=True,
               help="Days with no window at the start (detectors' warm-up).")
-@click.option("--per-kind", type=int, default=None, help="Windows per kind (default: one per 10 tenants, at least 1).")
+@click.option("--per-kind", type=int, default=None,
+              help="Windows per kind (default: one per 10 tenants, at least 1).")
 @click.option("--progress/--no-progress", default=True, help="One line per simulated day on stderr.")
 def scenario_command(name: str, days: float, seed: int, tenants: int, start: str, labels_path: str,
                      warmup_days: float, per_kind: int | None, progress: bool) -> None:
@@ -69,7 +73,8 @@ def scenario_command(name: str, days: float, seed: int, tenants: int, start: str
     from spendwarden.replay.tenants import zipf_tenants
 
     if sys.stdout.isatty():
-        raise ConfigError(f"stdout is a terminal; redirect the events: spendwarden scenario {name} ... > events.jsonl")
+        raise ConfigError("stdout is a terminal; redirect the events: "
+                          f"spendwarden scenario {name} ... > events.jsonl")
     if tenants < 1:
         raise ConfigError("--tenants must be at least 1")
     if per_kind is not None and per_kind < 1:
@@ -86,7 +91,7 @@ def scenario_command(name: str, days: float, seed: int, tenants: int, start: str
     for note in result.notes:
         click.echo(f"scenario: note: {note}", err=True)
     began = time.monotonic()
-    count = write_events(events(result, profiles), sys.stdout.buffer, days, progress)
+    count = write_events(events(result, profiles), sys.stdout.buffer, progress)
     incidents = sum(w.is_incident for w in result.windows)
     click.echo(f"scenario {name} seed {seed}: {count:,} events, {days:g} days x {tenants} tenants in "
                f"{time.monotonic() - began:,.1f} s; {len(result.windows)} windows ({incidents} incidents) "

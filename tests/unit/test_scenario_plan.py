@@ -182,7 +182,8 @@ def test_cli_events_validate_replay_and_carry_the_labelled_incident(tmp_path: Pa
 def test_cli_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     for args, message in [
-        (["slow-leak", "--days", "12", "--seed", "1"], "no room for slow-leak windows: it needs --days of at least the warm-up + 10 days 1 h"),
+        (["slow-leak", "--days", "12", "--seed", "1"],
+         "no room for slow-leak windows: it needs --days of at least the warm-up + 10 days 1 h"),
         (["quiet", "--seed", "1", "--start", "yesterday"], "--start 'yesterday' is not an ISO 8601 time"),
         (["quiet", "--seed", "1", "--tenants", "0"], "--tenants must be at least 1"),
     ]:
