@@ -48,7 +48,7 @@ def write_events(events: Iterable[dict[str, Any]], out: IO[bytes], progress: boo
 
 
 @click.command("scenario")
-@click.argument("name", type=click.Choice(SCENARIOS))
+@click.argument("name", type=click.Choice(SCENARIOS), metavar="NAME")
 @click.option("--days", type=float, default=30.0, show_default=True, help="Simulated days (fractions allowed).")
 @click.option("--seed", type=int, required=True, help="Same seed, same bytes.")
 @click.option("--tenants", type=int, default=50, show_default=True, help="Tenants, Zipf-sized (t00 the biggest).")
