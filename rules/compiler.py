@@ -267,6 +267,21 @@ def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
     return params
 
 
+ANOMALY_FIELDS = ("score", "severity", "warm", "actual", "expected")
+_NESTED_REF = re.compile(r"\b(forecast|anomaly)\.([a-z_0-9]+)\.([a-z_0-9]+)")
+
+
+def _check_nested_fields(expression: str, source: SourceFile, loc: tuple[Any, ...]) -> None:
+    """`forecast.day.<field>` and `anomaly.spend.<field>` name known fields (else a run-time error)."""
+    for root, middle, name in _NESTED_REF.findall(_strip_strings(expression)):
+        known = FORECAST_FIELDS if root == "forecast" else ANOMALY_FIELDS
+        if name not in known:
+            line, column = source.locate(loc)
+            raise RuleFileError(source.path, line, column,
+                                f"{'.'.join(map(str, loc))}: {root}.{middle}.{name} is not a known field; "
+                                f"{root}.{middle} offers: {', '.join(known)}")
+
+
 def _check_forecast_period(expression: str, period: str, source: SourceFile, loc: tuple[Any, ...]) -> None:
     """`forecast.week` on a day budget has no meaning: refuse it at load, with file:line."""
     for root, name in _FIELD_REF.findall(_strip_strings(expression)):
@@ -394,6 +409,13 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         roots = _roots(program, rule.when, source, loc + ("when",))
         if "forecast" in roots:
             _check_forecast_period(rule.when, budget.spec.period, source, loc + ("when",))
+        if roots & {"forecast", "anomaly"}:
+            _check_nested_fields(rule.when, source, loc + ("when",))
+        if "anomaly" in roots and not budget.per_tenant:
+            line, column = source.locate(loc + ("when",))
+            raise RuleFileError(source.path, line, column,
+                                f"rules.{i}.when: anomaly.* needs a budget per tenant ({budget.name!r} spans "
+                                "tenants, whose instances keep no detectors)")
         guards, residual_text = extract_guards(rule.when)
         residual = _compile_cel(residual_text, source, loc + ("when",)) if residual_text else None
         residual_roots = frozenset(residual.variables()) if residual is not None else frozenset()

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, Callable
 
-from spendwarden.detectors import Score, SeasonalBaseline, UnitCostDrift
+from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, UnitCostDrift
 from spendwarden.streams.money import NANOS_PER_USD
 from spendwarden.streams.periods import Calendar
 
 HOUR = 3600.0
+RESCORE_GROWTH = 1.1
+CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memory
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -36,7 +38,8 @@ class AnomalyFeed:
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift]] = {}
-        self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score]]] = {}
+        self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int]] = {}
+        self.errors = 0  # detector states that could not be read (reset to a new series)
 
     # ------------------------------------------------------------ learning
     def observe(self, tkey: str, budget: str, inst: tuple[str, ...], ts: float, pos: int, nanos: int) -> None:
@@ -71,6 +74,8 @@ class AnomalyFeed:
         self._scores.pop(key, None)
 
     def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift]:
+        """The instance's live detectors, rebuilt from state on a cache miss (the cache is bounded:
+        idle instances fall out and come back from their state)."""
         found = self._live.get(key)
         if found is None:
             zone = self.calendar(key[0]).name
@@ -78,24 +83,37 @@ class AnomalyFeed:
             if proto is None:
                 proto = self._seasonal[zone] = SeasonalBaseline(tz=zone, **self._spend_params)
             saved = self.state.get(("det",) + key) or {}
-            found = self._live[key] = (proto.from_state(saved.get("spend")), self._unit.from_state(saved.get("unit_cost")))
+            try:
+                found = (proto.from_state(saved.get("spend")), self._unit.from_state(saved.get("unit_cost")))
+            except (DetectorStateError, TypeError, KeyError, ValueError):
+                # A state this version cannot read (an older layout): start the series again
+                # rather than fail every batch that touches the instance.
+                self.errors += 1
+                found = (proto.from_state(None), self._unit.from_state(None))
+            if len(self._live) >= CACHE_MAX:
+                self._live.clear()
+            self._live[key] = found
         return found
 
     # ------------------------------------------------------------ scoring
     def context(self, key: Key, now: float) -> dict[str, Any]:
-        """``anomaly.*`` for a rule, scored once per minute per instance on the last 60 minutes."""
+        """``anomaly.*`` for a rule, on the last 60 minutes: scored again when the minute changes
+        or the window's spend has grown by a tenth since (a burst inside one minute must not
+        hide behind the score of its first event), else the memo answers."""
         minute = int(now // 60)
         memo = self._scores.get(key)
-        if memo is not None and memo[0] == minute:
-            return memo[1]
-        seasonal, unit = self._detectors(key)
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now)
+        if memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH:
+            return memo[1]
+        if len(self._scores) >= CACHE_MAX:
+            self._scores.clear()
+        seasonal, unit = self._detectors(key)
         spend_usd = (before + this_hour) / NANOS_PER_USD
         scores = {"spend": seasonal.score_one({"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour
                                                / NANOS_PER_USD}, now),
                   "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now)}
         context = {name: _cel(score) for name, score in scores.items()}
-        self._scores[key] = (minute, context, scores)
+        self._scores[key] = (minute, context, scores, before + this_hour)
         return context
 
     @staticmethod

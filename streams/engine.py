@@ -561,6 +561,9 @@ class Engine:
             return ev_.forecast_context(fc.end_nanos + shift, fc.low_nanos + shift, fc.high_nanos + shift, limit,
                                         fc.exhausts_at, now, budget.spec.period)
         history = history_hours(self.state.get(("hist", tkey, budget.name, inst)))
+        if len(self._forecasts) >= _MATCH_CACHE_MAX:  # bounded: idle instances rebuild theirs
+            self._forecasts.clear()
+            self._profiles.clear()
         profile = self._profiles.get(key)
         if profile is None or not profile.day_start <= now < profile.day_end:
             profile = self._profiles[key] = build_profile(history, self._calendar(tkey), now)

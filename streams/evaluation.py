@@ -73,14 +73,12 @@ def window_figures(buckets: list[list[int]] | None, now_minute: int) -> dict[str
 
 def guards_pass(rule: CompiledRule, budget: dict[str, float], window: dict[str, float] | None,
                 anomaly: dict[str, float] | None = None) -> bool:
-    """Whether every numeric guard of the rule holds (a guard on window or anomaly needs their
-    figures; without them CEL decides)."""
+    """Whether every numeric guard of the rule holds."""
     for guard in rule.guards:
         source = budget if guard.root == "budget" else window if guard.root == "window" else anomaly
-        if source is None:
-            return True  # cannot check natively; let CEL decide
-        value = source[guard.name]
-        if value < guard.threshold or (guard.strict and value == guard.threshold):
+        # Without figures the value is what CEL would see: 0 (full_context's defaults).
+        value = 0.0 if source is None else source[guard.name]
+        if not (value > guard.threshold if guard.strict else value >= guard.threshold):  # NaN fails, as in CEL
             return False
     return True
 

@@ -123,3 +123,40 @@ def test_anomaly_score_thresholds_are_native_guards_and_expected_matches_scoring
     for hour in range(10 * 24, 11 * 24):
         t = DAY0 + hour * 3600
         assert det.expected(t) == pytest.approx(det.score_one({"spend_usd": 1.0}, t).expected)
+
+
+def test_a_burst_inside_one_minute_is_scored_again_as_it_grows(ruleset_from_yaml: Any) -> None:
+    """Regression (review): the first event of a minute set the memo and the burst behind it
+    read that stale score, so a loop cut off within the minute was never seen."""
+    engine = Engine(ruleset_from_yaml(RULES.replace("DETECTORS", "")))
+    feed, rng = Feed(engine), random.Random(7)
+    for hour in range(21 * 24 + 10):
+        feed.hour(hour, hourly_usd(hour, rng))
+    start = DAY0 + (21 * 24 + 10) * 3600 + 20 * 60
+    feed.offset += 1
+    engine.process(build_event("0.01", tenant="acme", ts=start), position(feed.offset))
+    for second in range(30):
+        feed.offset += 1
+        effects = engine.process(build_event("20", tenant="acme", ts=start + 1 + second), position(feed.offset))
+        feed.fired += [(e.rule, e.at, e.summary) for e in effects if isinstance(e, AlertFiring)]
+    assert [rule for rule, _, _ in feed.fired] == ["spend-spike"]
+
+
+def test_anomaly_on_a_budget_across_tenants_and_unknown_nested_fields_are_refused(ruleset_from_yaml: Any) -> None:
+    across = RULES.replace("DETECTORS", "").replace("for_each: [tenant_id, use_case_id]", "for_each: [use_case_id]")
+    with pytest.raises(RuleFileError, match="needs a budget per tenant"):
+        ruleset_from_yaml(across)
+    with pytest.raises(RuleFileError, match="anomaly.spend.bogus is not a known field"):
+        ruleset_from_yaml(RULES.replace("DETECTORS", "").replace("anomaly.spend.warm", "anomaly.spend.bogus"))
+    with pytest.raises(RuleFileError, match="forecast.day.finish is not a known field"):
+        ruleset_from_yaml(RULES.replace("DETECTORS", "").replace("anomaly.spend.warm", "forecast.day.finish > 1"))
+
+
+def test_an_unreadable_detector_state_starts_the_series_again(ruleset_from_yaml: Any) -> None:
+    state: dict[Any, Any] = {("det", "acme", "uc-day", ("acme", "chat")): {"spend": {"v": "from-the-future"}}}
+    engine = Engine(ruleset_from_yaml(RULES.replace("DETECTORS", "")), state)
+    feed = Feed(engine)
+    feed.hour(0, 5.0)
+    feed.hour(1, 5.0)  # teaches hour 0: reads the stored state first
+    assert engine._anomaly.errors == 1
+    assert state[("det", "acme", "uc-day", ("acme", "chat"))]["spend"]["v"] != "from-the-future"
