@@ -197,6 +197,8 @@ class Engine:
 
         cost = priced.cost_nanos
         hour = int(ts // 3600)
+        day, hour_slot = divmod(hour, 24)
+        hour_slot += 1  # index in a day's history list, after its fence
         effects: list[Effect] = []
         late: list[str] = []
         touched = []
@@ -211,15 +213,17 @@ class Engine:
                 applied = True
                 continue
             if not slot.is_global:  # hourly history, behind its own fence (a key may be checkpointed apart)
-                hkey = ("hist", tkey, slot.name, slot.inst)
+                hkey = ("hist", tkey, slot.name, slot.inst, day)
                 series = state.get(hkey)
-                if series.__class__ is list and series[0] + len(series) - 3 == hour:  # same hour: most events
-                    if series[1] < pos:
-                        series[1] = pos
-                        series[-1] += cost
+                if series.__class__ is list:  # the day's key exists: most events
+                    if series[0] < pos:
+                        series[0] = pos
+                        series[hour_slot] += cost
                         state[hkey] = series
                 else:
-                    state[hkey] = history_add(series, ts, cost, pos)
+                    history_add(state, hkey[:4], ts, cost, pos)
+                if slot.needs_detectors:  # its hour bucket has its own fence too
+                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost)
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
@@ -240,10 +244,7 @@ class Engine:
                 state[key] = (total, pos)
             applied = True
             if slot.is_global:
-                hkey = ("hist", tkey, slot.name, slot.inst)
-                state[hkey] = history_add(state.get(hkey), ts, cost)
-            if slot.needs_detectors:
-                self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost)
+                history_add(state, ("hist", tkey, slot.name, slot.inst), ts, cost)
             if slot.needs_window:
                 wkey = ("window", tkey, slot.name, slot.inst)
                 state[wkey] = ev_.window_add(state.get(wkey), int(ts // 60), cost)
@@ -297,8 +298,7 @@ class Engine:
         fences[source] = pos
         total = cost if current is None else current[0] + cost
         self.state[key] = (total, fences)
-        hkey = ("hist", GLOBAL, budget_name, inst)
-        self.state[hkey] = history_add(self.state.get(hkey), ts, cost)
+        history_add(self.state, ("hist", GLOBAL, budget_name, inst), ts, cost)
         if (period.end > self._frontier(GLOBAL) and slot.has_rules
                 and (cost < 0 or total >= (slot.next_at if slot.next_period == period.id else slot.floor))):
             slot.next_period = period.id
@@ -560,7 +560,7 @@ class Engine:
             shift = spend - seen_spend
             return ev_.forecast_context(fc.end_nanos + shift, fc.low_nanos + shift, fc.high_nanos + shift, limit,
                                         fc.exhausts_at, now, budget.spec.period)
-        history = history_hours(self.state.get(("hist", tkey, budget.name, inst)))
+        history = history_hours(self.state, ("hist", tkey, budget.name, inst), now)
         if len(self._forecasts) >= _MATCH_CACHE_MAX:  # bounded: idle instances rebuild theirs
             self._forecasts.clear()
             self._profiles.clear()

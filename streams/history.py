@@ -1,72 +1,59 @@
-"""Hourly spend of one budget instance: what burn rates and forecasts are computed from.
+"""Hourly spend of one budget instance: what burn rates, forecasts and status are computed from.
 
-Kept as one dense list ``[first_hour, fence, nanos, nanos, ...]`` (hour = ``int(ts // 3600)``, UTC),
-at most ``HISTORY_HOURS`` long: a list of small ints is the cheapest shape to update in place
-on every event and to write to the changelog (JSON), and hours without spend are shared zeros.
-Eight days give an hour-of-day profile over the last seven whole days; an hour-of-week profile
-would need more than two weeks per instance, which the memory budget does not allow
-(docs/forecast.md).
+One key per instance and UTC day, ``("hist", tenant, budget, instance, day)`` with
+``day = hour // 24``, holding ``[fence, nanos x 24]``. A day key is the unit that changes, so
+a checkpoint rewrites 25 small ints for a busy instance instead of its whole history (one list
+for eight days tripled the changelog bytes per commit); hours without spend are shared zeros.
+``HISTORY_DAYS`` days are kept: creating a day's key drops the keys that left the window, so
+a live instance never holds more (an instance that stops spending keeps its last keys, as it
+keeps its old period counters).
 
-History is statistics, not money, but it is updated only where the spend counter is and
-carries its own position fence, so restarts, duplicates and partial checkpoints leave it exact
-too (for budgets across tenants only up to a crash mid-checkpoint: their positions are per
-tenant, and one fence per tenant per hour series is not worth its memory).
+History is statistics, not money, but each day key carries its own position fence, so
+restarts, duplicates and partial checkpoints leave it exact too (for budgets across tenants
+only up to a crash mid-checkpoint: their positions are per tenant, and they pass no fence).
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
-HISTORY_HOURS = 8 * 24
-HEADER = 2  # [first_hour, fence, values...]
+HISTORY_DAYS = 8
+HISTORY_HOURS = HISTORY_DAYS * 24
+_PRUNE_SPAN = 32  # days below the window looked at when a new day starts (after a silence)
 
 
-def history_add(series: Any, ts: float, nanos: int, fence: int | None = None) -> list[int]:
-    """Add spend at ``ts``; returns the (possibly new) list. More than HISTORY_HOURS before the
-    newest hour: dropped.
-
-    ``fence`` is the event's source position: a position at or below the last one applied is
-    skipped, so a key checkpointed ahead of the counter (a crash mid-checkpoint) is not counted
-    twice on redelivery. Budgets across tenants pass None (their positions are per tenant).
-    """
+def history_add(state: MutableMapping[Any, Any], prefix: tuple[Any, ...], ts: float, nanos: int,
+                fence: int | None = None) -> None:
+    """Add spend at ``ts`` to the instance whose keys start with ``prefix`` (``("hist", tenant,
+    budget, instance)``). ``fence`` is the event's source position: a position at or below the
+    last one the day applied is skipped; None (budgets across tenants) always adds."""
     hour = int(ts // 3600)
-    if not series:
-        return [hour, -1 if fence is None else fence, nanos]
-    if not isinstance(series, list):
+    day = hour // 24
+    key = prefix + (day,)
+    series = state.get(key)
+    if series is None:
+        series = [-1] + [0] * 24
+        for old in range(day - HISTORY_DAYS - _PRUNE_SPAN, day - HISTORY_DAYS + 1):
+            state.pop(prefix + (old,), None)
+    elif not isinstance(series, list):
         series = list(series)
     if fence is not None:
-        if series[1] >= fence:
-            return series
-        series[1] = fence
-    first = series[0]
-    index = hour - first + HEADER
-    length = len(series)
-    if index < length:
-        if index >= HEADER:
-            series[index] += nanos
-        elif length - index <= HISTORY_HOURS:  # earlier than the series, still within range
-            series[HEADER:HEADER] = [nanos] + [0] * (HEADER - index - 1)
-            series[0] = hour
-        return series
-    series.extend([0] * (index - length))
-    series.append(nanos)
-    excess = len(series) - HEADER - HISTORY_HOURS
-    if excess > 0:
-        del series[HEADER:excess + HEADER]
-        series[0] = first + excess
-    return series
+        if series[0] >= fence:
+            return
+        series[0] = fence
+    series[1 + hour % 24] += nanos
+    state[key] = series
 
 
-def history_hours(series: Any) -> dict[int, int]:
-    """The series as ``{hour: nanos}`` for hours with spend (what the forecast reads)."""
-    if not series:
-        return {}
-    first = series[0]
-    return {first + i: v for i, v in enumerate(series[HEADER:]) if v}
-
-
-def history_span(series: Any) -> tuple[int, int] | None:
-    """First and last hour the series covers, or None when empty."""
-    if not series:
-        return None
-    return series[0], series[0] + len(series) - HEADER - 1
+def history_hours(state: MutableMapping[Any, Any], prefix: tuple[Any, ...], now: float) -> dict[int, int]:
+    """``{hour: nanos}`` for hours with spend in the window ending at ``now`` (what the forecast
+    reads); the day after ``now`` is included for events stamped slightly ahead of it."""
+    today = int(now // 86400)
+    hours: dict[int, int] = {}
+    for day in range(today - HISTORY_DAYS + 1, today + 2):
+        series = state.get(prefix + (day,))
+        if series:
+            first = day * 24
+            hours.update((first + i, v) for i, v in enumerate(series[1:]) if v)
+    return hours

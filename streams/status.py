@@ -39,7 +39,7 @@ def tenant_status(engine: Engine, tenant_id: str, now: float, use_case: Optional
         period = calendar.period(budget.spec.period, now)
         counter = state.get(("spend", tenant_id, name, inst, period.id))
         spend = counter[0] if counter else 0
-        predicted = forecast(history_hours(state.get(("hist", tenant_id, name, inst))), period, now, spend, limit,
+        predicted = forecast(history_hours(state, ("hist", tenant_id, name, inst), now), period, now, spend, limit,
                              calendar)
         figures = predicted.to_dict()
         found.append({

@@ -157,7 +157,7 @@ def history_sums(engine: Engine, per_tenant_only: bool = False) -> dict[tuple[st
     sums: dict[tuple[str, tuple[str, ...]], int] = defaultdict(int)
     for key, series in engine.state.items():
         if key[0] == "hist" and not (per_tenant_only and key[1] == "*"):
-            sums[(key[2], key[3])] += sum(series[2:])
+            sums[(key[2], key[3])] += sum(series[1:])
     return dict(sums)
 
 

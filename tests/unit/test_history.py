@@ -1,50 +1,54 @@
-"""Hourly spend series (streams/history.py): in-place updates, gaps, pruning, the fence."""
+"""Hourly spend per budget instance (streams/history.py): day keys, the fence, the window."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
-from spendwarden.streams.history import HISTORY_HOURS, history_add, history_hours, history_span
+from spendwarden.streams.checkpoint import decode_value, encode_value
+from spendwarden.streams.history import HISTORY_DAYS, history_add, history_hours
 
 H = 3600.0
-BASE = 500_000 * H  # an hour boundary
+DAY = 20_000  # a UTC day index
+BASE = DAY * 86400.0
+P = ("hist", "acme", "uc-day", ("acme", "chat"))
 
 
-def test_same_hour_adds_gap_hours_are_zero_and_hours_map_skips_them() -> None:
-    series = history_add(None, BASE + 10, 5, fence=1)
-    series = history_add(series, BASE + 20, 7, fence=2)
-    series = history_add(series, BASE + 3 * H + 1, 11, fence=3)
-    assert series == [500_000, 3, 12, 0, 0, 11]
-    assert history_hours(series) == {500_000: 12, 500_003: 11}
-    assert history_span(series) == (500_000, 500_003)
+def test_hours_of_a_day_share_one_key_and_the_hours_map_skips_empty_ones() -> None:
+    state: dict[Any, Any] = {}
+    history_add(state, P, BASE + 10, 5, fence=1)
+    history_add(state, P, BASE + 20, 7, fence=2)
+    history_add(state, P, BASE + 3 * H + 1, 11, fence=3)
+    history_add(state, P, BASE + 25 * H, 2, fence=4)
+    assert state[P + (DAY,)] == [3, 12, 0, 0, 11] + [0] * 20
+    assert history_hours(state, P, BASE + 25 * H) == {DAY * 24: 12, DAY * 24 + 3: 11, DAY * 24 + 25: 2}
 
 
-def test_fence_skips_positions_already_applied() -> None:
-    series = history_add(None, BASE, 5, fence=10)
-    assert history_add(series, BASE, 5, fence=10) == [500_000, 10, 5]
-    assert history_add(series, BASE + H, 5, fence=9) == [500_000, 10, 5]
-    assert history_add(series, BASE + H, 5, fence=None)[2:] == [5, 5]  # across tenants: no fence
+def test_fence_skips_positions_already_applied_per_day() -> None:
+    state: dict[Any, Any] = {}
+    history_add(state, P, BASE, 5, fence=10)
+    history_add(state, P, BASE, 5, fence=10)
+    history_add(state, P, BASE + H, 5, fence=9)
+    assert sum(state[P + (DAY,)][1:]) == 5
+    history_add(state, P, BASE + H, 5)  # across tenants: no fence
+    assert sum(state[P + (DAY,)][1:]) == 10
 
 
-def test_older_than_the_series_is_dropped_and_length_is_bounded() -> None:
-    series = history_add(None, BASE, 1, fence=0)
-    for hour in range(1, HISTORY_HOURS + 50):
-        series = history_add(series, BASE + hour * H, 1, fence=hour)
-    assert len(series) == 2 + HISTORY_HOURS
-    first, last = history_span(series)  # type: ignore[misc]
-    assert last == 500_000 + HISTORY_HOURS + 49 and last - first + 1 == HISTORY_HOURS
-    before = list(series)
-    assert history_add(series, BASE, 99, fence=10**6) [2:] == before[2:]  # too old: not counted
+def test_a_new_day_drops_the_days_that_left_the_window_and_reads_stop_at_it() -> None:
+    state: dict[Any, Any] = {}
+    for day in range(0, 3 * HISTORY_DAYS, 2):  # an instance spending every other day
+        history_add(state, P, BASE + day * 86400, 1, fence=day)
+    days = sorted(key[4] - DAY for key in state)
+    last = 3 * HISTORY_DAYS - 2
+    assert days == [d for d in range(0, last + 1, 2) if d > last - HISTORY_DAYS]
+    hours = history_hours(state, P, BASE + last * 86400 + 60)
+    assert len(hours) == len(days)
 
 
-def test_an_earlier_hour_within_range_extends_the_series_backwards() -> None:
-    series = history_add(None, BASE + 5 * H, 5, fence=1)
-    series = history_add(series, BASE + 2 * H, 3, fence=2)
-    assert series == [500_002, 2, 3, 0, 0, 5]
-    series = history_add(series, BASE + 5 * H - HISTORY_HOURS * H, 1, fence=3)  # just out of range
-    assert series[0] == 500_002
-
-
-def test_a_series_back_from_the_changelog_keeps_working() -> None:
-    series = orjson.loads(orjson.dumps(history_add(None, BASE, 5, fence=1)))
-    assert history_add(tuple(series), BASE + H, 2, fence=2) == [500_000, 2, 5, 2]
+def test_a_day_back_from_the_changelog_keeps_working() -> None:
+    state: dict[Any, Any] = {}
+    history_add(state, P, BASE, 5, fence=1)
+    state = {key: decode_value(orjson.loads(encode_value(value))) for key, value in state.items()}
+    history_add(state, P, BASE + H, 2, fence=2)
+    assert state[P + (DAY,)][:3] == [2, 5, 2]
