@@ -17,18 +17,20 @@ from spendwarden.exceptions import ConfigError
 def fetch_status(workers: list[str], tenant: str, use_case: Optional[str], timeout_s: float = 5.0) -> dict[str, Any]:
     """Ask each worker in turn; the one counting the tenant answers 200, the others 404."""
     query = {"tenant": tenant} | ({"use_case": use_case} if use_case else {})
-    unreachable = []
+    problems = []
     for base in workers:
         url = f"{base.rstrip('/')}/status?{urllib.parse.urlencode(query)}"
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise ConfigError(f"{base}: HTTP {exc.code} {exc.read()[:200].decode(errors='replace')}") from None
+            if exc.code == 400:
+                raise ConfigError(f"{base}: {exc.read()[:200].decode(errors='replace')}") from None
+            if exc.code != 404:  # another worker may still count the tenant
+                problems.append(f"{base} (HTTP {exc.code})")
         except (urllib.error.URLError, OSError) as exc:
-            unreachable.append(f"{base} ({getattr(exc, 'reason', exc)})")
-    where = f"; unreachable: {', '.join(unreachable)}" if unreachable else ""
+            problems.append(f"{base} ({getattr(exc, 'reason', exc)})")
+    where = f"; no answer from: {', '.join(problems)}" if problems else ""
     raise ConfigError(f"no worker asked counts tenant {tenant!r} (give every worker with --worker){where}")
 
 

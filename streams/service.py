@@ -247,8 +247,8 @@ class Service:
             from spendwarden.streams.status import status_report
 
             tenant = request.query.get("tenant")
-            if not tenant:
-                return web.json({"error": "give ?tenant=ID"}, status=400)
+            if not tenant or tenant == "*":
+                return web.json({"error": "give ?tenant=ID (status is per tenant)"}, status=400)
             for engine in list(self.core.engines.values()):
                 if ("clock", tenant) in engine.state:
                     report = status_report(engine, tenant, max(engine.frontier(tenant), time.time()),

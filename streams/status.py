@@ -33,7 +33,7 @@ def tenant_status(engine: Engine, tenant_id: str, now: float, use_case: Optional
         except KeyError:
             continue  # removed by a reload; its counters wait for their period to pass
         scope = dict(zip(budget.spec.for_each, inst))
-        if use_case is not None and scope.get("use_case_id", use_case) != use_case:
+        if use_case is not None and not _covers_use_case(budget.spec, scope, use_case):
             continue
         limit = engine.rules.limit_nanos(budget, tenant_id)
         period = calendar.period(budget.spec.period, now)
@@ -53,6 +53,15 @@ def tenant_status(engine: Engine, tenant_id: str, now: float, use_case: Optional
             "forecast": figures,
         })
     return found
+
+
+def _covers_use_case(spec: Any, scope: dict[str, str], use_case: str) -> bool:
+    """Whether a budget instance counts the use case: its own, or tenant-wide (unless the budget's
+    scope names other use cases)."""
+    if "use_case_id" in scope:
+        return scope["use_case_id"] == use_case
+    allowed = spec.scope_values("use_case_id")
+    return allowed is None or use_case in allowed
 
 
 def status_report(engine: Engine, tenant_id: str, now: float, use_case: Optional[str] = None) -> dict[str, Any]:

@@ -49,3 +49,17 @@ def test_status_spend_is_the_counter_and_forecast_follows_the_hourly_history(
     assert {(b["budget"], b["scope"].get("use_case_id")) for b in only_search} == {
         ("uc-day", "search"), ("tenant-month", None)}
     assert status_report(engine, "nobody", now)["budgets"] == []
+
+
+def test_use_case_filter_keeps_tenant_wide_budgets_unless_scoped_to_other_use_cases(ruleset_from_yaml: Any) -> None:
+    rules = RULES.replace("budgets:\n", "budgets:\n  - {name: search-only, for_each: [tenant_id], scope: {use_case_id: [search]}, "
+                          "period: day, limit_usd: 10}\n")
+    engine = Engine(ruleset_from_yaml(rules))
+    from conftest import build_event
+
+    engine.process(build_event("1", tenant="acme", use_case="search", ts=T0 + 60), position(1))
+    engine.process(build_event("1", tenant="acme", use_case="chat", ts=T0 + 120), position(2))
+    chat = {b["budget"] for b in status_report(engine, "acme", T0 + 180, use_case="chat")["budgets"]}
+    assert chat == {"uc-day", "tenant-month"}
+    search = {b["budget"] for b in status_report(engine, "acme", T0 + 180, use_case="search")["budgets"]}
+    assert search == {"uc-day", "tenant-month", "search-only"}
