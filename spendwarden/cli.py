@@ -1,5 +1,6 @@
 """The ``spendwarden`` command: replay, demo, worker, up, rules lint/test/push, schema, pricebook import,
-override (in cli_overrides.py), status (cli_status.py), scenario (cli_scenario.py).
+override (in cli_overrides.py), status (cli_status.py), scenario (cli_scenario.py); replay's
+--labels/--report/--sweep/--compare live in cli_report.py.
 
 User mistakes (a bad file, a bad flag) end with one line on stderr and exit code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -133,34 +134,45 @@ def _progress_printer(total: int | None, source: Any) -> Any:
     return show
 
 
+def make_ingest(pricebook: str | None, reprice: str | None) -> Any:
+    """Ingest with the given (or bundled) pricebook, pinned to ``reprice`` when given."""
+    from spendwarden.streams.ingest import Ingest
+    from spendwarden.streams.pricebook import Pricebook
+
+    book = Pricebook.load(pricebook) if pricebook else Pricebook.default()
+    if reprice:
+        book = book.pinned(reprice)
+    return Ingest(book, reprice=bool(reprice))
+
+
+def open_source(events: str, start: str | None, end: str | None, partitions: str | None) -> tuple[Any, Any]:
+    """The records of EVENTS (a file, - or kafka://TOPIC) and, for Kafka, how to locate one."""
+    from spendwarden.replay.readers import open_events
+
+    if events.startswith("kafka://"):
+        source = _kafka_source(events, start, end, partitions)
+        return source, source.locate
+    if start or end or partitions:
+        raise ConfigError("--from, --to and --partitions apply to kafka://TOPIC inputs only")
+    return open_events(events), None
+
+
 def run_replay(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
                advance_to: str | None, show: bool, as_json: bool, progress: bool,
                start: str | None = None, end: str | None = None, partitions: str | None = None,
                reprice: str | None = None) -> None:
-    from spendwarden.replay.readers import open_events
     from spendwarden.replay.run import JsonlSink, ListSink, replay, summary_table
     from spendwarden.rules.loader import load_ruleset
-    from spendwarden.streams.ingest import Ingest
-    from spendwarden.streams.pricebook import Pricebook
 
     ruleset = load_ruleset(rules)
-    book = Pricebook.load(pricebook) if pricebook else Pricebook.default()
-    if reprice:
-        book = book.pinned(reprice)
+    ingest = make_ingest(pricebook, reprice)
     advance = _parse_time(advance_to, "--advance-to")
-    locate = None
-    if events.startswith("kafka://"):
-        source: Any = _kafka_source(events, start, end, partitions)
-        locate = source.locate
-    elif start or end or partitions:
-        raise ConfigError("--from, --to and --partitions apply to kafka://TOPIC inputs only")
-    else:
-        source = open_events(events)
+    source, locate = open_source(events, start, end, partitions)
     try:
         inner: Any = JsonlSink(out, locate) if out else ListSink()
         sink = _PrintingSink(inner, show)
         result = replay(
-            source, ruleset, Ingest(book, reprice=bool(reprice)), sink, tick_s=tick, advance_to=advance,
+            source, ruleset, ingest, sink, tick_s=tick, advance_to=advance,
             progress=_progress_printer(source.total_bytes, source) if progress else None,
         )
     finally:
@@ -198,7 +210,7 @@ def _kafka_source(url: str, start: str | None, end: str | None, partitions: str 
 
 @main.command("replay")
 @click.argument("events")
-@click.option("--rules", "rules", required=True, help="Rules directory (or one YAML file).")
+@click.option("--rules", "rules", default=None, help="Rules directory (or one YAML file). Required unless --compare.")
 @click.option("--pricebook", default=None, help="Pricebook YAML (default: the bundled illustrative one).")
 @click.option("--out", default=None, help="Folder for decisions.jsonl, alerts.jsonl, late.jsonl, dead-letter.jsonl.")
 @click.option("--tick", default=60.0, show_default=True, help="Simulated clock step in seconds.")
@@ -213,14 +225,44 @@ def _kafka_source(url: str, start: str | None, end: str | None, partitions: str 
 @click.option("--partitions", default=None, help="kafka:// only: comma-separated partitions (default all).")
 @click.option("--reprice", default=None, metavar="VERSION",
               help="Price every event with this pricebook version, ignoring allocated_cost_usd.")
-def replay_command(events: str, rules: str, pricebook: str | None, out: str | None, tick: float,
+@click.option("--labels", "labels", default=None, type=click.Path(dir_okay=False),
+              help="Labelled windows (from `spendwarden scenario`): score the anomaly alerts against them.")
+@click.option("--report", default=None, type=click.Path(file_okay=False),
+              help="With --labels: write report.md and evaluation.json (sweep.md, compare.md) to this folder.")
+@click.option("--sweep", "sweep", multiple=True, metavar="SETTING=a,b,c",
+              help="With --labels: replay once per value of detectors.KIND.PARAM or rule.NAME:VAR "
+                   "(e.g. rule.spend-spike:anomaly.spend.score=4,6,8) and mark the Pareto frontier.")
+@click.option("--compare", nargs=2, default=None, metavar="OLD_RULES NEW_RULES",
+              help="Replay two rule sets (instead of --rules) and list the alerts that appear or vanish.")
+def replay_command(events: str, rules: str | None, pricebook: str | None, out: str | None, tick: float,
                    advance_to: str | None, show: bool, as_json: bool, progress: bool, start: str | None,
-                   end: str | None, partitions: str | None, reprice: str | None) -> None:
+                   end: str | None, partitions: str | None, reprice: str | None, labels: str | None,
+                   report: str | None, sweep: tuple[str, ...], compare: tuple[str, str] | None) -> None:
     """Run EVENTS (JSONL, JSONL.gz, CSV, Parquet, - for stdin, or kafka://TOPIC) through the engine
     with a simulated clock. kafka://TOPIC reads the range given by --from/--to from the broker in
-    SPENDWARDEN_KAFKA_BOOTSTRAP without joining any consumer group."""
-    run_replay(events, rules, pricebook, out, tick, advance_to, show, as_json, progress,
-               start, end, partitions, reprice)
+    SPENDWARDEN_KAFKA_BOOTSTRAP without joining any consumer group.
+
+    With --labels, the anomaly alerts are scored against labelled windows (docs/detectors.md,
+    "Evaluation"): precision, recall, detection delay and false alerts per detector and kind."""
+    from spendwarden import cli_report
+
+    opts = cli_report.ReplayOptions(events, pricebook, reprice, tick, advance_to, progress, start, end, partitions)
+    if compare:
+        if rules:
+            raise ConfigError("give either --rules or --compare OLD_RULES NEW_RULES, not both")
+        cli_report.run_compare(opts, compare[0], compare[1], labels, report)
+        return
+    if not rules:
+        raise ConfigError("--rules is required (or --compare OLD_RULES NEW_RULES)")
+    if (report or sweep) and not labels:
+        raise ConfigError("--report and --sweep score alerts against labelled windows: add --labels labels.json")
+    if sweep:
+        cli_report.run_sweep(opts, rules, labels, sweep, report)  # type: ignore[arg-type]
+    elif labels:
+        cli_report.run_evaluation(opts, rules, labels, report, out, show)
+    else:
+        run_replay(events, rules, pricebook, out, tick, advance_to, show, as_json, progress,
+                   start, end, partitions, reprice)
 
 
 @main.command("demo")
