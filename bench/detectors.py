@@ -27,11 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import NullSink, all_packs  # noqa: E402 - the engine bench's rule set and sink
+from engine import all_packs  # noqa: E402 - the engine bench's rule set
 
 from spendwarden.detectors import SeasonalBaseline, UnitCostDrift  # noqa: E402
 from spendwarden.replay.readers import open_events  # noqa: E402
-from spendwarden.replay.run import replay  # noqa: E402
+from spendwarden.replay.run import NullSink, replay  # noqa: E402
 from spendwarden.replay.bench_stream import bench_events  # noqa: E402
 from spendwarden.rules.schema import RuleFile  # noqa: E402
 from spendwarden.streams.ingest import Ingest  # noqa: E402

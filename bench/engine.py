@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import orjson
 
 from spendwarden.replay.readers import open_events
-from spendwarden.replay.run import ReplayResult, replay
+from spendwarden.replay.run import NullSink, ReplayResult, replay
 from spendwarden.replay.bench_stream import bench_events
 from spendwarden.rules.compiler import SourceFile, compile_ruleset
 from spendwarden.rules.loader import read_source
@@ -67,17 +67,6 @@ def all_packs(tenant_count: int, extra: Sequence[RuleFile] = ()) -> Any:
                               lambda loc: (None, None)))
     sources.extend(SourceFile(f"<extra {i}>", model, lambda loc: (None, None)) for i, model in enumerate(extra))
     return compile_ruleset(sources)
-
-
-class NullSink:
-    def effect(self, effect: Any) -> None:
-        pass
-
-    def rejected(self, where: int, rejection: Any, raw: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def time_parse_only(path: str) -> tuple[int, float]:

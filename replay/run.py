@@ -64,6 +64,19 @@ class JsonlSink:
             handle.close()
 
 
+class NullSink:
+    """Keeps nothing: for benchmarks and for replays whose effects another sink taps."""
+
+    def effect(self, effect: Any) -> None:
+        pass
+
+    def rejected(self, where: int, rejection: Any, raw: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class ListSink:
     """Keeps effects and rejections in memory (tests, notebooks)."""
 

@@ -59,17 +59,6 @@ class AlertTap:
         self.inner.close()
 
 
-class _NoSink:
-    def effect(self, effect: Any) -> None:
-        pass
-
-    def rejected(self, where: int, rejection: Any, raw: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def command_line(opts: ReplayOptions, rules: str | None, labels: str | None, report: str | None,
                  sweep: Sequence[str] = (), compare: Sequence[str] = ()) -> str:
     """The command that makes this output again (what matters of it: no --show or --progress)."""
@@ -93,10 +82,10 @@ def command_line(opts: ReplayOptions, rules: str | None, labels: str | None, rep
 def replay_alerts(opts: ReplayOptions, ruleset: Any, out: str | None = None, show: bool = False) -> tuple[Any, list]:
     """Replay the events through ``ruleset``; the result and the alert effects as dicts."""
     from spendwarden.cli import _parse_time, _PrintingSink, _progress_printer, make_ingest, open_source
-    from spendwarden.replay.run import JsonlSink, replay
+    from spendwarden.replay.run import JsonlSink, NullSink, replay
 
     source, locate = open_source(opts.events, opts.start, opts.end, opts.partitions)
-    tap = AlertTap(_PrintingSink(JsonlSink(out, locate) if out else _NoSink(), show))
+    tap = AlertTap(_PrintingSink(JsonlSink(out, locate) if out else NullSink(), show))
     try:
         result = replay(source, ruleset, make_ingest(opts.pricebook, opts.reprice), tap, tick_s=opts.tick,
                         advance_to=_parse_time(opts.advance_to, "--advance-to"),
