@@ -9,18 +9,19 @@ Each detector holds its parameters and the state of one series (one scope):
 - ``to_state()`` / ``from_state(state)`` move the series' state in and out of the engine's
   mapping as JSON values, at most ``state_bound`` bytes each.
 
-Nothing here does I/O or reads the clock; the engine does not call these yet.
+Nothing here does I/O or reads the clock; streams/anomaly.py feeds them from the engine.
 docs/detectors.md has the method of each detector, its parameters and what is not built yet.
 """
 
 from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, State
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
+from spendwarden.detectors.profile import TokenProfile
 from spendwarden.detectors.seasonal import SeasonalBaseline
 from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift)}
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenProfile)}
 
 __all__ = [
     "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "Score",
-    "SeasonalBaseline", "Severity", "State", "UnitCostDrift",
+    "SeasonalBaseline", "Severity", "State", "TokenProfile", "UnitCostDrift",
 ]

@@ -31,7 +31,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     # The budget's own period end, also under its kind (`forecast.day.end_ratio` on a day budget).
     "forecast": ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion", "day", "week", "month"),
     # Online detectors over this instance's last 60 minutes (docs/detectors.md).
-    "anomaly": ("spend", "unit_cost"),
+    "anomaly": ("spend", "unit_cost", "profile"),
 }
 # Roots the clock alone can change (re-checked on ticks while the guards hold).
 CLOCK_ROOTS = frozenset({"local", "period", "window", "forecast", "anomaly"})
@@ -42,7 +42,7 @@ DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model
 GUARD_FIELDS: dict[str, frozenset[str]] = {
     "budget": frozenset({"spend_usd", "limit_usd", "used_ratio", "remaining_usd"}),
     "window": frozenset(VARIABLES["window"]),
-    "anomaly": frozenset({"spend.score", "unit_cost.score"}),
+    "anomaly": frozenset({"spend.score", "unit_cost.score", "profile.score"}),
 }
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
@@ -82,6 +82,7 @@ class CompiledRule:
     # Variables the residual (the CEL left after guards) reads: decides how widely its
     # time-only answer can be shared (engine memo).
     residual_roots: frozenset[str] = frozenset()
+    keep_firing_s: float = 0.0  # the rule's keep_firing_for in seconds
 
     @property
     def name(self) -> str:
@@ -250,12 +251,12 @@ def _inside_value(source: SourceFile, line: int, column: int | None, inner_line:
 
 def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
     """Build each configured detector once so a bad parameter is refused at load, with file:line."""
-    from spendwarden.detectors import SeasonalBaseline, UnitCostDrift
+    from spendwarden.detectors import SeasonalBaseline, TokenProfile, UnitCostDrift
 
     spec = source.model.detectors
     assert spec is not None
-    params = {"spend": dict(spec.spend), "unit_cost": dict(spec.unit_cost)}
-    for name, cls in (("spend", SeasonalBaseline), ("unit_cost", UnitCostDrift)):
+    params = {"spend": dict(spec.spend), "unit_cost": dict(spec.unit_cost), "profile": dict(spec.profile)}
+    for name, cls in (("spend", SeasonalBaseline), ("unit_cost", UnitCostDrift), ("profile", TokenProfile)):
         if "tz" in params[name]:
             line, column = source.locate(("detectors", name, "tz"))
             raise RuleFileError(source.path, line, column, f"detectors.{name}.tz: the zone is each tenant's own")
@@ -265,6 +266,20 @@ def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
             line, column = source.locate(("detectors", name))
             raise RuleFileError(source.path, line, column, f"detectors.{name}: {exc}") from None
     return params
+
+
+def _keep_firing(rule: Rule, source: SourceFile, loc: tuple[Any, ...]) -> float:
+    """``keep_firing_for`` in seconds (0 when absent); a bad duration is refused with file:line."""
+    if rule.keep_firing_for is None:
+        return 0.0
+    from spendwarden.streams.overrides import OverrideError, parse_duration
+
+    try:
+        return parse_duration(rule.keep_firing_for)
+    except OverrideError as exc:
+        line, column = source.locate(loc + ("keep_firing_for",))
+        raise RuleFileError(source.path, line, column,
+                            f"{'.'.join(map(str, loc))}.keep_firing_for: {str(exc).replace('override', 'value')}") from None
 
 
 ANOMALY_FIELDS = ("score", "severity", "warm", "actual", "expected")
@@ -431,6 +446,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             decide_tiers=_decide_tiers(rule, budget.spec, source, loc),
             clock_step_s=clock_step(rule.when, roots),
             residual_roots=residual_roots,
+            keep_firing_s=_keep_firing(rule, source, loc),
         )
         budget.rules.append(compiled)
         budget.needs_window = budget.needs_window or bool(roots & {"window", "anomaly"})

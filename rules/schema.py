@@ -152,6 +152,9 @@ class Rule(_Strict):
     runbook: Optional[str] = None
     mode: Literal["enforce", "shadow"] = "enforce"
     labels: dict[str, str] = Field(default_factory=dict)
+    # Like Prometheus' keep_firing_for: once firing, stay firing until the condition has been
+    # false this long ("30m", "2h"), so a score hovering at its threshold is one alert, not ten.
+    keep_firing_for: Optional[str] = None
 
     @field_validator("notify", mode="before")
     @classmethod
@@ -165,6 +168,7 @@ class DetectorsSpec(_Strict):
 
     spend: dict[str, Any] = Field(default_factory=dict)
     unit_cost: dict[str, Any] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
 
 
 class RuleFile(_Strict):

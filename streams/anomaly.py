@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, Callable
 
-from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, UnitCostDrift
+from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, TokenProfile, UnitCostDrift
+from spendwarden.detectors.profile import profile_counts
+from spendwarden.streams.events import CostEvent
 from spendwarden.streams.money import NANOS_PER_USD
 from spendwarden.streams.periods import Calendar
 
 HOUR = 3600.0
 RESCORE_GROWTH = 1.1
 CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memory
+TRACES_KEPT = 48  # traces per scope whose calls and failures are counted (the most recently active)
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -36,14 +39,18 @@ class AnomalyFeed:
         self.calendar = calendar
         self._spend_params = dict(params.get("spend", {}))
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
+        self._profile = TokenProfile(**params.get("profile", {}))
+        self._profiles: dict[Key, TokenProfile] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift]] = {}
         self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int]] = {}
         self.errors = 0  # detector states that could not be read (reset to a new series)
 
     # ------------------------------------------------------------ learning
-    def observe(self, tkey: str, budget: str, inst: tuple[str, ...], ts: float, pos: int, nanos: int) -> None:
-        """Count one event into the instance's current hour; a later hour closes the bucket."""
+    def observe(self, tkey: str, budget: str, inst: tuple[str, ...], ts: float, pos: int, nanos: int,
+                event: CostEvent) -> None:
+        """Count one event into the instance's current hour and minute; a later one closes the bucket."""
+        self._observe_profile((tkey, budget, inst), ts, pos, event)
         bkey = ("abkt", tkey, budget, inst)
         hour = int(ts // HOUR)
         bucket = self.state.get(bkey)
@@ -62,6 +69,56 @@ class AnomalyFeed:
                 bucket[2] += nanos
                 bucket[3] += 1  # an event of an hour already taught only moves the fence
         self.state[bkey] = bucket
+
+    def _observe_profile(self, key: Key, ts: float, pos: int, event: CostEvent) -> None:
+        """The call profile's open minute ``("pbkt", ...)`` = [minute, fence, sums]; the first event
+        of a later minute teaches the closed one (idle minutes teach nothing: decay needs no data)."""
+        bkey = ("pbkt",) + key
+        minute = int(ts // 60)
+        bucket = self.state.get(bkey)
+        if bucket is not None and bucket[1] >= pos:
+            return  # already counted (redelivery)
+        if bucket is None:
+            bucket = [minute, pos, {}, {}]
+        elif minute > bucket[0]:
+            profile = self._profile_of(key)
+            profile.learn_one(bucket[2], (bucket[0] + 1) * 60.0)
+            self.state[("detp",) + key] = profile.to_state()
+            bucket = [minute, pos, {}, bucket[3]]
+        else:
+            bucket[1] = pos
+        # Calls of the scope's most recent traces, and whether each one's last call failed: loops
+        # and retries that fail again.
+        position, refail = 0, False
+        trace = event.trace_id
+        if trace is not None:
+            traces = bucket[3]
+            seen = traces.pop(trace, None) or [0, 0]
+            seen[0] += 1
+            failed = event.component == "model_call" and event.output_tokens <= 0
+            refail = failed and seen[1] == 1  # the call before it in this trace failed too
+            seen[1] = int(failed)
+            traces[trace] = seen
+            if len(traces) > TRACES_KEPT:
+                del traces[next(iter(traces))]
+            position = seen[0]
+        if minute == bucket[0]:  # an event of a minute already taught only moves the fence
+            profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
+                           event.output_tokens, event.cached_tokens, bucket[2], position, refail)
+        self.state[bkey] = bucket
+
+    def _profile_of(self, key: Key) -> TokenProfile:
+        found = self._profiles.get(key)
+        if found is None:
+            try:
+                found = self._profile.from_state(self.state.get(("detp",) + key))
+            except DetectorStateError:
+                self.errors += 1
+                found = self._profile.from_state(None)
+            if len(self._profiles) >= CACHE_MAX:
+                self._profiles.clear()
+            self._profiles[key] = found
+        return found
 
     def _teach(self, key: Key, bucket: list[int], hour: int) -> None:
         seasonal, unit = self._detectors(key)
@@ -109,9 +166,12 @@ class AnomalyFeed:
             self._scores.clear()
         seasonal, unit = self._detectors(key)
         spend_usd = (before + this_hour) / NANOS_PER_USD
+        open_minute = self.state.get(("pbkt",) + key)
         scores = {"spend": seasonal.score_one({"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour
                                                / NANOS_PER_USD}, now),
-                  "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now)}
+                  "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now),
+                  "profile": self._profile_of(key).score_one(
+                      open_minute[2] if open_minute is not None and open_minute[0] == minute else {}, now)}
         context = {name: _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour)
         return context

@@ -223,7 +223,7 @@ class Engine:
                 else:
                     history_add(state, hkey[:4], ts, cost, pos)
                 if slot.needs_detectors:  # its hour bucket has its own fence too
-                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost)
+                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost, event)
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
@@ -450,7 +450,7 @@ class Engine:
         anomaly = None
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
             context = self._anomaly.context((tkey, budget.name, inst), now)
-            anomaly = {"spend.score": context["spend"]["score"], "unit_cost.score": context["unit_cost"]["score"]}
+            anomaly = {f"{name}.score": found["score"] for name, found in context.items()}
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
         for rule in budget.rules:
@@ -461,6 +461,11 @@ class Engine:
                 firing = None
             passed = ev_.guards_pass(rule, figures, window, anomaly)
             result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit)
+            if firing is not None and rule.keep_firing_s:
+                result, held_until = self._hold(rule, fire_key, firing, result, now)
+                firing = state.get(fire_key)
+                if held_until is not None:
+                    recheck = min(recheck, held_until)
             if result and firing is None:
                 self._fire(rule, budget, inst, tkey, period, spend, limit, figures, now, effects)
             elif not result and firing is not None:
@@ -490,6 +495,22 @@ class Engine:
         elif watched is not None:
             watched.pop(entry, None)
         return next_at
+
+    def _hold(self, rule: CompiledRule, fire_key: tuple[Any, ...], firing: dict[str, Any], result: bool,
+              now: float) -> tuple[bool, float | None]:
+        """keep_firing_for: a firing rule whose condition turned false stays firing until it has
+        been false for the hold; returns (firing?, when the hold ends or None)."""
+        cleared = firing.get("clear_since")
+        if result:
+            if cleared is not None:
+                self.state[fire_key] = {k: v for k, v in firing.items() if k != "clear_since"}
+            return True, None
+        if cleared is None:
+            self.state[fire_key] = dict(firing, clear_since=now)
+            cleared = now
+        if now - cleared < rule.keep_firing_s:
+            return True, cleared + rule.keep_firing_s
+        return False, None
 
     def _memo_key(self, rule: CompiledRule, tkey: str, inst: tuple[str, ...]) -> tuple[Any, ...]:
         """How widely a time-only answer is shared: per time zone when it reads only `local.*`

@@ -14,6 +14,7 @@ import pytest
 
 import spendwarden.detectors as detectors
 from spendwarden.detectors import DETECTORS, Detector, DetectorParameterError, DetectorStateError, Score
+from spendwarden.detectors.profile import profile_counts
 
 H = 3600.0
 T0 = 1_764_547_200.0  # 2025-12-01 00:00 UTC, a Monday
@@ -30,7 +31,17 @@ def _unit_cost(rng: random.Random, hour: int) -> Mapping[str, float]:
     return {"cost_usd": n * 0.01 * rng.lognormvariate(0, 0.3), "requests": n, "tokens": n * 900}
 
 
-FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost}
+def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
+    x: dict[str, float] = {}
+    for _ in range(rng.randint(0, 30)):
+        profile_counts("model_call" if rng.random() < 0.7 else "tool_call", rng.choice(["gpt-4o", "gpt-4o-mini"]),
+                       rng.choice(["plan", "answer"]), int(rng.lognormvariate(7, 0.5)),
+                       0 if rng.random() < 0.04 else int(rng.lognormvariate(5, 0.5)),
+                       200 if rng.random() < 0.5 else 0, x)
+    return x
+
+
+FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "profile": _profile}
 
 
 def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
@@ -38,6 +49,12 @@ def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
     size = 10 ** rng.uniform(-6, 6) if rng.random() > 0.05 else 0.0
     if kind == "seasonal":
         return {"spend_usd": size}
+    if kind == "profile":  # many long model and step names: the categories are capped
+        x: dict[str, float] = {}
+        for _ in range(rng.choice([0, 1, 40])):
+            profile_counts("model_call", "m" * 150 + str(rng.randrange(10**6)), "s" * 150 + str(rng.randrange(10**6)),
+                           int(size), int(size), int(size), x)
+        return x
     n = rng.choice([0, 1, 25, 10**6])
     return {"cost_usd": size, "requests": n, "tokens": n * 1000}
 
@@ -137,8 +154,20 @@ def test_state_stays_under_its_stated_bound(kind: str) -> None:
         if hour % 97 == 0 or hour > 24 * 69:
             largest = max(largest, len(orjson.dumps(det.to_state())))
     assert 0 < largest <= cls.state_bound
-    values = orjson.loads(orjson.dumps(det.to_state())).values()
-    assert all(math.isfinite(v) for xs in values if isinstance(xs, list) for v in xs)
+    numbers = list(_numbers(orjson.loads(orjson.dumps(det.to_state()))))
+    assert numbers and all(math.isfinite(v) for v in numbers)
+
+
+def _numbers(value: object) -> Iterator[float]:
+    """Every number inside a JSON value, however nested."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield float(value)
 
 
 def test_a_foreign_or_damaged_state_is_refused(kind: str) -> None:
@@ -149,7 +178,8 @@ def test_a_foreign_or_damaged_state_is_refused(kind: str) -> None:
     with pytest.raises(DetectorStateError):
         det.from_state({**state, "v": "other-1"})
     with pytest.raises(DetectorStateError):
-        det.from_state({k: v[:-1] if isinstance(v, list) and v else v for k, v in state.items()})
+        det.from_state({k: v[:-1] if isinstance(v, list) and v else "damaged" if isinstance(v, dict) else v
+                        for k, v in state.items()})
     for other in set(DETECTORS) - {kind}:
         foreign = DETECTORS[other]()
         list(feed(foreign, other, range(48)))

@@ -1,0 +1,396 @@
+"""Shifts in how a scope's calls look (issue 6, 2c): model mix, workflow-step mix, cache hits,
+failed calls, input and output tokens per model call. Scored per one-minute bucket.
+
+Input: one observation per closed minute per scope, the sums of its calls
+(``profile_counts`` builds them from events; the engine keeps the open minute):
+
+- ``calls``, ``model_calls``, ``failed`` (model calls without output), ``hits`` (model calls
+  with cached tokens), ``ok`` (model calls with output);
+- ``in_log``/``in_log2``: sums of ``log(1 + input_tokens)`` and its square over model calls;
+  ``out_log``/``out_log2`` the same of output tokens over calls with output;
+- ``model:<name>`` (model calls per model) and ``step:<name>`` (calls per workflow step).
+
+Each feature keeps time-decayed sums: **recent** ones (half-lives ``recent_half_lives_min``, 10
+and 60 minutes: a quick view for a sudden shift, a longer one that gathers rare events such as
+failed retries on a small scope) and a **baseline** (half-life ``baseline_half_life_h``). A
+score compares each recent view, plus the open minute passed to ``score_one``, with the
+baseline, and reports each feature's largest shift. A call enters the baseline only as it
+leaves the slowest recent view (half of it after 60 minutes, nearly all after four hours), so
+an incident does not teach the baseline while it is being scored: three failed retries in a
+scope that never had one stay three in nothing, not three in three.
+
+- shares (a model's or a step's share of calls, failed calls and cache hits among model calls)
+  by the signed root of the binomial deviance, which is a z-score that stays honest at small
+  counts (three calls of a never-seen model out of five is a large one, three failures out of
+  five at a 4% rate too). Only the costly direction counts: a model or a step gaining share,
+  more failures, fewer cache hits;
+- tokens per call by the shift of the recent mean of log tokens, in standard errors of the
+  baseline spread: upward only.
+
+Calls of one trace are not independent (a trace's steps follow each other, an agent keeps its
+model), so shares vary more than a binomial says. Each family of shares keeps its own
+dispersion, the decayed mean of each closed minute's Pearson statistic per degree of freedom
+(a quasi-binomial scale, at least 1), and its z-scores are divided by its square root.
+
+Recent sums count a call with weight 1 when it happens and less after, so they are treated as
+counts; that understates the evidence a little (the effective number of a decayed sum is
+larger), which errs toward quiet. Volume itself is not a feature: growth and surges at the
+usual mix score near zero.
+
+Why not river's HalfSpaceTrees: its state is Python objects of ``n_trees * 2**height`` nodes
+(tens of KB a scope, not JSON), it needs features scaled to [0, 1] by hand, and its score does
+not say *which* feature moved, which an alert must. docs/detectors.md has the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from spendwarden.detectors.base import Score, State, check_positive, check_thresholds, fmt, severity_of
+from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
+
+_TAG = "profile-1"
+BASE_FIELDS = ("calls", "model_calls", "failed", "hits", "ok", "in_log", "in_log2", "out_log", "out_log2", "deep",
+               "refail")
+LONG_TRACE = 10  # a call past this many calls of its trace is "deep" (loops make many)
+MAX_CATEGORIES = 12  # models and steps kept per scope; more share one "other" slot
+NAME_CHARS = 48  # category names are cut to this in the state (bounds its size)
+OTHER = "~other"
+_PRIOR = 0.5  # pseudo-calls of every category: a never-seen model has share 0.5 / baseline calls
+_MIN_VAR = 0.01  # floor of the log-token variance (a scope of identical prompts)
+
+
+def profile_counts(component: str, model: str | None, step: str | None, input_tokens: int,
+                   output_tokens: int, cached_tokens: int, into: dict[str, float], trace_calls: int = 0,
+                   refail: bool = False) -> None:
+    """Add one call to a minute's sums (what ``learn_one``/``score_one`` take). ``trace_calls`` is
+    the call's position in its trace (1 for the first; 0 unknown); ``refail`` marks a failed
+    model call right after a failed call of its trace (a retry that failed again)."""
+    into["calls"] = into.get("calls", 0) + 1
+    if trace_calls > LONG_TRACE:
+        into["deep"] = into.get("deep", 0) + 1
+    if step:
+        key = "step:" + step[:NAME_CHARS]
+        into[key] = into.get(key, 0) + 1
+    if component != "model_call":
+        return
+    into["model_calls"] = into.get("model_calls", 0) + 1
+    key = "model:" + (model or "unknown")[:NAME_CHARS]
+    into[key] = into.get(key, 0) + 1
+    if cached_tokens > 0:
+        into["hits"] = into.get("hits", 0) + 1
+    log_in = math.log1p(input_tokens)
+    into["in_log"] = into.get("in_log", 0.0) + log_in
+    into["in_log2"] = into.get("in_log2", 0.0) + log_in * log_in
+    if output_tokens <= 0:
+        into["failed"] = into.get("failed", 0) + 1
+        if refail:
+            into["refail"] = into.get("refail", 0) + 1
+        return
+    into["ok"] = into.get("ok", 0) + 1
+    log_out = math.log1p(output_tokens)
+    into["out_log"] = into.get("out_log", 0.0) + log_out
+    into["out_log2"] = into.get("out_log2", 0.0) + log_out * log_out
+
+
+def binomial_z(k: float, n: float, p: float) -> float:
+    """Signed root of the binomial deviance of ``k`` in ``n`` at rate ``p`` (a z-score)."""
+    if n <= 0:
+        return 0.0
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    q = min(max(k / n, 0.0), 1.0)
+    dev = 0.0
+    if q > 0:
+        dev += k * math.log(q / p)
+    if q < 1:
+        dev += (n - k) * math.log((1 - q) / (1 - p))
+    z = math.sqrt(max(0.0, 2 * dev))
+    return z if q >= p else -z
+
+
+class TokenProfile:
+    """Shifts in one scope's call profile per minute; a high score means a costly shift.
+
+    >>> import random
+    >>> rng = random.Random(5)
+    >>> det = TokenProfile()
+    >>> def minute(model):
+    ...     x = {}
+    ...     for _ in range(20):
+    ...         profile_counts("model_call", model(), "answer", int(rng.lognormvariate(7, 0.5)), 300,
+    ...                        0, x)
+    ...     return x
+    >>> for m in range(3 * 1440):  # three days on the usual mix
+    ...     det.learn_one(minute(lambda: rng.choice(["gpt-4o", "gpt-4o-mini"])), 60.0 * (m + 1))
+    >>> for m in range(m + 1, m + 6):  # five minutes with 30% of calls on a dear model
+    ...     x = minute(lambda: "claude-opus-4" if rng.random() < 0.3 else "gpt-4o")
+    ...     det.learn_one(x, 60.0 * (m + 1))
+    >>> score = det.score_one({}, 60.0 * (m + 1))
+    >>> score.severity, score.reasons[0].split(":")[0]
+    ('high', 'model claude-opus-4')
+    """
+
+    kind: ClassVar[str] = "profile"
+    state_bound: ClassVar[int] = 8192
+
+    def __init__(
+        self,
+        thresholds: tuple[float, float, float] = (6.0, 8.0, 11.0),
+        recent_half_lives_min: tuple[float, ...] = (10.0, 60.0),
+        baseline_half_life_h: float = 72.0,
+        warmup_h: float = 48.0,
+        min_calls: float = 8.0,
+        min_share_change: float = 0.05,
+        min_token_ratio: float = 1.3,
+    ) -> None:
+        self.thresholds = check_thresholds(thresholds)
+        halves = tuple(recent_half_lives_min) if isinstance(recent_half_lives_min, (list, tuple)) else ()
+        if not 1 <= len(halves) <= 3:
+            raise DetectorParameterError(
+                f"recent_half_lives_min {recent_half_lives_min!r} must be one to three numbers of minutes")
+        self.recent_half_lives_min = tuple(check_positive("recent_half_lives_min", h) for h in halves)
+        self.baseline_half_life_h = check_positive("baseline_half_life_h", baseline_half_life_h)
+        self.warmup_h = check_positive("warmup_h", warmup_h)
+        self.min_calls = check_positive("min_calls", min_calls)
+        self.min_share_change = check_positive("min_share_change", min_share_change)
+        if self.min_share_change >= 1:
+            raise DetectorParameterError(f"min_share_change {min_share_change!r} must be < 1")
+        self.min_token_ratio = check_positive("min_token_ratio", min_token_ratio)
+        if self.min_token_ratio < 1:
+            raise DetectorParameterError(f"min_token_ratio {min_token_ratio!r} must be >= 1")
+        self._recent_rates = [math.log(2) / (h * 60) for h in self.recent_half_lives_min]
+        self._slowest = self.recent_half_lives_min.index(max(self.recent_half_lives_min))
+        self._base_rate = math.log(2) / (self.baseline_half_life_h * 3600)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._t0: float | None = None
+        self._t: float | None = None
+        self._recent: list[dict[str, float]] = [{} for _ in self._recent_rates]  # one per half-life
+        self._base: dict[str, float] = {}
+        self._phi: dict[str, list[float]] = {}  # family -> [decayed sum of Pearson/df, decayed weight]
+
+    # ------------------------------------------------------------ river verbs
+    def learn_one(self, x: Mapping[str, float], t: float) -> None:
+        """Fold in one closed minute's sums ending at ``t``; a ``t`` not after the last is ignored."""
+        if self._t is not None and t <= self._t:
+            return
+        if self._t0 is None:
+            self._t0 = t
+        self._decay(t)
+        x = self._folded(x)
+        if self._base.get("calls", 0.0) >= 1:
+            self._learn_dispersion(x)
+        for key, value in x.items():
+            if value:
+                for recent in self._recent:
+                    recent[key] = recent.get(key, 0.0) + value
+        self._prune()
+        self._t = t
+
+    def score_one(self, x: Mapping[str, float], t: float) -> Score:
+        """How the recent calls plus ``x`` (the open minute) differ from the baseline at ``t``."""
+        folded = self._folded(x)
+        if self._t0 is None or self._base.get("calls", 0.0) < 1:
+            return Score(0.0, folded.get("calls", 0.0), None, None, "none", False,
+                         ("no baseline yet: no calls of this scope learned",))
+        best: dict[str, tuple[float, str, float, float]] = {}  # feature -> its largest shift over the horizons
+        for index, half_life in enumerate(self.recent_half_lives_min):
+            recent = self._recent_at(t, index)
+            for key, value in folded.items():
+                recent[key] = recent.get(key, 0.0) + value
+            for z, name, text, actual, expected in self._features(recent):
+                if name not in best or z > best[name][0]:
+                    best[name] = (z, f"{text} (half-life {half_life:g} min)", actual, expected)
+        found = sorted(best.values(), key=lambda f: -f[0])
+        hours = (t - self._t0) / 3600
+        warm = hours >= self.warmup_h
+        value, label, actual, expected = found[0] if found else (0.0, "none", 0.0, 0.0)
+        severity = severity_of(value, self.thresholds) if warm else "none"
+        reasons = [text for z, text, _, _ in found[:3] if z >= self.thresholds[0]] or [
+            f"call profile as usual (largest shift: {label})"]
+        if not warm:
+            reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours of history, no alert yet")
+        return Score(value, actual, expected, None, severity, warm, tuple(reasons))
+
+    # ------------------------------------------------------------ features
+    def _features(self, recent: dict[str, float]) -> list[tuple[float, str, str, float, float]]:
+        """(z, feature, reason, actual, expected) of every costly shift with enough recent calls."""
+        base, out = self._base, []
+        calls, model_calls = recent.get("calls", 0.0), recent.get("model_calls", 0.0)
+        for family, total, base_total in (("model", model_calls, base.get("model_calls", 0.0)),
+                                          ("step", calls, base.get("calls", 0.0))):
+            if total < self.min_calls or base_total <= 0:
+                continue
+            prefix = family + ":"
+            names = {k for k in recent if k.startswith(prefix)} | {k for k in base if k.startswith(prefix)}
+            scale = self._scale(family)
+            for key in names:
+                k = recent.get(key, 0.0)
+                p = (base.get(key, 0.0) + _PRIOR) / (base_total + _PRIOR * (len(names) + 1))
+                if k / total - p < self.min_share_change:
+                    continue
+                z = binomial_z(k, total, p) / scale
+                what = "calls" if family == "step" else "model calls"
+                out.append((z, key, f"{family} {key[len(prefix):]}: {k / total:.0%} of {what} recently vs "
+                               f"{p:.1%} baseline ({z:.1f} sigmas)", k / total, p))
+        if model_calls >= self.min_calls and base.get("model_calls", 0.0) > 0:
+            bm = base["model_calls"]
+            for name, sign, text in (("failed", 1, "failed calls"), ("hits", -1, "cache hits"),
+                                     ("refail", 1, "failed retries (a failure right after a failure in its trace)")):
+                k = recent.get(name, 0.0)
+                p = (base.get(name, 0.0) + _PRIOR) / (bm + 2 * _PRIOR)
+                q = k / model_calls
+                # failures must at least double; cache hits must fall by min_share_change
+                if (q < 2 * p) if sign > 0 else (p - q < self.min_share_change):
+                    continue
+                z = sign * binomial_z(k, model_calls, p) / self._scale(name)
+                out.append((z, name, f"{text} {q:.0%} of model calls recently vs {p:.1%} baseline ({z:.1f} sigmas)",
+                            q, p))
+            out.extend(self._tokens(recent, "in", "model_calls", "input tokens per model call"))
+        if calls >= self.min_calls and base.get("calls", 0.0) > 0:
+            k = recent.get("deep", 0.0)
+            p = (base.get("deep", 0.0) + _PRIOR) / (base["calls"] + 2 * _PRIOR)
+            q = k / calls
+            if q >= 2 * p and q - p >= self.min_share_change / 2:
+                z = binomial_z(k, calls, p) / self._scale("deep")
+                out.append((z, "deep", f"calls deep in long traces (past call {LONG_TRACE}) {q:.0%} of calls recently vs "
+                               f"{p:.1%} baseline ({z:.1f} sigmas)", q, p))
+        out.extend(self._tokens(recent, "out", "ok", "output tokens per call"))
+        return out
+
+    def _tokens(self, recent: dict[str, float], name: str, count: str,
+                text: str) -> list[tuple[float, str, str, float, float]]:
+        n, bn = recent.get(count, 0.0), self._base.get(count, 0.0)
+        if n < self.min_calls or bn < 2:
+            return []
+        mean = recent.get(name + "_log", 0.0) / n
+        base_mean = self._base.get(name + "_log", 0.0) / bn
+        var = max(_MIN_VAR, self._base.get(name + "_log2", 0.0) / bn - base_mean * base_mean)
+        ratio = math.exp(mean - base_mean)
+        if ratio < self.min_token_ratio:
+            return []
+        z = (mean - base_mean) / math.sqrt(var / n)
+        actual, expected = math.expm1(mean), math.expm1(base_mean)
+        return [(z, name, f"{text} x{ratio:.2f} (typical {fmt(actual)} recently vs {fmt(expected)}, {z:.1f} sigmas)",
+                 actual, expected)]
+
+    def _scale(self, family: str) -> float:
+        total = self._phi.get(family)
+        if not total or total[1] < 30:
+            return 1.0
+        return math.sqrt(max(1.0, total[0] / total[1]))
+
+    def _learn_dispersion(self, x: dict[str, float]) -> None:
+        """Each closed minute's Pearson statistic per degree of freedom, per family of shares."""
+        base = self._base
+        for family, n, bn in (("model", x.get("model_calls", 0.0), base.get("model_calls", 0.0)),
+                              ("step", x.get("calls", 0.0), base.get("calls", 0.0))):
+            if n < 2 or bn < 10:
+                continue
+            prefix = family + ":"
+            names = [k for k in base if k.startswith(prefix)]
+            if len(names) < 2:
+                continue
+            stat = 0.0
+            for key in names:
+                p = base[key] / bn
+                stat += (x.get(key, 0.0) - n * p) ** 2 / max(n * p, 1e-9)
+            self._add_phi(family, stat / (len(names) - 1))
+        n, bn = x.get("model_calls", 0.0), base.get("model_calls", 0.0)
+        if n >= 2 and bn >= 10:
+            for name in ("failed", "hits", "refail"):
+                p = min(max(base.get(name, 0.0) / bn, 1e-3), 1 - 1e-3)
+                self._add_phi(name, (x.get(name, 0.0) - n * p) ** 2 / (n * p * (1 - p)))
+        n, bn = x.get("calls", 0.0), base.get("calls", 0.0)
+        if n >= 2 and bn >= 10:
+            p = min(max(base.get("deep", 0.0) / bn, 1e-3), 1 - 1e-3)
+            self._add_phi("deep", (x.get("deep", 0.0) - n * p) ** 2 / (n * p * (1 - p)))
+
+    def _add_phi(self, family: str, value: float) -> None:
+        total = self._phi.setdefault(family, [0.0, 0.0])
+        total[0] += min(value, 50.0)  # one wild minute cannot make the scope deaf
+        total[1] += 1.0
+
+    # ------------------------------------------------------------ state plumbing
+    def _decay(self, t: float) -> None:
+        if self._t is None:
+            return
+        dt = max(0.0, t - self._t)
+        fb = math.exp(-self._base_rate * dt)
+        base = self._base
+        for key in base:
+            base[key] *= fb
+        slowest = self._slowest
+        for index, (rate, recent) in enumerate(zip(self._recent_rates, self._recent)):
+            fr = math.exp(-rate * dt)
+            for key, value in recent.items():
+                if index == slowest:  # what leaves the slowest recent view enters the baseline
+                    base[key] = base.get(key, 0.0) + value * (1 - fr)
+                recent[key] = value * fr
+        for total in self._phi.values():
+            total[0] *= fb
+            total[1] *= fb
+
+    def _recent_at(self, t: float, index: int) -> dict[str, float]:
+        dt = 0.0 if self._t is None else max(0.0, t - self._t)
+        factor = math.exp(-self._recent_rates[index] * dt)
+        return {key: value * factor for key, value in self._recent[index].items()}
+
+    def _folded(self, x: Mapping[str, float]) -> dict[str, float]:
+        """``x`` with names cut to NAME_CHARS and categories beyond MAX_CATEGORIES per family as
+        ``other`` (a scope calling hundreds of models keeps a bounded state)."""
+        out: dict[str, float] = {}
+        for key, value in x.items():
+            value = float(value)
+            if not math.isfinite(value) or value < 0:
+                continue
+            family, sep, name = key.partition(":")
+            if sep:
+                key = f"{family}:{name[:NAME_CHARS]}"
+                if key not in self._base and sum(1 for k in self._base if k.startswith(family + ":")) >= MAX_CATEGORIES:
+                    key = f"{family}:{OTHER}"
+            elif key not in BASE_FIELDS:
+                continue
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+    def _prune(self) -> None:
+        """Forget categories whose baseline weight has faded below a hundredth of a call."""
+        for key in [k for k, v in self._base.items() if ":" in k and v < 0.01]:
+            del self._base[key]
+            for recent in self._recent:
+                recent.pop(key, None)
+
+    def params(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds, "recent_half_lives_min": self.recent_half_lives_min,
+                "baseline_half_life_h": self.baseline_half_life_h, "warmup_h": self.warmup_h,
+                "min_calls": self.min_calls, "min_share_change": self.min_share_change,
+                "min_token_ratio": self.min_token_ratio}
+
+    def to_state(self) -> State:
+        if self._t is None:
+            return {}  # a new series (nothing learned yet)
+        return {"v": _TAG, "t0": self._t0, "t": self._t, "r": [dict(r) for r in self._recent], "b": dict(self._base),
+                "phi": {k: list(v) for k, v in self._phi.items()}}
+
+    def from_state(self, state: State | None) -> Self:
+        new = type(self)(**self.params())
+        if not state:
+            return new
+        if not isinstance(state, dict) or state.get("v") != _TAG:
+            raise DetectorStateError(f"not a {_TAG} state: {str(state)[:80]}")
+        try:
+            new._t0 = None if state["t0"] is None else float(state["t0"])
+            new._t = None if state["t"] is None else float(state["t"])
+            new._recent = [{str(k): float(v) for k, v in r.items()} for r in state["r"]]
+            if len(new._recent) != len(new._recent_rates):
+                raise DetectorStateError(f"{_TAG} state has {len(new._recent)} recent sums, the parameters "
+                                         f"{len(new._recent_rates)}")
+            new._base = {str(k): float(v) for k, v in state["b"].items()}
+            new._phi = {str(k): [float(a), float(b)] for k, (a, b) in state["phi"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DetectorStateError(f"damaged {_TAG} state: {exc}") from None
+        return new
