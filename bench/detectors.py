@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import all_packs  # noqa: E402 - the engine bench's rule set
 
-from spendwarden.detectors import SeasonalBaseline, UnitCostDrift  # noqa: E402
+from spendwarden.detectors import SeasonalBaseline, TokenProfile, UnitCostDrift  # noqa: E402
+from spendwarden.detectors.profile import profile_counts  # noqa: E402
 from spendwarden.replay.readers import open_events  # noqa: E402
 from spendwarden.replay.run import NullSink, replay  # noqa: E402
 from spendwarden.replay.bench_stream import bench_events  # noqa: E402
@@ -44,6 +45,7 @@ ANOMALY_RULES = [
     {"name": "det.spend-anomaly", "budget": "det.uc-day", "when": "anomaly.spend.warm && anomaly.spend.score > 6"},
     {"name": "det.unit-cost-anomaly", "budget": "det.uc-day",
      "when": "anomaly.unit_cost.warm && anomaly.unit_cost.score > 6"},
+    {"name": "det.profile-anomaly", "budget": "det.uc-day", "when": "anomaly.profile.warm && anomaly.profile.score > 6"},
 ]
 
 
@@ -79,6 +81,16 @@ def time_replay(path: str, rules: Any) -> tuple[int, float, Any]:
     return result.events, result.elapsed_s, result.engine
 
 
+def profile_minute(rng: random.Random, _: int) -> dict[str, float]:
+    """One minute of 20 calls of a use case: three models, two steps, cache hits, some failures."""
+    x: dict[str, float] = {}
+    for i in range(20):
+        profile_counts("model_call", rng.choice(("gpt-4o", "gpt-4o-mini", "claude-haiku-4")), ("plan", "answer")[i % 2],
+                       int(rng.lognormvariate(7, 0.5)), 0 if rng.random() < 0.04 else int(rng.lognormvariate(5, 0.5)),
+                       500 if rng.random() < 0.5 else 0, x, i % 5 + 1)
+    return x
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -94,6 +106,8 @@ def main() -> int:
         lambda: UnitCostDrift(per="requests"), 20, 21 * 24,
         lambda rng, h: {"cost_usd": 0.01 * 300 * rng.lognormvariate(0, 0.05), "requests": 300.0})
 
+    profile_learn, profile_score = time_detector(TokenProfile, 20, 21 * 24, profile_minute)
+
     without_rules, with_rules = rule_set(args.tenants, False), rule_set(args.tenants, True)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "events.jsonl")
@@ -107,7 +121,9 @@ def main() -> int:
 
     print(f"\n{'what':<44} {'count':>10} {'seconds':>9} {'per second':>12}")
     for name, rate in (("seasonal learn_one", seasonal_learn), ("seasonal score_one", seasonal_score),
-                       ("unit-cost learn_one", unit_learn), ("unit-cost score_one", unit_score)):
+                       ("unit-cost learn_one", unit_learn), ("unit-cost score_one", unit_score),
+                       ("profile learn_one (one minute of 20 calls)", profile_learn),
+                       ("profile score_one", profile_score)):
         print(f"{name:<44} {'':>10} {'':>9} {rate:>12,.0f}")
     print(f"{'replay without detectors (baseline)':<44} {events:>10,} {without_s:>9.2f} {events / without_s:>12,.0f}")
     print(f"{'replay with detectors':<44} {events:>10,} {with_s:>9.2f} {events / with_s:>12,.0f}")
@@ -117,6 +133,7 @@ def main() -> int:
     print(json.dumps({
         "events": events, "seasonal_scores_per_s": round(seasonal_score), "seasonal_learns_per_s": round(seasonal_learn),
         "unit_cost_scores_per_s": round(unit_score), "unit_cost_learns_per_s": round(unit_learn),
+        "profile_scores_per_s": round(profile_score), "profile_learns_per_s": round(profile_learn),
         "without_events_per_s": round(events / without_s), "with_events_per_s": round(events / with_s),
         "detector_overhead_x": round(overhead, 3), "instances_with_detectors": taught,
     }))

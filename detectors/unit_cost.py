@@ -80,6 +80,7 @@ class UnitCostDrift:
         warmup_h: float = 72.0,
         min_volume: float = 20.0,
         huber_k: float = 3.0,
+        min_sigma: float = 0.02,
     ) -> None:
         if per not in _UNITS:
             raise DetectorParameterError(f"per {per!r} must be one of {', '.join(_UNITS)}")
@@ -97,6 +98,8 @@ class UnitCostDrift:
         self.warmup_h = check_positive("warmup_h", warmup_h)
         self.min_volume = check_positive("min_volume", min_volume)
         self.huber_k = check_positive("huber_k", huber_k)
+        # A series without noise would clip every point to nothing and never see a step.
+        self.min_sigma = check_positive("min_sigma", min_sigma)
         self._divisor, self._unit = _UNITS[per]
         self._s: State | None = None
 
@@ -178,7 +181,7 @@ class UnitCostDrift:
         """The constructor's arguments (what ``from_state`` copies)."""
         return {k: getattr(self, k) for k in (
             "per", "thresholds", "min_change", "fast_half_life_h", "slow_half_life_h", "warmup_h",
-            "min_volume", "huber_k")}
+            "min_volume", "huber_k", "min_sigma")}
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class UnitCostDrift:
         u = math.log(max(cost / volume, _MIN_UNIT))
         x = -math.log(volume)
         params = fit_params(fit, 1.0, _SCALE_KNOWN)
-        var = max(_PRIOR_VAR / volume if params is None else variance(params, x), 1e-24)
+        var = max(_PRIOR_VAR / volume if params is None else variance(params, x), self.min_sigma ** 2)
         weight = 1 / var
         if not st:
             return [weight, weight, u, weight, weight, u, weight, 1.0]
