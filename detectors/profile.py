@@ -141,6 +141,7 @@ class TokenProfile:
         recent_half_lives_min: tuple[float, ...] = (10.0, 60.0),
         baseline_half_life_h: float = 72.0,
         warmup_h: float = 48.0,
+        warmup_calls: float = 200.0,
         min_calls: float = 8.0,
         min_share_change: float = 0.05,
         min_token_ratio: float = 1.3,
@@ -153,6 +154,7 @@ class TokenProfile:
         self.recent_half_lives_min = tuple(check_positive("recent_half_lives_min", h) for h in halves)
         self.baseline_half_life_h = check_positive("baseline_half_life_h", baseline_half_life_h)
         self.warmup_h = check_positive("warmup_h", warmup_h)
+        self.warmup_calls = check_positive("warmup_calls", warmup_calls)
         self.min_calls = check_positive("min_calls", min_calls)
         self.min_share_change = check_positive("min_share_change", min_share_change)
         if self.min_share_change >= 1:
@@ -206,13 +208,15 @@ class TokenProfile:
                     best[name] = (z, f"{text} (half-life {half_life:g} min)", actual, expected)
         found = sorted(best.values(), key=lambda f: -f[0])
         hours = (t - self._t0) / 3600
-        warm = hours >= self.warmup_h
+        learned = self._base.get("calls", 0.0)
+        warm = hours >= self.warmup_h and learned >= self.warmup_calls
         value, label, actual, expected = found[0] if found else (0.0, "none", 0.0, 0.0)
         severity = severity_of(value, self.thresholds) if warm else "none"
         reasons = [text for z, text, _, _ in found[:3] if z >= self.thresholds[0]] or [
             f"call profile as usual (largest shift: {label})"]
         if not warm:
-            reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours of history, no alert yet")
+            reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours and {learned:.0f} of "
+                           f"{self.warmup_calls:g} calls of history, no alert yet")
         return Score(value, actual, expected, None, severity, warm, tuple(reasons))
 
     # ------------------------------------------------------------ features
@@ -243,8 +247,9 @@ class TokenProfile:
                 k = recent.get(name, 0.0)
                 p = (base.get(name, 0.0) + _PRIOR) / (bm + 2 * _PRIOR)
                 q = k / model_calls
-                # failures must at least double; cache hits must fall by min_share_change
-                if (q < 2 * p) if sign > 0 else (p - q < self.min_share_change):
+                # failures must at least double and rise by half a point; cache hits must fall by
+                # min_share_change
+                if (q < 2 * p or q - p < 0.005) if sign > 0 else (p - q < self.min_share_change):
                     continue
                 z = sign * binomial_z(k, model_calls, p) / self._scale(name)
                 out.append((z, name, f"{text} {q:.0%} of model calls recently vs {p:.1%} baseline ({z:.1f} sigmas)",
@@ -342,6 +347,12 @@ class TokenProfile:
     def _folded(self, x: Mapping[str, float]) -> dict[str, float]:
         """``x`` with names cut to NAME_CHARS and categories beyond MAX_CATEGORIES per family as
         ``other`` (a scope calling hundreds of models keeps a bounded state)."""
+        known = self._base.keys() | self._recent[self._slowest].keys()
+        counts: dict[str, int] = {}
+        for key in known:
+            family, sep, _ = key.partition(":")
+            if sep:
+                counts[family] = counts.get(family, 0) + 1
         out: dict[str, float] = {}
         for key, value in x.items():
             value = float(value)
@@ -350,23 +361,30 @@ class TokenProfile:
             family, sep, name = key.partition(":")
             if sep:
                 key = f"{family}:{name[:NAME_CHARS]}"
-                if key not in self._base and sum(1 for k in self._base if k.startswith(family + ":")) >= MAX_CATEGORIES:
-                    key = f"{family}:{OTHER}"
+                if key not in known and key not in out:
+                    if counts.get(family, 0) >= MAX_CATEGORIES:
+                        key = f"{family}:{OTHER}"
+                        if key in known or key in out:
+                            out[key] = out.get(key, 0.0) + value
+                            continue
+                    counts[family] = counts.get(family, 0) + 1
             elif key not in BASE_FIELDS:
                 continue
             out[key] = out.get(key, 0.0) + value
         return out
 
     def _prune(self) -> None:
-        """Forget categories whose baseline weight has faded below a hundredth of a call."""
+        """Forget categories faded below a hundredth of a call, in the baseline and every recent view."""
         for key in [k for k, v in self._base.items() if ":" in k and v < 0.01]:
-            del self._base[key]
-            for recent in self._recent:
-                recent.pop(key, None)
+            if all(recent.get(key, 0.0) < 0.01 for recent in self._recent):
+                del self._base[key]
+                for recent in self._recent:
+                    recent.pop(key, None)
 
     def params(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds, "recent_half_lives_min": self.recent_half_lives_min,
                 "baseline_half_life_h": self.baseline_half_life_h, "warmup_h": self.warmup_h,
+                "warmup_calls": self.warmup_calls,
                 "min_calls": self.min_calls, "min_share_change": self.min_share_change,
                 "min_token_ratio": self.min_token_ratio}
 

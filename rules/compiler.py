@@ -89,6 +89,13 @@ class CompiledRule:
         return self.spec.name
 
     @property
+    def spans_periods(self) -> bool:
+        """Whether a firing alert carries over a period end instead of resolving: it reads no
+        figure of the period (budget, period, forecast) and publishes no decision (a decision
+        expires with its period). Anomaly rules: a loop that runs past midnight is one alert."""
+        return not self.roots & {"budget", "period", "forecast"} and self.spec.decide is None
+
+    @property
     def time_dependent(self) -> bool:
         """Whether the clock alone can turn the rule on (instances waiting for it are re-checked on
         ticks). Not for `anomaly.*`: the last 60 minutes only grow with events, which evaluate

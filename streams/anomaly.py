@@ -13,6 +13,7 @@ not money: a crash between a bucket's checkpoint and its detector's may skip tea
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import MutableMapping
 from typing import Any, Callable
 
@@ -25,7 +26,9 @@ from spendwarden.streams.periods import Calendar
 HOUR = 3600.0
 RESCORE_GROWTH = 1.1
 CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memory
-TRACES_KEPT = 48  # traces per scope whose calls and failures are counted (the most recently active)
+# Traces per scope whose calls and last outcome are counted, the most recently active ones: a
+# scope with more traces open at once than this loses count of its least recently active ones.
+TRACES_KEPT = 256
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -43,7 +46,8 @@ class AnomalyFeed:
         self._profiles: dict[Key, TokenProfile] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift]] = {}
-        self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int]] = {}
+        # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
+        self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int, float]] = {}
         self.errors = 0  # detector states that could not be read (reset to a new series)
 
     # ------------------------------------------------------------ learning
@@ -84,27 +88,29 @@ class AnomalyFeed:
             profile = self._profile_of(key)
             profile.learn_one(bucket[2], (bucket[0] + 1) * 60.0)
             self.state[("detp",) + key] = profile.to_state()
+            self._scores.pop(key, None)
             bucket = [minute, pos, {}, bucket[3]]
         else:
-            bucket[1] = pos
-        # Calls of the scope's most recent traces, and whether each one's last call failed: loops
-        # and retries that fail again.
+            bucket[1] = pos  # an event of an earlier minute (a producer's clock behind) joins the open one
+        # Calls of the scope's most recently active traces, and whether each one's last call
+        # failed: loops and retries that fail again. Keys are CRC-32s of trace ids (compact in a
+        # checkpoint; a collision among TRACES_KEPT traces is one in ~10^7).
         position, refail = 0, False
         trace = event.trace_id
         if trace is not None:
             traces = bucket[3]
-            seen = traces.pop(trace, None) or [0, 0]
+            tkey = f"{zlib.crc32(trace.encode()):x}"
+            seen = traces.pop(tkey, None) or [0, 0]
             seen[0] += 1
             failed = event.component == "model_call" and event.output_tokens <= 0
             refail = failed and seen[1] == 1  # the call before it in this trace failed too
             seen[1] = int(failed)
-            traces[trace] = seen
+            traces[tkey] = seen
             if len(traces) > TRACES_KEPT:
                 del traces[next(iter(traces))]
             position = seen[0]
-        if minute == bucket[0]:  # an event of a minute already taught only moves the fence
-            profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
-                           event.output_tokens, event.cached_tokens, bucket[2], position, refail)
+        profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
+                       event.output_tokens, event.cached_tokens, bucket[2], position, refail)
         self.state[bkey] = bucket
 
     def _profile_of(self, key: Key) -> TokenProfile:
@@ -160,20 +166,22 @@ class AnomalyFeed:
         minute = int(now // 60)
         memo = self._scores.get(key)
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now)
-        if memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH:
+        open_minute = self.state.get(("pbkt",) + key)
+        sums = open_minute[2] if open_minute is not None else {}  # by construction not learned yet
+        open_calls = sums.get("calls", 0)
+        if (memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH
+                and open_calls <= memo[4] * RESCORE_GROWTH + 1):
             return memo[1]
         if len(self._scores) >= CACHE_MAX:
             self._scores.clear()
         seasonal, unit = self._detectors(key)
         spend_usd = (before + this_hour) / NANOS_PER_USD
-        open_minute = self.state.get(("pbkt",) + key)
         scores = {"spend": seasonal.score_one({"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour
                                                / NANOS_PER_USD}, now),
                   "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now),
-                  "profile": self._profile_of(key).score_one(
-                      open_minute[2] if open_minute is not None and open_minute[0] == minute else {}, now)}
+                  "profile": self._profile_of(key).score_one(sums, now)}
         context = {name: _cel(score) for name, score in scores.items()}
-        self._scores[key] = (minute, context, scores, before + this_hour)
+        self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context
 
     @staticmethod

@@ -457,8 +457,12 @@ class Engine:
             fire_key = ("fire", tkey, rule.name, inst)
             firing = state.get(fire_key)
             if firing is not None and firing["period_id"] != period.id:
-                self._resolve_key(fire_key, "period ended", effects)
-                firing = None
+                if rule.spans_periods:
+                    firing = dict(firing, period_id=period.id)
+                    state[fire_key] = firing
+                else:
+                    self._resolve_key(fire_key, "period ended", effects)
+                    firing = None
             passed = ev_.guards_pass(rule, figures, window, anomaly)
             result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit)
             if firing is not None and rule.keep_firing_s:

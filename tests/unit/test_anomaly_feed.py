@@ -1,0 +1,91 @@
+"""AnomalyFeed's call-profile bucket: what reaches the detector from events (pure, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from spendwarden.streams.anomaly import TRACES_KEPT, AnomalyFeed
+from spendwarden.streams.events import CostEvent
+from spendwarden.streams.periods import Calendar
+
+KEY = ("acme", "uc-day", ("acme", "support"))
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def feed() -> tuple[AnomalyFeed, dict[Any, Any]]:
+    state: dict[Any, Any] = {}
+    return AnomalyFeed(state, {}, lambda tenant: Calendar("UTC")), state
+
+
+def event(n: int, ts: float, *, trace: str | None = None, output: int = 100, model: str = "gpt-4o") -> CostEvent:
+    return CostEvent(cost_event_id=f"e{n}", ts=datetime.fromtimestamp(ts, timezone.utc), tenant_id="acme",
+                     use_case_id="support", workflow_step="answer", model_or_service=model, input_tokens=500,
+                     output_tokens=output, trace_id=trace)
+
+
+def observe(anomaly: AnomalyFeed, n: int, ts: float, **kw: Any) -> None:
+    anomaly.observe(KEY[0], KEY[1], KEY[2], ts, n, 1000, event(n, ts, **kw))
+
+
+def open_sums(state: dict[Any, Any]) -> dict[str, float]:
+    return state[("pbkt",) + KEY][2]
+
+
+def test_an_event_of_an_earlier_minute_still_counts() -> None:
+    """A producer whose clock is a few minutes behind must not have its calls dropped."""
+    anomaly, state = feed()
+    observe(anomaly, 1, T0 + 300)
+    observe(anomaly, 2, T0 + 60)  # four minutes earlier, later position
+    assert open_sums(state)["calls"] == 2
+
+
+def test_a_redelivered_event_counts_once() -> None:
+    anomaly, state = feed()
+    observe(anomaly, 1, T0 + 1)
+    observe(anomaly, 1, T0 + 1)
+    assert open_sums(state)["calls"] == 1
+
+
+def test_the_closed_minute_is_learned_and_the_open_one_scored() -> None:
+    """A burst of failures inside the current minute shows in the score before the minute ends,
+    and the memo is taken again as the minute's calls grow."""
+    anomaly, state = feed()
+    n = 0
+    for minute in range(3 * 1440):  # three days of five good calls a minute
+        for i in range(5):
+            n += 1
+            observe(anomaly, n, T0 + minute * 60 + i)
+    now = T0 + 3 * 1440 * 60
+    quiet = anomaly.context(KEY, now)["profile"]
+    assert quiet["warm"] and quiet["score"] < 6
+    for i in range(40):
+        n += 1
+        observe(anomaly, n, now + 1 + i / 10, output=0, trace=f"stuck-{i // 4}")
+    burst = anomaly.context(KEY, now + 5)["profile"]
+    assert burst["score"] > 6, burst
+    assert ("detp",) + KEY in state and state[("detp",) + KEY]["t"] == now
+
+
+def test_deep_traces_are_counted_in_a_busy_scope() -> None:
+    """100 traces open at once, 15 calls each, interleaved: calls past the 10th of their trace are
+    a third of the calls, however many traces are open (up to TRACES_KEPT)."""
+    anomaly, state = feed()
+    n = 0
+    for call in range(15):
+        for trace in range(100):
+            n += 1
+            observe(anomaly, n, T0 + n * 0.01, trace=f"trace-{trace}")
+    assert 100 < TRACES_KEPT
+    assert open_sums(state)["deep"] == 5 * 100 and open_sums(state)["calls"] == 1500
+
+
+def test_a_failure_right_after_a_failure_of_its_trace_is_a_failed_retry() -> None:
+    anomaly, state = feed()
+    observe(anomaly, 1, T0, trace="a", output=0)
+    observe(anomaly, 2, T0 + 1, trace="a")  # the retry succeeded
+    observe(anomaly, 3, T0 + 2, trace="a", output=0)
+    observe(anomaly, 4, T0 + 3, trace="a", output=0)  # failed again right after: a failed retry
+    observe(anomaly, 5, T0 + 4, trace="b", output=0)
+    sums = open_sums(state)
+    assert sums["failed"] == 4 and sums["refail"] == 1
