@@ -52,9 +52,14 @@ from spendwarden.detectors.base import Score, State, check_positive, check_thres
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 
 _TAG = "profile-1"
-BASE_FIELDS = ("calls", "model_calls", "failed", "hits", "ok", "in_log", "in_log2", "out_log", "out_log2", "deep",
-               "refail")
-LONG_TRACE = 10  # a call past this many calls of its trace is "deep" (loops make many)
+BASE_FIELDS = ("calls", "model_calls", "failed", "hits", "ok", "in_log", "in_log2", "out_log", "out_log2", "refail",
+               "depth_calls")
+# A call's depth in its trace (calls so far) and its trace's age (minutes since its first call),
+# in buckets: a loop makes calls at depths and ages the scope's traces rarely reach. Buckets
+# whose baseline share is under RARE_SHARE are the ones tested.
+DEPTHS = ((1, "1"), (3, "2-3"), (7, "4-7"), (15, "8-15"), (31, "16-31"), (63, "32-63"), (None, "64+"))
+AGES = ((0, "0m"), (2, "1-2m"), (5, "3-5m"), (15, "6-15m"), (60, "16-60m"), (None, "60m+"))
+RARE_SHARE = 0.1
 MAX_CATEGORIES = 12  # models and steps kept per scope; more share one "other" slot
 NAME_CHARS = 48  # category names are cut to this in the state (bounds its size)
 OTHER = "~other"
@@ -64,13 +69,18 @@ _MIN_VAR = 0.01  # floor of the log-token variance (a scope of identical prompts
 
 def profile_counts(component: str, model: str | None, step: str | None, input_tokens: int,
                    output_tokens: int, cached_tokens: int, into: dict[str, float], trace_calls: int = 0,
-                   refail: bool = False) -> None:
+                   refail: bool = False, trace_age_min: int = 0) -> None:
     """Add one call to a minute's sums (what ``learn_one``/``score_one`` take). ``trace_calls`` is
-    the call's position in its trace (1 for the first; 0 unknown); ``refail`` marks a failed
-    model call right after a failed call of its trace (a retry that failed again)."""
+    the call's position in its trace (1 for the first; 0 unknown) and ``trace_age_min`` the
+    minutes since the trace's first call; ``refail`` marks a failed model call right after a
+    failed call of its trace (a retry that failed again)."""
     into["calls"] = into.get("calls", 0) + 1
-    if trace_calls > LONG_TRACE:
-        into["deep"] = into.get("deep", 0) + 1
+    if trace_calls > 0:
+        into["depth_calls"] = into.get("depth_calls", 0) + 1
+        key = "depth:" + bucket(DEPTHS, trace_calls)
+        into[key] = into.get(key, 0) + 1
+        key = "age:" + bucket(AGES, trace_age_min)
+        into[key] = into.get(key, 0) + 1
     if step:
         key = "step:" + step[:NAME_CHARS]
         into[key] = into.get(key, 0) + 1
@@ -93,6 +103,14 @@ def profile_counts(component: str, model: str | None, step: str | None, input_to
     log_out = math.log1p(output_tokens)
     into["out_log"] = into.get("out_log", 0.0) + log_out
     into["out_log2"] = into.get("out_log2", 0.0) + log_out * log_out
+
+
+def bucket(edges: tuple[tuple[int | None, str], ...], value: int) -> str:
+    """The name of the first bucket whose top (inclusive; None = no top) ``value`` is within."""
+    for top, name in edges:
+        if top is None or value <= top:
+            return name
+    raise ValueError("the last bucket has no top")
 
 
 def binomial_z(k: float, n: float, p: float) -> float:
@@ -255,14 +273,21 @@ class TokenProfile:
                 out.append((z, name, f"{text} {q:.0%} of model calls recently vs {p:.1%} baseline ({z:.1f} sigmas)",
                             q, p))
             out.extend(self._tokens(recent, "in", "model_calls", "input tokens per model call"))
-        if calls >= self.min_calls and base.get("calls", 0.0) > 0:
-            k = recent.get("deep", 0.0)
-            p = (base.get("deep", 0.0) + _PRIOR) / (base["calls"] + 2 * _PRIOR)
-            q = k / calls
-            if q >= 2 * p and q - p >= self.min_share_change / 2:
-                z = binomial_z(k, calls, p) / self._scale("deep")
-                out.append((z, "deep", f"calls deep in long traces (past call {LONG_TRACE}) {q:.0%} of calls recently vs "
-                               f"{p:.1%} baseline ({z:.1f} sigmas)", q, p))
+        traced, base_traced = recent.get("depth_calls", 0.0), base.get("depth_calls", 0.0)
+        if traced >= self.min_calls and base_traced > 0:
+            for family, what in (("depth", "calls at depth {} of their trace"),
+                                 ("age", "calls in traces {} old")):
+                prefix = family + ":"
+                names = {k for k in recent if k.startswith(prefix)} | {k for k in base if k.startswith(prefix)}
+                for key in names:  # only buckets the scope's traces rarely reach: a loop, not a mix
+                    k = recent.get(key, 0.0)
+                    p = (base.get(key, 0.0) + _PRIOR) / (base_traced + _PRIOR * (len(names) + 1))
+                    q = k / traced
+                    if p >= RARE_SHARE or q - p < self.min_share_change / 2 or q < 2 * p:
+                        continue
+                    z = binomial_z(k, traced, p) / self._scale(family)
+                    out.append((z, key, f"{what.format(key[len(prefix):])}: {q:.0%} of calls recently vs "
+                                        f"{p:.1%} baseline ({z:.1f} sigmas)", q, p))
         out.extend(self._tokens(recent, "out", "ok", "output tokens per call"))
         return out
 
@@ -292,7 +317,9 @@ class TokenProfile:
         """Each closed minute's Pearson statistic per degree of freedom, per family of shares."""
         base = self._base
         for family, n, bn in (("model", x.get("model_calls", 0.0), base.get("model_calls", 0.0)),
-                              ("step", x.get("calls", 0.0), base.get("calls", 0.0))):
+                              ("step", x.get("calls", 0.0), base.get("calls", 0.0)),
+                              ("depth", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0)),
+                              ("age", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0))):
             if n < 2 or bn < 10:
                 continue
             prefix = family + ":"
@@ -309,10 +336,7 @@ class TokenProfile:
             for name in ("failed", "hits", "refail"):
                 p = min(max(base.get(name, 0.0) / bn, 1e-3), 1 - 1e-3)
                 self._add_phi(name, (x.get(name, 0.0) - n * p) ** 2 / (n * p * (1 - p)))
-        n, bn = x.get("calls", 0.0), base.get("calls", 0.0)
-        if n >= 2 and bn >= 10:
-            p = min(max(base.get("deep", 0.0) / bn, 1e-3), 1 - 1e-3)
-            self._add_phi("deep", (x.get("deep", 0.0) - n * p) ** 2 / (n * p * (1 - p)))
+
 
     def _add_phi(self, family: str, value: float) -> None:
         total = self._phi.setdefault(family, [0.0, 0.0])

@@ -66,6 +66,7 @@ class Labels:
     warmup_end: float
     tenants: int
     windows: tuple[LabelWindow, ...]
+    peaks: Mapping[str, float] = field(default_factory=dict)  # tenant -> peak events per hour
 
     @property
     def days(self) -> float:
@@ -89,7 +90,9 @@ def parse_labels(data: Mapping[str, Any]) -> Labels:
     start = parse_time(data["start"])
     return Labels(scenario=str(data.get("scenario", "")), seed=data.get("seed"), start=start,
                   end=parse_time(data["end"]), warmup_end=parse_time(data.get("warmup_end", data["start"])),
-                  tenants=len(data.get("tenants", ())), windows=tuple(windows))
+                  tenants=len(data.get("tenants", ())), windows=tuple(windows),
+                  peaks={t["tenant_id"]: float(t["peak_events_per_hour"]) for t in data.get("tenants", ())
+                         if isinstance(t, Mapping) and "peak_events_per_hour" in t})
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class KindScore:
     episodes: int = 0  # episodes overlapping this kind's windows
     delays_min: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # window ids
+    delay_of: dict[str, float | None] = field(default_factory=dict)  # window id -> delay (None: missed)
 
     @property
     def recall(self) -> float | None:
@@ -177,7 +181,8 @@ class KindScore:
         return {"kind": self.kind, "is_incident": self.is_incident, "windows": self.windows,
                 "detected": self.detected, "recall": _round(self.recall), "alerted_windows": self.alerted,
                 "episodes": self.episodes, "delay_median_min": _round(quantile(self.delays_min, 0.5)),
-                "delay_p90_min": _round(quantile(self.delays_min, 0.9)), "missed": self.missed}
+                "delay_p90_min": _round(quantile(self.delays_min, 0.9)), "missed": self.missed,
+                "delay_of": {w: _round(d) for w, d in self.delay_of.items()}}
 
 
 @dataclass
@@ -276,8 +281,10 @@ def _score(name: str, found: Sequence[Episode], labels: Labels, grace_s: float) 
         if fired:
             kind.detected += 1
             kind.delays_min.append((min(fired) - window.start) / 60.0)
+            kind.delay_of[window.id] = kind.delays_min[-1]
         else:
             kind.missed.append(window.id)
+            kind.delay_of[window.id] = None
     for episode in scored:
         hit = window_of(episode, labels, grace_s)
         if hit is None:

@@ -120,6 +120,21 @@ def _false_list(episodes: Sequence[Episode], limit: int = 30) -> str:
     return markdown_table(["rule", "scope", "fired", "minutes"], rows) + more
 
 
+def window_table(evaluation: Evaluation) -> str:
+    """Every incident window with its tenant's size and the delay of the first alert (all detectors)."""
+    lab, score = evaluation.labels, evaluation.detectors[ALL]
+    rows = []
+    for w in lab.windows:
+        if not w.is_incident:
+            continue
+        delay = score.kinds[w.kind].delay_of.get(w.id)
+        scope = "/".join(w.scope.get(d, "") for d in ("tenant_id", "use_case_id", "workflow_step")).rstrip("/")
+        peak = lab.peaks.get(w.scope["tenant_id"])
+        rows.append([w.id, scope, "-" if peak is None else f"{peak:,.0f}", iso(w.start),
+                     f"{(w.end - w.start) / 60:,.0f}", "missed" if delay is None else f"{delay:,.0f}"])
+    return markdown_table(["window", "scope", "tenant peak events/h", "start", "minutes", "delay (min)"], rows)
+
+
 def markdown(evaluation: Evaluation, run: RunInfo) -> str:
     """The report page: what ran, the tables, the goals, and the false alerts to look at."""
     lab = evaluation.labels
@@ -147,6 +162,8 @@ def markdown(evaluation: Evaluation, run: RunInfo) -> str:
         goals_table(evaluation), "",
         "## Per kind", "",
         kind_table(evaluation), "",
+        "## Per window", "",
+        window_table(evaluation), "",
         "## False alerts", "",
         _false_list(evaluation.detectors[ALL].false_examples) if evaluation.detectors[ALL].false_examples
         else "None.",

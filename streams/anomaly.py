@@ -92,15 +92,17 @@ class AnomalyFeed:
             bucket = [minute, pos, {}, bucket[3]]
         else:
             bucket[1] = pos  # an event of an earlier minute (a producer's clock behind) joins the open one
-        # Calls of the scope's most recently active traces, and whether each one's last call
-        # failed: loops and retries that fail again. Keys are CRC-32s of trace ids (compact in a
+        # Calls of the scope's most recently active traces, whether each one's last call failed,
+        # and the minute of its first call: loops and retries that fail again. Keys are CRC-32s of trace ids (compact in a
         # checkpoint; a collision among TRACES_KEPT traces is one in ~10^7).
-        position, refail = 0, False
+        position, age, refail = 0, 0, False
         trace = event.trace_id
         if trace is not None:
             traces = bucket[3]
             tkey = f"{zlib.crc32(trace.encode()):x}"
-            seen = traces.pop(tkey, None) or [0, 0]
+            seen = traces.pop(tkey, None) or [0, 0, minute]
+            if len(seen) < 3:  # a trace recorded before ages were kept
+                seen.append(minute)
             seen[0] += 1
             failed = event.component == "model_call" and event.output_tokens <= 0
             refail = failed and seen[1] == 1  # the call before it in this trace failed too
@@ -108,9 +110,9 @@ class AnomalyFeed:
             traces[tkey] = seen
             if len(traces) > TRACES_KEPT:
                 del traces[next(iter(traces))]
-            position = seen[0]
+            position, age = seen[0], max(0, minute - seen[2])
         profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
-                       event.output_tokens, event.cached_tokens, bucket[2], position, refail)
+                       event.output_tokens, event.cached_tokens, bucket[2], position, refail, age)
         self.state[bkey] = bucket
 
     def _profile_of(self, key: Key) -> TokenProfile:

@@ -68,8 +68,8 @@ def test_the_closed_minute_is_learned_and_the_open_one_scored() -> None:
 
 
 def test_deep_traces_are_counted_in_a_busy_scope() -> None:
-    """100 traces open at once, 15 calls each, interleaved: calls past the 10th of their trace are
-    a third of the calls, however many traces are open (up to TRACES_KEPT)."""
+    """100 traces open at once, 15 calls each, interleaved: every trace's calls 8-15 are counted at
+    that depth, however many traces are open (up to TRACES_KEPT)."""
     anomaly, state = feed()
     n = 0
     for call in range(15):
@@ -77,7 +77,8 @@ def test_deep_traces_are_counted_in_a_busy_scope() -> None:
             n += 1
             observe(anomaly, n, T0 + n * 0.01, trace=f"trace-{trace}")
     assert 100 < TRACES_KEPT
-    assert open_sums(state)["deep"] == 5 * 100 and open_sums(state)["calls"] == 1500
+    sums = open_sums(state)
+    assert sums["depth:8-15"] == 8 * 100 and sums["depth:1"] == 100 and sums["calls"] == 1500
 
 
 def test_a_failure_right_after_a_failure_of_its_trace_is_a_failed_retry() -> None:

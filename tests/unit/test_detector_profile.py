@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from spendwarden.detectors import DetectorParameterError, TokenProfile
-from spendwarden.detectors.profile import LONG_TRACE, binomial_z, profile_counts
+from spendwarden.detectors.profile import AGES, DEPTHS, binomial_z, bucket, profile_counts
 
 MIX = (("gpt-4o", 0.5), ("gpt-4o-mini", 0.35), ("claude-haiku-4", 0.15))
 STEPS = ("plan", "retrieve", "answer")
@@ -111,7 +111,7 @@ def test_the_usual_mix_stays_quiet(trained: dict[str, object]) -> None:
     ({"hit": 0.03}, 10, "cache hits"),
     ({"input_factor": 3.0}, 6, "input tokens"),
     ({"storm": 0.75}, 10, "failed"),  # failed calls x4 (0.25 failures a minute normally; 0.75 x 3 more)
-    ({"loop_traces": 3, "loop_rate": 3.0}, 10, "calls deep in long traces"),  # three traces that never end
+    ({"loop_traces": 3, "loop_rate": 3.0}, 10, "calls at depth"),  # three traces that never end
 ])
 def test_a_costly_shift_fires_within_minutes_and_is_named(trained: dict[str, object], change: dict[str, object],
                                                           within: int, feature: str) -> None:
@@ -167,11 +167,16 @@ def test_binomial_z_is_signed_and_grows_with_evidence() -> None:
     assert binomial_z(3, 5, 1e-4) > 6  # three calls of a never-seen model in five
 
 
-def test_deep_trace_calls_are_counted_past_the_long_trace_mark() -> None:
+def test_calls_are_counted_by_their_depth_in_the_trace() -> None:
     x: dict[str, float] = {}
-    for position in range(1, LONG_TRACE + 4):
+    for position in range(1, 21):
         profile_counts("tool", None, "retrieve", 0, 0, 0, x, position)
-    assert x["deep"] == 3 and x["calls"] == LONG_TRACE + 3 and "model_calls" not in x
+    profile_counts("tool", None, "retrieve", 0, 0, 0, x)  # no trace: no depth
+    assert [bucket(DEPTHS, p) for p in (1, 2, 3, 4, 7, 8, 15, 16, 63, 64, 10**6)] == [
+        "1", "2-3", "2-3", "4-7", "4-7", "8-15", "8-15", "16-31", "32-63", "64+", "64+"]
+    assert [bucket(AGES, m) for m in (0, 1, 3, 6, 16, 61)] == ["0m", "1-2m", "3-5m", "6-15m", "16-60m", "60m+"]
+    assert x["depth:1"] == 1 and x["depth:2-3"] == 2 and x["depth:4-7"] == 4 and x["depth:8-15"] == 8
+    assert x["depth:16-31"] == 5 and x["depth_calls"] == 20 and x["calls"] == 21 and "model_calls" not in x
 
 
 @pytest.mark.parametrize("per_minute", [1, 300])

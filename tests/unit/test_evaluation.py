@@ -80,6 +80,19 @@ def test_delay_is_from_window_start_to_the_first_matching_firing() -> None:
     assert result.detectors[ALL].kinds["agent-loop"].delays_min == [7]  # the union: first of any
 
 
+def test_the_per_window_table_lists_each_delay_or_miss_with_the_tenant_size() -> None:
+    from spendwarden.replay.report import window_table
+
+    windows = [window(f"misroute-{i:02d}", "misroute", f"t{i:02d}", 0, 60) for i in (1, 2)]
+    lab = labels(*windows)
+    lab = type(lab)(**{**lab.__dict__, "peaks": {"t01": 2000.0, "t02": 40.0}})
+    result = evaluate([ep(7, 30, tenant="t01")], lab)
+    assert result.detectors[ALL].kinds["misroute"].delay_of == {"misroute-01": 7.0, "misroute-02": None}
+    rows = window_table(result).splitlines()[2:]
+    assert "t01/chat" in rows[0] and "2,000" in rows[0] and rows[0].rstrip(" |").endswith("7")
+    assert "t02/chat" in rows[1] and "| 40 " in rows[1] and "missed" in rows[1]
+
+
 def test_recall_median_and_p90_over_windows() -> None:
     windows = [window(f"misroute-{i:02d}", "misroute", f"t{i:02d}", 0, 60) for i in range(1, 6)]
     found = [ep(d, d + 30, tenant=f"t{i:02d}") for i, d in zip(range(1, 5), (2, 4, 6, 40))]
