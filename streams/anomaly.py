@@ -24,7 +24,8 @@ from spendwarden.streams.money import NANOS_PER_USD
 from spendwarden.streams.periods import Calendar
 
 HOUR = 3600.0
-RESCORE_GROWTH = 1.1
+RESCORE_GROWTH = 1.1  # scored again inside a minute when the window's spend grew by a tenth ...
+RESCORE_CALLS = 1.5  # ... or the open minute's calls by half (plus two)
 CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memory
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
@@ -172,7 +173,7 @@ class AnomalyFeed:
         sums = open_minute[2] if open_minute is not None else {}  # by construction not learned yet
         open_calls = sums.get("calls", 0)
         if (memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH
-                and open_calls <= memo[4] * RESCORE_GROWTH + 1):
+                and open_calls <= memo[4] * RESCORE_CALLS + 2):
             return memo[1]
         if len(self._scores) >= CACHE_MAX:
             self._scores.clear()
@@ -198,6 +199,11 @@ class AnomalyFeed:
         if not previous or not current:
             return usd
         return usd * current / previous
+
+    def evidence(self, key: Key) -> dict[str, Any] | None:
+        """Every detector's last score of an instance, JSON-ready (for the alert)."""
+        memo = self._scores.get(key)
+        return None if memo is None else {name: score.to_dict() for name, score in memo[2].items()}
 
     def reasons(self, key: Key) -> list[str]:
         """What the last scoring of an instance found unusual (for the alert's summary)."""

@@ -51,6 +51,10 @@ class AlertFiring:
     rule_line: Optional[int]
     at: str
     labels: dict[str, str] = field(default_factory=dict)
+    # For rules reading anomaly.*: each detector's score as the rule saw it (value, actual,
+    # expected, band, severity, warm, reasons): the expected-vs-actual of the detector, where
+    # expected_usd is the budget's linear burn.
+    anomaly: Optional[dict[str, Any]] = None
     kind: str = "alert_firing"
 
     def to_dict(self) -> dict[str, Any]:

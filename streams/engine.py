@@ -636,6 +636,7 @@ class Engine:
             notify=list(spec.notify), runbook=spec.runbook, decision=verdict, shadow=shadow,
             rules_version=self.rules.version, rule_file=rule.file, rule_line=rule.line, at=iso_utc(now),
             labels=dict(spec.labels),
+            anomaly=self._anomaly.evidence((tkey, budget.name, inst)) if "anomaly" in rule.roots else None,
         ))
 
     def _evidence(self, tenant: str | None, use_case: str | None, day_id: str) -> dict[str, Any]:

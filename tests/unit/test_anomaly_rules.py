@@ -62,10 +62,17 @@ def test_a_spike_fires_within_minutes_after_warm_up_and_normal_weeks_stay_quiet(
         ts = DAY0 + spike_hour * 3600 + minute * 60
         effects = engine.process(build_event("14", tenant="acme", ts=ts), position(feed.offset))
         feed.fired += [(e.rule, ts, e.summary) for e in effects if isinstance(e, AlertFiring)]
+        alerts = [e for e in effects if isinstance(e, AlertFiring)]
+        if alerts and len(feed.fired) == 1:
+            first = alerts[0]
     assert feed.fired, "the spike was not detected"
     rule, ts, summary = feed.fired[0]
     assert rule == "spend-spike" and ts - (DAY0 + spike_hour * 3600) <= 15 * 60
     assert "robust sigmas above" in summary and "hour-of-week profile" in summary
+    # the alert carries the detector's expected vs actual, not only the budget's linear burn
+    spend = first.anomaly["spend"]
+    assert spend["severity"] != "none" and spend["actual"] > 3 * spend["expected"] > 0
+    assert spend["reasons"] and spend["value"] > 6 and set(first.anomaly) == {"spend", "unit_cost", "profile"}
 
 
 def test_detector_state_survives_a_checkpoint_and_scores_the_same(ruleset_from_yaml: Any) -> None:
