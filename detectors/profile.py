@@ -60,6 +60,7 @@ BASE_FIELDS = ("calls", "model_calls", "failed", "hits", "ok", "in_log", "in_log
 DEPTHS = ((1, "1"), (3, "2-3"), (7, "4-7"), (15, "8-15"), (31, "16-31"), (63, "32-63"), (None, "64+"))
 AGES = ((0, "0m"), (2, "1-2m"), (5, "3-5m"), (15, "6-15m"), (60, "16-60m"), (None, "60m+"))
 RARE_SHARE = 0.1
+DISPERSION_EVERY = 5  # minutes: the dispersion learns from one closed minute in five
 MAX_CATEGORIES = 12  # models and steps kept per scope; more share one "other" slot
 NAME_CHARS = 48  # category names are cut to this in the state (bounds its size)
 OTHER = "~other"
@@ -191,6 +192,7 @@ class TokenProfile:
         self._recent: list[dict[str, float]] = [{} for _ in self._recent_rates]  # one per half-life
         self._base: dict[str, float] = {}
         self._phi: dict[str, list[float]] = {}  # family -> [decayed sum of Pearson/df, decayed weight]
+        self._names: dict[str, set[str]] | None = None  # cache of _names_of
 
     # ------------------------------------------------------------ river verbs
     def learn_one(self, x: Mapping[str, float], t: float) -> None:
@@ -201,10 +203,12 @@ class TokenProfile:
             self._t0 = t
         self._decay(t)
         x = self._folded(x)
-        if self._base.get("calls", 0.0) >= 1:
-            self._learn_dispersion(x)
+        if self._base.get("calls", 0.0) >= 1 and int(t // 60) % DISPERSION_EVERY == 0:
+            self._learn_dispersion(x)  # a slow statistic: every few minutes is plenty
         for key, value in x.items():
             if value:
+                if key not in self._recent[self._slowest]:
+                    self._names = None
                 for recent in self._recent:
                     recent[key] = recent.get(key, 0.0) + value
         self._prune()
@@ -216,12 +220,20 @@ class TokenProfile:
         if self._t0 is None or self._base.get("calls", 0.0) < 1:
             return Score(0.0, folded.get("calls", 0.0), None, None, "none", False,
                          ("no baseline yet: no calls of this scope learned",))
+        names_of = self._names_of()
+        new = [key for key in folded if key not in self._base and key not in self._recent[self._slowest]]
+        if new:
+            names_of = {family: set(keys) for family, keys in names_of.items()}
+            for key in new:
+                family, colon, _ = key.partition(":")
+                if colon:
+                    names_of.setdefault(family, set()).add(key)
         best: dict[str, tuple[float, str, float, float]] = {}  # feature -> its largest shift over the horizons
         for index, half_life in enumerate(self.recent_half_lives_min):
             recent = self._recent_at(t, index)
             for key, value in folded.items():
                 recent[key] = recent.get(key, 0.0) + value
-            for z, name, text, actual, expected in self._features(recent):
+            for z, name, text, actual, expected in self._features(recent, names_of):
                 if name not in best or z > best[name][0]:
                     best[name] = (z, f"{text} (half-life {half_life:g} min)", actual, expected)
         found = sorted(best.values(), key=lambda f: -f[0])
@@ -238,8 +250,10 @@ class TokenProfile:
         return Score(value, actual, expected, None, severity, warm, tuple(reasons))
 
     # ------------------------------------------------------------ features
-    def _features(self, recent: dict[str, float]) -> list[tuple[float, str, str, float, float]]:
-        """(z, feature, reason, actual, expected) of every costly shift with enough recent calls."""
+    def _features(self, recent: dict[str, float],
+                  names_of: dict[str, set[str]]) -> list[tuple[float, str, str, float, float]]:
+        """(z, feature, reason, actual, expected) of every costly shift with enough recent calls;
+        ``names_of`` maps a family (model, step, depth, age) to its category keys."""
         base, out = self._base, []
         calls, model_calls = recent.get("calls", 0.0), recent.get("model_calls", 0.0)
         for family, total, base_total in (("model", model_calls, base.get("model_calls", 0.0)),
@@ -247,7 +261,7 @@ class TokenProfile:
             if total < self.min_calls or base_total <= 0:
                 continue
             prefix = family + ":"
-            names = {k for k in recent if k.startswith(prefix)} | {k for k in base if k.startswith(prefix)}
+            names = names_of.get(family, set())
             scale = self._scale(family)
             for key in names:
                 k = recent.get(key, 0.0)
@@ -278,7 +292,7 @@ class TokenProfile:
             for family, what in (("depth", "calls at depth {} of their trace"),
                                  ("age", "calls in traces {} old")):
                 prefix = family + ":"
-                names = {k for k in recent if k.startswith(prefix)} | {k for k in base if k.startswith(prefix)}
+                names = names_of.get(family, set())
                 for key in names:  # only buckets the scope's traces rarely reach: a loop, not a mix
                     k = recent.get(key, 0.0)
                     p = (base.get(key, 0.0) + _PRIOR) / (base_traced + _PRIOR * (len(names) + 1))
@@ -316,14 +330,18 @@ class TokenProfile:
     def _learn_dispersion(self, x: dict[str, float]) -> None:
         """Each closed minute's Pearson statistic per degree of freedom, per family of shares."""
         base = self._base
+        names_of: dict[str, list[str]] = {}
+        for key in base:
+            family, colon, _ = key.partition(":")
+            if colon:
+                names_of.setdefault(family, []).append(key)
         for family, n, bn in (("model", x.get("model_calls", 0.0), base.get("model_calls", 0.0)),
                               ("step", x.get("calls", 0.0), base.get("calls", 0.0)),
                               ("depth", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0)),
                               ("age", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0))):
             if n < 2 or bn < 10:
                 continue
-            prefix = family + ":"
-            names = [k for k in base if k.startswith(prefix)]
+            names = names_of.get(family, [])
             if len(names) < 2:
                 continue
             stat = 0.0
@@ -348,17 +366,18 @@ class TokenProfile:
         if self._t is None:
             return
         dt = max(0.0, t - self._t)
+        if dt == 0:
+            return
         fb = math.exp(-self._base_rate * dt)
-        base = self._base
-        for key in base:
-            base[key] *= fb
-        slowest = self._slowest
-        for index, (rate, recent) in enumerate(zip(self._recent_rates, self._recent)):
+        base = self._base = {key: value * fb for key, value in self._base.items()}
+        for index, rate in enumerate(self._recent_rates):
             fr = math.exp(-rate * dt)
-            for key, value in recent.items():
-                if index == slowest:  # what leaves the slowest recent view enters the baseline
-                    base[key] = base.get(key, 0.0) + value * (1 - fr)
-                recent[key] = value * fr
+            recent = self._recent[index]
+            if index == self._slowest:  # what leaves the slowest recent view enters the baseline
+                gone = 1 - fr
+                for key, value in recent.items():
+                    base[key] = base.get(key, 0.0) + value * gone
+            self._recent[index] = {key: value * fr for key, value in recent.items()}
         for total in self._phi.values():
             total[0] *= fb
             total[1] *= fb
@@ -371,36 +390,54 @@ class TokenProfile:
     def _folded(self, x: Mapping[str, float]) -> dict[str, float]:
         """``x`` with names cut to NAME_CHARS and categories beyond MAX_CATEGORIES per family as
         ``other`` (a scope calling hundreds of models keeps a bounded state)."""
-        known = self._base.keys() | self._recent[self._slowest].keys()
-        counts: dict[str, int] = {}
-        for key in known:
-            family, sep, _ = key.partition(":")
-            if sep:
-                counts[family] = counts.get(family, 0) + 1
+        base, slow = self._base, self._recent[self._slowest]
+        counts: dict[str, int] | None = None  # categories per family, counted on the first new name
         out: dict[str, float] = {}
         for key, value in x.items():
+            if not (value >= 0 and value != math.inf):  # also refuses NaN
+                continue
             value = float(value)
-            if not math.isfinite(value) or value < 0:
+            if key in base or key in slow or key in out:
+                out[key] = out.get(key, 0.0) + value
                 continue
             family, sep, name = key.partition(":")
-            if sep:
-                key = f"{family}:{name[:NAME_CHARS]}"
-                if key not in known and key not in out:
-                    if counts.get(family, 0) >= MAX_CATEGORIES:
-                        key = f"{family}:{OTHER}"
-                        if key in known or key in out:
-                            out[key] = out.get(key, 0.0) + value
-                            continue
-                    counts[family] = counts.get(family, 0) + 1
-            elif key not in BASE_FIELDS:
+            if not sep:
+                if key in BASE_FIELDS:
+                    out[key] = value
                 continue
+            key = f"{family}:{name[:NAME_CHARS]}"
+            if key in base or key in slow or key in out:
+                out[key] = out.get(key, 0.0) + value
+                continue
+            if counts is None:
+                counts = {}
+                for known in base.keys() | slow.keys() | out.keys():
+                    head, colon, _ = known.partition(":")
+                    if colon:
+                        counts[head] = counts.get(head, 0) + 1
+            if counts.get(family, 0) >= MAX_CATEGORIES:
+                key = f"{family}:{OTHER}"
+            else:
+                counts[family] = counts.get(family, 0) + 1
             out[key] = out.get(key, 0.0) + value
         return out
+
+    def _names_of(self) -> dict[str, set[str]]:
+        """Category keys per family (model, step, depth, age) of the baseline and recent views,
+        kept until the set of keys changes."""
+        if self._names is None:  # dropped whenever a key is added or pruned
+            self._names = {}
+            for key in self._base.keys() | self._recent[self._slowest].keys():
+                family, colon, _ = key.partition(":")
+                if colon:
+                    self._names.setdefault(family, set()).add(key)
+        return self._names
 
     def _prune(self) -> None:
         """Forget categories faded below a hundredth of a call, in the baseline and every recent view."""
         for key in [k for k, v in self._base.items() if ":" in k and v < 0.01]:
             if all(recent.get(key, 0.0) < 0.01 for recent in self._recent):
+                self._names = None
                 del self._base[key]
                 for recent in self._recent:
                     recent.pop(key, None)

@@ -110,13 +110,19 @@ class CompiledBudget:
     file: str
     rules: list[CompiledRule] = field(default_factory=list)
     needs_window: bool = False
-    needs_detectors: bool = False  # some rule reads anomaly.*
+    # The detectors its rules read (anomaly.<name>.*): only these learn and score.
+    detectors: frozenset[str] = frozenset()
     # Scope matchers as (dimension, allowed values) for fast event matching.
     matchers: tuple[tuple[str, frozenset[str]], ...] = ()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def needs_detectors(self) -> bool:
+        """Some rule reads anomaly.*."""
+        return bool(self.detectors)
 
     @property
     def per_tenant(self) -> bool:
@@ -273,6 +279,14 @@ def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
             line, column = source.locate(("detectors", name))
             raise RuleFileError(source.path, line, column, f"detectors.{name}: {exc}") from None
     return params
+
+
+def detectors_read(expression: str) -> frozenset[str]:
+    """The detectors an expression reads (``anomaly.profile.score`` reads ``profile``); every
+    detector when it names none (``anomaly`` used whole)."""
+    found = {name for root, name in _FIELD_REF.findall(_strip_strings(expression)) if root == "anomaly"}
+    known = set(VARIABLES["anomaly"])
+    return frozenset(found & known) or frozenset(known)
 
 
 def _keep_firing(rule: Rule, source: SourceFile, loc: tuple[Any, ...]) -> float:
@@ -457,7 +471,8 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         )
         budget.rules.append(compiled)
         budget.needs_window = budget.needs_window or bool(roots & {"window", "anomaly"})
-        budget.needs_detectors = budget.needs_detectors or "anomaly" in roots
+        if "anomaly" in roots:
+            budget.detectors |= detectors_read(rule.when)
         rules.append(compiled)
 
     default = tenants.pop("defaults", TenantSpec())

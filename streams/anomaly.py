@@ -30,6 +30,8 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
+ALL_DETECTORS = frozenset({"spend", "unit_cost", "profile"})
+HOURLY = frozenset({"spend", "unit_cost"})  # fed from the hour bucket
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -53,9 +55,13 @@ class AnomalyFeed:
 
     # ------------------------------------------------------------ learning
     def observe(self, tkey: str, budget: str, inst: tuple[str, ...], ts: float, pos: int, nanos: int,
-                event: CostEvent) -> None:
-        """Count one event into the instance's current hour and minute; a later one closes the bucket."""
-        self._observe_profile((tkey, budget, inst), ts, pos, event)
+                event: CostEvent, names: frozenset[str] = ALL_DETECTORS) -> None:
+        """Count one event into the instance's current hour and minute; a later one closes the
+        bucket. Only the detectors in ``names`` (those the budget's rules read) learn."""
+        if "profile" in names:
+            self._observe_profile((tkey, budget, inst), ts, pos, event)
+        if not names & HOURLY:
+            return
         bkey = ("abkt", tkey, budget, inst)
         hour = int(ts // HOUR)
         bucket = self.state.get(bkey)
@@ -65,7 +71,7 @@ class AnomalyFeed:
         if bucket[1] >= pos:
             return  # already counted (redelivery)
         if hour > bucket[0]:
-            self._teach((tkey, budget, inst), bucket, hour)
+            self._teach((tkey, budget, inst), bucket, hour, names)
             bucket = [hour, pos, nanos, 1]
         else:
             bucket = list(bucket)
@@ -129,13 +135,15 @@ class AnomalyFeed:
             self._profiles[key] = found
         return found
 
-    def _teach(self, key: Key, bucket: list[int], hour: int) -> None:
+    def _teach(self, key: Key, bucket: list[int], hour: int, names: frozenset[str]) -> None:
         seasonal, unit = self._detectors(key)
         closed, nanos, calls = bucket[0], bucket[2], bucket[3]
-        seasonal.learn_one({"spend_usd": nanos / NANOS_PER_USD}, closed * HOUR)
-        for idle in range(max(closed + 1, hour - MAX_IDLE_HOURS), hour):
-            seasonal.learn_one({"spend_usd": 0.0}, idle * HOUR)
-        unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
+        if "spend" in names:
+            seasonal.learn_one({"spend_usd": nanos / NANOS_PER_USD}, closed * HOUR)
+            for idle in range(max(closed + 1, hour - MAX_IDLE_HOURS), hour):
+                seasonal.learn_one({"spend_usd": 0.0}, idle * HOUR)
+        if "unit_cost" in names:
+            unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
         self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state()}
         self._scores.pop(key, None)
 
@@ -162,10 +170,11 @@ class AnomalyFeed:
         return found
 
     # ------------------------------------------------------------ scoring
-    def context(self, key: Key, now: float) -> dict[str, Any]:
+    def context(self, key: Key, now: float, names: frozenset[str] = ALL_DETECTORS) -> dict[str, Any]:
         """``anomaly.*`` for a rule, on the last 60 minutes: scored again when the minute changes
         or the window's spend has grown by a tenth since (a burst inside one minute must not
-        hide behind the score of its first event), else the memo answers."""
+        hide behind the score of its first event), else the memo answers. Only the detectors in
+        ``names`` are scored."""
         minute = int(now // 60)
         memo = self._scores.get(key)
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now)
@@ -177,12 +186,17 @@ class AnomalyFeed:
             return memo[1]
         if len(self._scores) >= CACHE_MAX:
             self._scores.clear()
-        seasonal, unit = self._detectors(key)
-        spend_usd = (before + this_hour) / NANOS_PER_USD
-        scores = {"spend": seasonal.score_one({"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour
-                                               / NANOS_PER_USD}, now),
-                  "unit_cost": unit.score_one({"cost_usd": spend_usd, "requests": float(calls)}, now),
-                  "profile": self._profile_of(key).score_one(sums, now)}
+        scores: dict[str, Score] = {}
+        if names & HOURLY:
+            seasonal, unit = self._detectors(key)
+            if "spend" in names:
+                scores["spend"] = seasonal.score_one(
+                    {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now)
+            if "unit_cost" in names:
+                scores["unit_cost"] = unit.score_one(
+                    {"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now)
+        if "profile" in names:
+            scores["profile"] = self._profile_of(key).score_one(sums, now)
         context = {name: _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context

@@ -90,7 +90,7 @@ class Slot:
         self.entry = (budget.index, inst)
         self.has_rules = bool(budget.rules)
         self.needs_window = budget.needs_window
-        self.needs_detectors = budget.needs_detectors and tkey != GLOBAL
+        self.needs_detectors = budget.detectors if tkey != GLOBAL else frozenset()  # the ones its rules read
         self.is_global = tkey == GLOBAL
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
@@ -223,7 +223,7 @@ class Engine:
                 else:
                     history_add(state, hkey[:4], ts, cost, pos)
                 if slot.needs_detectors:  # its hour bucket has its own fence too
-                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost, event)
+                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost, event, slot.needs_detectors)
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
@@ -449,7 +449,7 @@ class Engine:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
         anomaly = None
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
-            context = self._anomaly.context((tkey, budget.name, inst), now)
+            context = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors)
             anomaly = {f"{name}.score": found["score"] for name, found in context.items()}
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
@@ -567,7 +567,7 @@ class Engine:
             if "forecast" in rule.roots:
                 full["forecast"] = self._forecast(budget, inst, tkey, period, now, spend, limit)
             if "anomaly" in rule.roots:
-                full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now)
+                full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1

@@ -90,3 +90,17 @@ def test_a_failure_right_after_a_failure_of_its_trace_is_a_failed_retry() -> Non
     observe(anomaly, 5, T0 + 4, trace="b", output=0)
     sums = open_sums(state)
     assert sums["failed"] == 4 and sums["refail"] == 1
+
+
+def test_only_the_detectors_a_budget_reads_learn_and_score() -> None:
+    from spendwarden.rules.compiler import detectors_read
+
+    assert detectors_read("anomaly.profile.score > 6 && anomaly.profile.warm") == {"profile"}
+    assert detectors_read('anomaly.unit_cost.score > 4 && "anomaly.spend" != ""') == {"unit_cost"}
+    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "profile"}
+    anomaly, state = feed()
+    for n in range(1, 200):
+        anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n * 60, n, 1000, event(n, T0 + n * 60), frozenset({"profile"}))
+    assert ("pbkt",) + KEY in state and ("detp",) + KEY in state
+    assert ("abkt",) + KEY not in state and ("det",) + KEY not in state
+    assert set(anomaly.context(KEY, T0 + 200 * 60, frozenset({"profile"}))) == {"profile"}
