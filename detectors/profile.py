@@ -216,10 +216,22 @@ class TokenProfile:
 
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """How the recent calls plus ``x`` (the open minute) differ from the baseline at ``t``."""
-        folded = self._folded(x)
         if self._t0 is None or self._base.get("calls", 0.0) < 1:
-            return Score(0.0, folded.get("calls", 0.0), None, None, "none", False,
+            return Score(0.0, float(x.get("calls", 0.0)), None, None, "none", False,
                          ("no baseline yet: no calls of this scope learned",))
+        hours = (t - self._t0) / 3600
+        learned = self._base.get("calls", 0.0)
+        warm = hours >= self.warmup_h and learned >= self.warmup_calls
+        dt = max(0.0, t - (self._t or t))
+        recent_calls = max(r.get("calls", 0.0) * math.exp(-rate * dt) for r, rate in
+                           zip(self._recent, self._recent_rates)) + float(x.get("calls", 0.0))
+        if recent_calls < self.min_calls:  # nothing can be tested: the quiet answer, cheaply
+            reasons = [f"too few recent calls to compare ({recent_calls:.1f} of {self.min_calls:g})"]
+            if not warm:
+                reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours and {learned:.0f} of "
+                               f"{self.warmup_calls:g} calls of history, no alert yet")
+            return Score(0.0, 0.0, 0.0, None, "none", warm, tuple(reasons))
+        folded = self._folded(x)
         names_of = self._names_of()
         new = [key for key in folded if key not in self._base and key not in self._recent[self._slowest]]
         if new:
@@ -237,9 +249,6 @@ class TokenProfile:
                 if name not in best or z > best[name][0]:
                     best[name] = (z, f"{text} (half-life {half_life:g} min)", actual, expected)
         found = sorted(best.values(), key=lambda f: -f[0])
-        hours = (t - self._t0) / 3600
-        learned = self._base.get("calls", 0.0)
-        warm = hours >= self.warmup_h and learned >= self.warmup_calls
         value, label, actual, expected = found[0] if found else (0.0, "none", 0.0, 0.0)
         severity = severity_of(value, self.thresholds) if warm else "none"
         reasons = [text for z, text, _, _ in found[:3] if z >= self.thresholds[0]] or [
