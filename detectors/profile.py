@@ -64,7 +64,7 @@ DISPERSION_EVERY = 5  # minutes: the dispersion learns from one closed minute in
 MAX_CATEGORIES = 12  # models and steps kept per scope; more share one "other" slot
 NAME_CHARS = 48  # category names are cut to this in the state (bounds its size)
 OTHER = "~other"
-_PRIOR = 0.5  # pseudo-calls of every category: a never-seen model has share 0.5 / baseline calls
+_PRIOR = 0.1  # pseudo-calls of every category: a never-seen model has share 0.1 / baseline calls
 _MIN_VAR = 0.01  # floor of the log-token variance (a scope of identical prompts)
 
 
@@ -156,7 +156,7 @@ class TokenProfile:
 
     def __init__(
         self,
-        thresholds: tuple[float, float, float] = (6.0, 8.0, 11.0),
+        thresholds: tuple[float, float, float] = (5.0, 7.0, 10.0),
         recent_half_lives_min: tuple[float, ...] = (10.0, 60.0),
         baseline_half_life_h: float = 72.0,
         warmup_h: float = 48.0,

@@ -102,7 +102,7 @@ def first_alert(scores: list[float], threshold: float = 6.0) -> int | None:
 def test_the_usual_mix_stays_quiet(trained: dict[str, object]) -> None:
     """Two days of ordinary traffic after warm-up: no minute reaches the low threshold."""
     quiet = trained["quiet"]
-    assert isinstance(quiet, list) and max(quiet) < 6.0
+    assert isinstance(quiet, list) and max(quiet) < 5.0  # the low threshold (and the pack's)
 
 
 @pytest.mark.parametrize("change, within, feature", [
@@ -141,7 +141,7 @@ def test_what_moved_is_named(trained: dict[str, object]) -> None:
 def test_growth_and_cheaper_shifts_stay_quiet(trained: dict[str, object], change: dict[str, object]) -> None:
     det = warm(trained)
     scores = run(det, Traffic(rng=random.Random(9), **change), 120, start=WARM + 2 * 1440)  # type: ignore[arg-type]
-    assert max(scores) < 6.0
+    assert max(scores) < 5.0
 
 
 def test_a_model_gaining_share_is_reported_whichever_model_it_is(trained: dict[str, object]) -> None:
