@@ -51,12 +51,14 @@ from typing import Any, ClassVar, Self
 from spendwarden.detectors.base import Score, State, check_positive, check_thresholds, fmt, severity_of
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 
-_TAG = "profile-1"
+_TAG = "profile-2"
 BASE_FIELDS = ("calls", "model_calls", "failed", "hits", "ok", "in_log", "in_log2", "out_log", "out_log2", "refail",
-               "depth_calls")
-# A call's depth in its trace (calls so far) and its trace's age (minutes since its first call),
-# in buckets: a loop makes calls at depths and ages the scope's traces rarely reach. Buckets
-# whose baseline share is under RARE_SHARE are the ones tested.
+               "traces")
+# How far traces go: the depth (calls so far) and age (minutes since the first call) buckets a
+# trace reaches, each counted once per trace as it enters it, against the traces started. A
+# loop takes its traces to depths and ages the scope's traces rarely reach; counting traces,
+# not calls, keeps one long trace from looking like many independent calls. Buckets reached
+# by fewer than RARE_SHARE of the baseline's traces are the ones tested.
 DEPTHS = ((1, "1"), (3, "2-3"), (7, "4-7"), (15, "8-15"), (31, "16-31"), (63, "32-63"), (None, "64+"))
 AGES = ((0, "0m"), (2, "1-2m"), (5, "3-5m"), (15, "6-15m"), (60, "16-60m"), (None, "60m+"))
 RARE_SHARE = 0.1
@@ -70,23 +72,31 @@ _MIN_VAR = 0.01  # floor of the log-token variance (a scope of identical prompts
 
 def profile_counts(component: str, model: str | None, step: str | None, input_tokens: int,
                    output_tokens: int, cached_tokens: int, into: dict[str, float], trace_calls: int = 0,
-                   refail: bool = False, trace_age_min: int = 0) -> None:
-    """Add one call to a minute's sums (what ``learn_one``/``score_one`` take). ``trace_calls`` is
-    the call's position in its trace (1 for the first; 0 unknown) and ``trace_age_min`` the
-    minutes since the trace's first call; ``refail`` marks a failed model call right after a
-    failed call of its trace (a retry that failed again)."""
+                   refail: bool = False, trace_age_min: int = 0, age_reached: int = -1) -> int:
+    """Add one call to a minute's sums (what ``learn_one``/``score_one`` take) and return the
+    age bucket its trace has now reached.
+
+    ``trace_calls`` is the call's position in its trace (1 for the first; 0: no trace),
+    ``trace_age_min`` the minutes since the trace's first call and ``age_reached`` the age
+    bucket the trace had reached before (-1 for none); ``refail`` marks a failed model call
+    right after a failed call of its trace (a retry that failed again)."""
     into["calls"] = into.get("calls", 0) + 1
     if trace_calls > 0:
-        into["depth_calls"] = into.get("depth_calls", 0) + 1
-        key = "depth:" + bucket(DEPTHS, trace_calls)
-        into[key] = into.get(key, 0) + 1
-        key = "age:" + bucket(AGES, trace_age_min)
-        into[key] = into.get(key, 0) + 1
+        if trace_calls == 1:
+            into["traces"] = into.get("traces", 0) + 1
+        if trace_calls in DEPTH_STARTS:  # the trace enters a deeper bucket with this call
+            key = "depth:" + DEPTH_STARTS[trace_calls]
+            into[key] = into.get(key, 0) + 1
+        index = bucket_index(AGES, trace_age_min)
+        if index > age_reached:  # and, counted once, an older age
+            key = "age:" + AGES[index][1]
+            into[key] = into.get(key, 0) + 1
+            age_reached = index
     if step:
         key = "step:" + step[:NAME_CHARS]
         into[key] = into.get(key, 0) + 1
     if component != "model_call":
-        return
+        return age_reached
     into["model_calls"] = into.get("model_calls", 0) + 1
     key = "model:" + (model or "unknown")[:NAME_CHARS]
     into[key] = into.get(key, 0) + 1
@@ -99,19 +109,29 @@ def profile_counts(component: str, model: str | None, step: str | None, input_to
         into["failed"] = into.get("failed", 0) + 1
         if refail:
             into["refail"] = into.get("refail", 0) + 1
-        return
+        return age_reached
     into["ok"] = into.get("ok", 0) + 1
     log_out = math.log1p(output_tokens)
     into["out_log"] = into.get("out_log", 0.0) + log_out
     into["out_log2"] = into.get("out_log2", 0.0) + log_out * log_out
+    return age_reached
+
+
+def bucket_index(edges: tuple[tuple[int | None, str], ...], value: int) -> int:
+    """The index of the first bucket whose top (inclusive; None = no top) ``value`` is within."""
+    for index, (top, _) in enumerate(edges):
+        if top is None or value <= top:
+            return index
+    raise ValueError("the last bucket has no top")
 
 
 def bucket(edges: tuple[tuple[int | None, str], ...], value: int) -> str:
-    """The name of the first bucket whose top (inclusive; None = no top) ``value`` is within."""
-    for top, name in edges:
-        if top is None or value <= top:
-            return name
-    raise ValueError("the last bucket has no top")
+    """The name of the bucket ``value`` is in."""
+    return edges[bucket_index(edges, value)][1]
+
+
+# position -> the depth bucket a trace enters with its call at that position
+DEPTH_STARTS = {1: "1", **{(top or 0) + 1: DEPTHS[i + 1][1] for i, (top, _) in enumerate(DEPTHS[:-1])}}
 
 
 def binomial_z(k: float, n: float, p: float) -> float:
@@ -296,21 +316,19 @@ class TokenProfile:
                 out.append((z, name, f"{text} {q:.0%} of model calls recently vs {p:.1%} baseline ({z:.1f} sigmas)",
                             q, p))
             out.extend(self._tokens(recent, "in", "model_calls", "input tokens per model call"))
-        traced, base_traced = recent.get("depth_calls", 0.0), base.get("depth_calls", 0.0)
-        if traced >= self.min_calls and base_traced > 0:
-            for family, what in (("depth", "calls at depth {} of their trace"),
-                                 ("age", "calls in traces {} old")):
+        traces, base_traces = recent.get("traces", 0.0), base.get("traces", 0.0)
+        if calls >= self.min_calls and traces > 0 and base_traces > 0:
+            for family, what in (("depth", "traces reaching {} calls"), ("age", "traces running {}")):
                 prefix = family + ":"
-                names = names_of.get(family, set())
-                for key in names:  # only buckets the scope's traces rarely reach: a loop, not a mix
+                for key in names_of.get(family, ()):  # only buckets the scope's traces rarely reach
                     k = recent.get(key, 0.0)
-                    p = (base.get(key, 0.0) + _PRIOR) / (base_traced + _PRIOR * (len(names) + 1))
-                    q = k / traced
-                    if p >= RARE_SHARE or q - p < self.min_share_change / 2 or q < 2 * p:
+                    p = (base.get(key, 0.0) + _PRIOR) / (base_traces + 2 * _PRIOR)
+                    q = k / max(traces, k)
+                    if p >= RARE_SHARE or q < 2 * p:
                         continue
-                    z = binomial_z(k, traced, p) / self._scale(family)
-                    out.append((z, key, f"{what.format(key[len(prefix):])}: {q:.0%} of calls recently vs "
-                                        f"{p:.1%} baseline ({z:.1f} sigmas)", q, p))
+                    z = binomial_z(k, max(traces, k), p)
+                    out.append((z, key, f"{what.format(key[len(prefix):])}: {k:.1f} of {traces:.1f} traces "
+                                        f"recently vs {p:.2%} baseline ({z:.1f} sigmas)", q, p))
         out.extend(self._tokens(recent, "out", "ok", "output tokens per call"))
         return out
 
@@ -345,9 +363,7 @@ class TokenProfile:
             if colon:
                 names_of.setdefault(family, []).append(key)
         for family, n, bn in (("model", x.get("model_calls", 0.0), base.get("model_calls", 0.0)),
-                              ("step", x.get("calls", 0.0), base.get("calls", 0.0)),
-                              ("depth", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0)),
-                              ("age", x.get("depth_calls", 0.0), base.get("depth_calls", 0.0))):
+                              ("step", x.get("calls", 0.0), base.get("calls", 0.0))):
             if n < 2 or bn < 10:
                 continue
             names = names_of.get(family, [])

@@ -82,7 +82,7 @@ class AnomalyFeed:
         self.state[bkey] = bucket
 
     def _observe_profile(self, key: Key, ts: float, pos: int, event: CostEvent) -> None:
-        """The call profile's open minute ``("pbkt", ...)`` = [minute, fence, sums]; the first event
+        """The call profile's open minute ``("pbkt", ...)`` = [minute, fence, sums, traces]; the first event
         of a later minute teaches the closed one (idle minutes teach nothing: decay needs no data)."""
         bkey = ("pbkt",) + key
         minute = int(ts // 60)
@@ -99,27 +99,30 @@ class AnomalyFeed:
             bucket = [minute, pos, {}, bucket[3]]
         else:
             bucket[1] = pos  # an event of an earlier minute (a producer's clock behind) joins the open one
-        # Calls of the scope's most recently active traces, whether each one's last call failed,
-        # and the minute of its first call: loops and retries that fail again. Keys are CRC-32s of trace ids (compact in a
-        # checkpoint; a collision among TRACES_KEPT traces is one in ~10^7).
-        position, age, refail = 0, 0, False
+        # Per most recently active trace of the scope: its calls, whether its last call failed, the
+        # minute of its first call and the age bucket it reached (loops, retries that fail again).
+        # Keys are CRC-32s of trace ids (compact in a checkpoint; a collision among TRACES_KEPT
+        # traces is one in ~10^7).
         trace = event.trace_id
-        if trace is not None:
+        if trace is None:
+            profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
+                           event.output_tokens, event.cached_tokens, bucket[2])
+        else:
             traces = bucket[3]
             tkey = f"{zlib.crc32(trace.encode()):x}"
-            seen = traces.pop(tkey, None) or [0, 0, minute]
-            if len(seen) < 3:  # a trace recorded before ages were kept
-                seen.append(minute)
+            seen = traces.pop(tkey, None)
+            if seen is None or len(seen) < 4:  # a new trace (or one recorded by an older version)
+                seen = [0, 0, minute, -1]
             seen[0] += 1
             failed = event.component == "model_call" and event.output_tokens <= 0
             refail = failed and seen[1] == 1  # the call before it in this trace failed too
             seen[1] = int(failed)
+            seen[3] = profile_counts(event.component, event.model_or_service, event.workflow_step,
+                                     event.input_tokens, event.output_tokens, event.cached_tokens, bucket[2],
+                                     seen[0], refail, max(0, minute - seen[2]), seen[3])
             traces[tkey] = seen
             if len(traces) > TRACES_KEPT:
                 del traces[next(iter(traces))]
-            position, age = seen[0], max(0, minute - seen[2])
-        profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
-                       event.output_tokens, event.cached_tokens, bucket[2], position, refail, age)
         self.state[bkey] = bucket
 
     def _profile_of(self, key: Key) -> TokenProfile:

@@ -68,8 +68,8 @@ def test_the_closed_minute_is_learned_and_the_open_one_scored() -> None:
 
 
 def test_deep_traces_are_counted_in_a_busy_scope() -> None:
-    """100 traces open at once, 15 calls each, interleaved: every trace's calls 8-15 are counted at
-    that depth, however many traces are open (up to TRACES_KEPT)."""
+    """100 traces open at once, 15 calls each, interleaved: every trace is counted once as it
+    reaches 8 calls, however many traces are open (up to TRACES_KEPT)."""
     anomaly, state = feed()
     n = 0
     for call in range(15):
@@ -78,7 +78,7 @@ def test_deep_traces_are_counted_in_a_busy_scope() -> None:
             observe(anomaly, n, T0 + n * 0.01, trace=f"trace-{trace}")
     assert 100 < TRACES_KEPT
     sums = open_sums(state)
-    assert sums["depth:8-15"] == 8 * 100 and sums["depth:1"] == 100 and sums["calls"] == 1500
+    assert sums["depth:8-15"] == 100 and sums["traces"] == 100 and sums["calls"] == 1500
 
 
 def test_a_failure_right_after_a_failure_of_its_trace_is_a_failed_retry() -> None:
