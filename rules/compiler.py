@@ -109,7 +109,8 @@ class CompiledBudget:
     index: int
     file: str
     rules: list[CompiledRule] = field(default_factory=list)
-    needs_window: bool = False
+    needs_window: bool = False  # keeps one-minute window buckets
+    reads_window: bool = False  # some rule reads window.* (its figures are computed per evaluation)
     # The detectors its rules read (anomaly.<name>.*): only these learn and score.
     detectors: frozenset[str] = frozenset()
     # Scope matchers as (dimension, allowed values) for fast event matching.
@@ -470,9 +471,11 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             keep_firing_s=_keep_firing(rule, source, loc),
         )
         budget.rules.append(compiled)
-        budget.needs_window = budget.needs_window or bool(roots & {"window", "anomaly"})
         if "anomaly" in roots:
             budget.detectors |= detectors_read(rule.when)
+        budget.reads_window = budget.reads_window or "window" in roots
+        # minute buckets kept for window.* and for the detectors scored on the last 60 minutes
+        budget.needs_window = budget.reads_window or bool(budget.detectors & {"spend", "unit_cost"})
         rules.append(compiled)
 
     default = tenants.pop("defaults", TenantSpec())

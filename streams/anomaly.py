@@ -180,7 +180,8 @@ class AnomalyFeed:
         ``names`` are scored."""
         minute = int(now // 60)
         memo = self._scores.get(key)
-        before, this_hour, calls = _window_split(self.state.get(("window",) + key), now)
+        hourly = names & HOURLY
+        before, this_hour, calls = _window_split(self.state.get(("window",) + key), now) if hourly else (0, 0, 0)
         open_minute = self.state.get(("pbkt",) + key)
         sums = open_minute[2] if open_minute is not None else {}  # by construction not learned yet
         open_calls = sums.get("calls", 0)
@@ -190,7 +191,7 @@ class AnomalyFeed:
         if len(self._scores) >= CACHE_MAX:
             self._scores.clear()
         scores: dict[str, Score] = {}
-        if names & HOURLY:
+        if hourly:
             seasonal, unit = self._detectors(key)
             if "spend" in names:
                 scores["spend"] = seasonal.score_one(

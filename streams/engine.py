@@ -445,7 +445,7 @@ class Engine:
         now = self._frontier(tkey)
         figures = ev_.budget_figures(spend, limit)
         window = None
-        if budget.needs_window:
+        if budget.reads_window:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
         anomaly = None
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
