@@ -51,12 +51,17 @@ def bench_tenants(count: int) -> dict[str, TenantSpec]:
     return tenants
 
 
+def budget_pack_files() -> list[Path]:
+    """The shipped packs' rule files, the anomaly pack left out (bench/detectors.py measures it)."""
+    return sorted(p for p in PACKS.glob("*/*.yaml") if p.parent.name != "anomaly")
+
+
 def all_packs(tenant_count: int, extra: Sequence[RuleFile] = ()) -> Any:
     """Every shipped budget pack in one rule set: names prefixed with the pack, tenants generated
     (``extra`` rule files are added, e.g. by bench/detectors.py). The anomaly pack is left out:
     the engine bench measures the engine without detectors, bench/detectors.py adds them."""
     sources = []
-    for rules_file in sorted(p for p in PACKS.glob("*/*.yaml") if p.parent.name != "anomaly"):
+    for rules_file in budget_pack_files():
         pack = rules_file.parent.name
         source = read_source(rules_file)
         model = source.model
@@ -113,7 +118,7 @@ def main() -> int:
                 handle.write(line + b"\n")
         print(f"generated {args.events:,} events in {time.perf_counter() - started:.1f}s "
               f"({os.path.getsize(path) / 1e6:.0f} MB); {len(rules.budgets)} budgets, {len(rules.rules)} rules "
-              f"from {len([p for p in PACKS.glob('*/*.yaml') if p.parent.name != 'anomaly'])} packs", file=sys.stderr)
+              f"from {len(budget_pack_files())} packs", file=sys.stderr)
 
         parsed, parse_s = time_parse_only(path)
         gc.collect()

@@ -45,7 +45,7 @@ not say *which* feature moved, which an alert must. docs/detectors.md has the pa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self
 
 from spendwarden.detectors.base import Score, State, check_positive, check_thresholds, fmt, severity_of
@@ -132,6 +132,15 @@ def bucket(edges: tuple[tuple[int | None, str], ...], value: int) -> str:
 
 # position -> the depth bucket a trace enters with its call at that position
 DEPTH_STARTS = {1: "1", **{(top or 0) + 1: DEPTHS[i + 1][1] for i, (top, _) in enumerate(DEPTHS[:-1])}}
+
+
+def _group(keys: Iterable[str], into: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Add the category keys (``family:name``) among ``keys`` to their family's set in ``into``."""
+    for key in keys:
+        family, colon, _ = key.partition(":")
+        if colon:
+            into.setdefault(family, set()).add(key)
+    return into
 
 
 def binomial_z(k: float, n: float, p: float) -> float:
@@ -245,21 +254,17 @@ class TokenProfile:
         dt = max(0.0, t - (self._t or t))
         recent_calls = max(r.get("calls", 0.0) * math.exp(-rate * dt) for r, rate in
                            zip(self._recent, self._recent_rates)) + float(x.get("calls", 0.0))
+        warming = () if warm else (f"warming up: {hours:.1f} of {self.warmup_h:g} hours and {learned:.0f} of "
+                                   f"{self.warmup_calls:g} calls of history, no alert yet",)
         if recent_calls < self.min_calls:  # nothing can be tested: the quiet answer, cheaply
-            reasons = [f"too few recent calls to compare ({recent_calls:.1f} of {self.min_calls:g})"]
-            if not warm:
-                reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours and {learned:.0f} of "
-                               f"{self.warmup_calls:g} calls of history, no alert yet")
-            return Score(0.0, 0.0, 0.0, None, "none", warm, tuple(reasons))
+            reasons = (f"too few recent calls to compare ({recent_calls:.1f} of {self.min_calls:g})",)
+            return Score(0.0, 0.0, 0.0, None, "none", warm, reasons + warming)
         folded = self._folded(x)
         names_of = self._names_of()
         new = [key for key in folded if key not in self._base and key not in self._recent[self._slowest]]
         if new:
             names_of = {family: set(keys) for family, keys in names_of.items()}
-            for key in new:
-                family, colon, _ = key.partition(":")
-                if colon:
-                    names_of.setdefault(family, set()).add(key)
+            _group(new, names_of)
         best: dict[str, tuple[float, str, float, float]] = {}  # feature -> its largest shift over the horizons
         for index, half_life in enumerate(self.recent_half_lives_min):
             recent = self._recent_at(t, index)
@@ -271,12 +276,9 @@ class TokenProfile:
         found = sorted(best.values(), key=lambda f: -f[0])
         value, label, actual, expected = found[0] if found else (0.0, "none", 0.0, 0.0)
         severity = severity_of(value, self.thresholds) if warm else "none"
-        reasons = [text for z, text, _, _ in found[:3] if z >= self.thresholds[0]] or [
-            f"call profile as usual (largest shift: {label})"]
-        if not warm:
-            reasons.append(f"warming up: {hours:.1f} of {self.warmup_h:g} hours and {learned:.0f} of "
-                           f"{self.warmup_calls:g} calls of history, no alert yet")
-        return Score(value, actual, expected, None, severity, warm, tuple(reasons))
+        reasons = tuple(text for z, text, _, _ in found[:3] if z >= self.thresholds[0]) or (
+            f"call profile as usual (largest shift: {label})",)
+        return Score(value, actual, expected, None, severity, warm, reasons + warming)
 
     # ------------------------------------------------------------ features
     def _features(self, recent: dict[str, float],
@@ -357,16 +359,12 @@ class TokenProfile:
     def _learn_dispersion(self, x: dict[str, float]) -> None:
         """Each closed minute's Pearson statistic per degree of freedom, per family of shares."""
         base = self._base
-        names_of: dict[str, list[str]] = {}
-        for key in base:
-            family, colon, _ = key.partition(":")
-            if colon:
-                names_of.setdefault(family, []).append(key)
+        names_of = _group(base, {})  # baseline categories only: a share of 0 has no Pearson term
         for family, n, bn in (("model", x.get("model_calls", 0.0), base.get("model_calls", 0.0)),
                               ("step", x.get("calls", 0.0), base.get("calls", 0.0))):
             if n < 2 or bn < 10:
                 continue
-            names = names_of.get(family, [])
+            names = names_of.get(family, set())
             if len(names) < 2:
                 continue
             stat = 0.0
@@ -379,7 +377,6 @@ class TokenProfile:
             for name in ("failed", "hits", "refail"):
                 p = min(max(base.get(name, 0.0) / bn, 1e-3), 1 - 1e-3)
                 self._add_phi(name, (x.get(name, 0.0) - n * p) ** 2 / (n * p * (1 - p)))
-
 
     def _add_phi(self, family: str, value: float) -> None:
         total = self._phi.setdefault(family, [0.0, 0.0])
@@ -451,11 +448,7 @@ class TokenProfile:
         """Category keys per family (model, step, depth, age) of the baseline and recent views,
         kept until the set of keys changes."""
         if self._names is None:  # dropped whenever a key is added or pruned
-            self._names = {}
-            for key in self._base.keys() | self._recent[self._slowest].keys():
-                family, colon, _ = key.partition(":")
-                if colon:
-                    self._names.setdefault(family, set()).add(key)
+            self._names = _group(self._base.keys() | self._recent[self._slowest].keys(), {})
         return self._names
 
     def _prune(self) -> None:

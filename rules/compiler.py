@@ -300,8 +300,7 @@ def _keep_firing(rule: Rule, source: SourceFile, loc: tuple[Any, ...]) -> float:
         return parse_duration(rule.keep_firing_for)
     except OverrideError as exc:
         line, column = source.locate(loc + ("keep_firing_for",))
-        raise RuleFileError(source.path, line, column,
-                            f"{'.'.join(map(str, loc))}.keep_firing_for: {str(exc).replace('override', 'value')}") from None
+        raise RuleFileError(source.path, line, column, f"{'.'.join(map(str, loc))}.keep_firing_for: {exc}") from None
 
 
 ANOMALY_FIELDS = ("score", "severity", "warm", "actual", "expected")

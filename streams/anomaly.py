@@ -110,9 +110,7 @@ class AnomalyFeed:
         else:
             traces = bucket[3]
             tkey = f"{zlib.crc32(trace.encode()):x}"
-            seen = traces.pop(tkey, None)
-            if seen is None or len(seen) < 4:  # a new trace (or one recorded by an older version)
-                seen = [0, 0, minute, -1]
+            seen = traces.pop(tkey, None) or [0, 0, minute, -1]
             seen[0] += 1
             failed = event.component == "model_call" and event.output_tokens <= 0
             refail = failed and seen[1] == 1  # the call before it in this trace failed too
@@ -182,8 +180,11 @@ class AnomalyFeed:
         memo = self._scores.get(key)
         hourly = names & HOURLY
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now) if hourly else (0, 0, 0)
-        open_minute = self.state.get(("pbkt",) + key)
-        sums = open_minute[2] if open_minute is not None else {}  # by construction not learned yet
+        sums: dict[str, float] = {}
+        if "profile" in names:
+            open_minute = self.state.get(("pbkt",) + key)
+            if open_minute is not None:
+                sums = open_minute[2]  # by construction not learned yet
         open_calls = sums.get("calls", 0)
         if (memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH
                 and open_calls <= memo[4] * RESCORE_CALLS + 2):

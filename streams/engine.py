@@ -75,7 +75,7 @@ class Slot:
     event's dimensions resolved once (cached per dimension values in ``Engine._match``)."""
 
     __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
-                 "has_rules", "needs_window", "needs_detectors", "is_global", "period", "next_period", "next_at")
+                 "has_rules", "needs_window", "detectors", "is_global", "period", "next_period", "next_at")
 
     def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
                  calendar: Calendar) -> None:
@@ -90,7 +90,7 @@ class Slot:
         self.entry = (budget.index, inst)
         self.has_rules = bool(budget.rules)
         self.needs_window = budget.needs_window
-        self.needs_detectors = budget.detectors if tkey != GLOBAL else frozenset()  # the ones its rules read
+        self.detectors = budget.detectors if tkey != GLOBAL else frozenset()  # the ones its rules read
         self.is_global = tkey == GLOBAL
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
@@ -222,8 +222,8 @@ class Engine:
                         state[hkey] = series
                 else:
                     history_add(state, hkey[:4], ts, cost, pos)
-                if slot.needs_detectors:  # its hour bucket has its own fence too
-                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost, event, slot.needs_detectors)
+                if slot.detectors:  # its hour bucket has its own fence too
+                    self._anomaly.observe(tkey, slot.name, slot.inst, ts, pos, cost, event, slot.detectors)
             key = ("spend", tkey, slot.name, slot.inst, period.id)
             current = state.get(key)
             if slot.is_global:
