@@ -17,11 +17,12 @@ from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, St
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 from spendwarden.detectors.profile import TokenProfile
 from spendwarden.detectors.seasonal import SeasonalBaseline
+from spendwarden.detectors.tokens import TokenDrift
 from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenProfile)}
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile)}
 
 __all__ = [
     "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "Score",
-    "SeasonalBaseline", "Severity", "State", "TokenProfile", "UnitCostDrift",
+    "SeasonalBaseline", "Severity", "State", "TokenDrift", "TokenProfile", "UnitCostDrift",
 ]

@@ -31,6 +31,11 @@ def _unit_cost(rng: random.Random, hour: int) -> Mapping[str, float]:
     return {"cost_usd": n * 0.01 * rng.lognormvariate(0, 0.3), "requests": n, "tokens": n * 900}
 
 
+def _tokens(rng: random.Random, hour: int) -> Mapping[str, float]:
+    n = rng.randint(0, 60)  # some buckets under min_volume: pooling is exercised too
+    return {"tokens": sum(1200 * rng.lognormvariate(0, 0.5) for _ in range(n)), "model_calls": n}
+
+
 def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
     x: dict[str, float] = {}
     for _ in range(rng.randint(0, 30)):
@@ -41,7 +46,7 @@ def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
     return x
 
 
-FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "profile": _profile}
+FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "tokens": _tokens, "profile": _profile}
 
 
 def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
@@ -56,6 +61,8 @@ def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
                            int(size), int(size), int(size), x)
         return x
     n = rng.choice([0, 1, 25, 10**6])
+    if kind == "tokens":
+        return {"tokens": size * n, "model_calls": n}
     return {"cost_usd": size, "requests": n, "tokens": n * 1000}
 
 
