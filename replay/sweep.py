@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 from spendwarden.exceptions import ConfigError
+from spendwarden.rules.compiler import VARIABLES
 
-DETECTOR_KINDS = ("spend", "unit_cost")
+DETECTOR_KINDS: tuple[str, ...] = VARIABLES["anomaly"]  # the detectors rules can read
 _VAR = re.compile(r"^[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)+$")
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 

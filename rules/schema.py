@@ -168,6 +168,7 @@ class DetectorsSpec(_Strict):
 
     spend: dict[str, Any] = Field(default_factory=dict)
     unit_cost: dict[str, Any] = Field(default_factory=dict)
+    tokens: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -1,9 +1,10 @@
 """Detectors inside the engine: fed with closed hours, scored on the last 60 minutes.
 
 Only budget instances whose rules read ``anomaly.*`` get detectors. Each keeps a bucket of the
-current hour (spend, calls; behind a position fence like the counters); when an event of a later
-hour arrives, the closed hour teaches the seasonal spend baseline (and every idle hour since, as
-zero spend) and the unit-cost drift detector. Rules score the sliding last 60 minutes (the
+current hour (spend, calls, successful model calls and their tokens; behind a position fence
+like the counters); when an event of a later hour arrives, the closed hour teaches the seasonal
+spend baseline (and every idle hour since, as zero spend) and the unit-cost and token drift
+detectors. Rules score the sliding last 60 minutes (the
 budget's ``window`` buckets), so a loop or a misroute shows within minutes, not at the hour's end.
 
 Detector state lives in the engine's mapping (``("det", tenant, budget, instance)``) as JSON and
@@ -17,7 +18,7 @@ import zlib
 from collections.abc import MutableMapping
 from typing import Any, Callable
 
-from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, TokenProfile, UnitCostDrift
+from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift
 from spendwarden.detectors.profile import profile_counts
 from spendwarden.streams.events import CostEvent
 from spendwarden.streams.money import NANOS_PER_USD
@@ -30,8 +31,8 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
-ALL_DETECTORS = frozenset({"spend", "unit_cost", "profile"})
-HOURLY = frozenset({"spend", "unit_cost"})  # fed from the hour bucket
+ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile"})
+HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -45,10 +46,11 @@ class AnomalyFeed:
         self.calendar = calendar
         self._spend_params = dict(params.get("spend", {}))
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
+        self._tokens = TokenDrift(**params.get("tokens", {}))
         self._profile = TokenProfile(**params.get("profile", {}))
         self._profiles: dict[Key, TokenProfile] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
-        self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift]] = {}
+        self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
         # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
         self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int, float]] = {}
         self.errors = 0  # detector states that could not be read (reset to a new series)
@@ -62,23 +64,28 @@ class AnomalyFeed:
             self._observe_profile((tkey, budget, inst), ts, pos, event)
         if not names & HOURLY:
             return
+        # ("abkt", ...) = [hour, fence, nanos, events, successful model calls, their tokens]
         bkey = ("abkt", tkey, budget, inst)
         hour = int(ts // HOUR)
+        answered = event.component == "model_call" and event.output_tokens > 0  # a failed attempt has none
+        tokens = event.input_tokens + event.output_tokens if answered else 0
         bucket = self.state.get(bkey)
         if bucket is None:
-            self.state[bkey] = [hour, pos, nanos, 1]
+            self.state[bkey] = [hour, pos, nanos, 1, int(answered), tokens]
             return
         if bucket[1] >= pos:
             return  # already counted (redelivery)
         if hour > bucket[0]:
             self._teach((tkey, budget, inst), bucket, hour, names)
-            bucket = [hour, pos, nanos, 1]
+            bucket = [hour, pos, nanos, 1, int(answered), tokens]
         else:
-            bucket = list(bucket)
+            bucket = list(bucket) if len(bucket) == 6 else list(bucket) + [0, 0]  # a 4-field bucket of an older version
             bucket[1] = pos
             if hour == bucket[0]:
                 bucket[2] += nanos
                 bucket[3] += 1  # an event of an hour already taught only moves the fence
+                bucket[4] += answered
+                bucket[5] += tokens
         self.state[bkey] = bucket
 
     def _observe_profile(self, key: Key, ts: float, pos: int, event: CostEvent) -> None:
@@ -137,7 +144,7 @@ class AnomalyFeed:
         return found
 
     def _teach(self, key: Key, bucket: list[int], hour: int, names: frozenset[str]) -> None:
-        seasonal, unit = self._detectors(key)
+        seasonal, unit, token_drift = self._detectors(key)
         closed, nanos, calls = bucket[0], bucket[2], bucket[3]
         if "spend" in names:
             seasonal.learn_one({"spend_usd": nanos / NANOS_PER_USD}, closed * HOUR)
@@ -145,10 +152,13 @@ class AnomalyFeed:
                 seasonal.learn_one({"spend_usd": 0.0}, idle * HOUR)
         if "unit_cost" in names:
             unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
-        self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state()}
+        if "tokens" in names and len(bucket) == 6:
+            token_drift.learn_one({"tokens": float(bucket[5]), "model_calls": float(bucket[4])}, (closed + 1) * HOUR)
+        self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
+                                      "tokens": token_drift.to_state()}
         self._scores.pop(key, None)
 
-    def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift]:
+    def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]:
         """The instance's live detectors, rebuilt from state on a cache miss (the cache is bounded:
         idle instances fall out and come back from their state)."""
         found = self._live.get(key)
@@ -159,12 +169,13 @@ class AnomalyFeed:
                 proto = self._seasonal[zone] = SeasonalBaseline(tz=zone, **self._spend_params)
             saved = self.state.get(("det",) + key) or {}
             try:
-                found = (proto.from_state(saved.get("spend")), self._unit.from_state(saved.get("unit_cost")))
+                found = (proto.from_state(saved.get("spend")), self._unit.from_state(saved.get("unit_cost")),
+                         self._tokens.from_state(saved.get("tokens")))
             except (DetectorStateError, TypeError, KeyError, ValueError):
                 # A state this version cannot read (an older layout): start the series again
                 # rather than fail every batch that touches the instance.
                 self.errors += 1
-                found = (proto.from_state(None), self._unit.from_state(None))
+                found = (proto.from_state(None), self._unit.from_state(None), self._tokens.from_state(None))
             if len(self._live) >= CACHE_MAX:
                 self._live.clear()
             self._live[key] = found
@@ -193,13 +204,15 @@ class AnomalyFeed:
             self._scores.clear()
         scores: dict[str, Score] = {}
         if hourly:
-            seasonal, unit = self._detectors(key)
+            seasonal, unit, token_drift = self._detectors(key)
             if "spend" in names:
                 scores["spend"] = seasonal.score_one(
                     {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now)
             if "unit_cost" in names:
                 scores["unit_cost"] = unit.score_one(
                     {"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now)
+            if "tokens" in names:  # over days: the learned hours plus the open one
+                scores["tokens"] = token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now)
         if "profile" in names:
             scores["profile"] = self._profile_of(key).score_one(sums, now)
         context = {name: _cel(score) for name, score in scores.items()}
@@ -230,6 +243,13 @@ class AnomalyFeed:
         if memo is None:
             return []
         return [score.text for score in memo[2].values() if score.warm and score.severity != "none"]
+
+
+def _open_hour_tokens(bucket: Any, now: float) -> dict[str, float]:
+    """Tokens and successful model calls of the hour bucket when it is ``now``'s hour."""
+    if bucket is None or len(bucket) != 6 or bucket[0] != int(now // HOUR):
+        return {}
+    return {"tokens": float(bucket[5]), "model_calls": float(bucket[4])}
 
 
 def _window_split(buckets: Any, now: float) -> tuple[int, int, int]:

@@ -97,10 +97,33 @@ def test_only_the_detectors_a_budget_reads_learn_and_score() -> None:
 
     assert detectors_read("anomaly.profile.score > 6 && anomaly.profile.warm") == {"profile"}
     assert detectors_read('anomaly.unit_cost.score > 4 && "anomaly.spend" != ""') == {"unit_cost"}
-    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "profile"}
+    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "tokens", "profile"}
     anomaly, state = feed()
     for n in range(1, 200):
         anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n * 60, n, 1000, event(n, T0 + n * 60), frozenset({"profile"}))
     assert ("pbkt",) + KEY in state and ("detp",) + KEY in state
     assert ("abkt",) + KEY not in state and ("det",) + KEY not in state
     assert set(anomaly.context(KEY, T0 + 200 * 60, frozenset({"profile"}))) == {"profile"}
+
+
+def test_the_hour_bucket_counts_tokens_of_answered_model_calls_only() -> None:
+    """Token creep learns tokens per successful model call: a failed attempt (no output) and a
+    redelivered event add nothing; the closed hour is taught when the next hour starts."""
+    anomaly, state = feed()
+    tokens_only = frozenset({"tokens"})
+    for n, output in ((1, 100), (2, 0), (3, 300)):
+        anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n, n, 1000, event(n, T0 + n, output=output), tokens_only)
+    anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + 3, 3, 1000, event(3, T0 + 3, output=300), tokens_only)
+    assert state[("abkt",) + KEY][2:] == [3000, 3, 2, 600 + 800]
+    assert anomaly.context(KEY, T0 + 10, tokens_only)["tokens"]["actual"] == 700  # the open hour, scored
+    anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + 3600, 4, 1000, event(4, T0 + 3600), tokens_only)
+    learned = state[("det",) + KEY]["tokens"]
+    assert learned["p"] == [1400.0, 2.0]  # under min_volume: pooled until 20 calls
+
+
+def test_an_hour_bucket_of_an_older_version_keeps_counting() -> None:
+    """A checkpoint written before token counts were kept holds four fields: the hour goes on."""
+    anomaly, state = feed()
+    state[("abkt",) + KEY] = [int(T0 // 3600), 1, 5000, 5]
+    anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + 5, 2, 1000, event(2, T0 + 5))
+    assert state[("abkt",) + KEY] == [int(T0 // 3600), 2, 6000, 6, 1, 600]
