@@ -5,9 +5,11 @@ A slow leak of this kind hides from the unit-cost detector on small scopes: the 
 call varies with the model mix (a spread of about one in logs), while the tokens of one
 use case's calls vary about half as much, so the same drift reaches twice the standard
 errors. Failed attempts (no output) are left out: a retry storm is the call profile's to
-report. Same method as ``UnitCostDrift`` (detectors/drift.py); longer views by default: 48 h
-recent against a two-week baseline, found on the tuning scenarios to separate a +3%/day
-leak on a use case of ~100 model calls a day from noise and from the tail of a prompt bloat.
+report. Same method as ``UnitCostDrift`` (detectors/drift.py) with other defaults, found on
+the tuning scenarios: 48 h recent against a two-week baseline, and each hour clipped at 1.5
+(not 3) of its sigmas, so hours of a sudden prompt bloat (x3, the call profile's to report)
+count as a small rise each and their tail cannot fire after the bloat is over, while a creep,
+whose hours are each only a little above the recent mean, passes whole.
 
 Input: one observation per closed bucket per scope, ``x = {"tokens": k, "model_calls": n}``
 (input plus output tokens of the bucket's successful model calls, and their count) at ``t`` =
@@ -57,7 +59,7 @@ class TokenDrift(RatioDrift):
         slow_half_life_h: float = 336.0,
         warmup_h: float = 168.0,
         min_volume: float = 20.0,
-        huber_k: float = 3.0,
+        huber_k: float = 1.5,
         min_sigma: float = 0.02,
     ) -> None:
         super().__init__(thresholds, min_change, fast_half_life_h, slow_half_life_h, warmup_h, min_volume,

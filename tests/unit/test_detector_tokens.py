@@ -74,6 +74,18 @@ def test_one_busy_hour_of_long_prompts_is_not_a_creep(factor: float) -> None:
     assert fired(scores) == []
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_hours_of_sudden_prompt_bloat_leave_no_creep_behind(seed: int) -> None:
+    """Prompts x3 for six hours are the call profile's to report; the creep detector, its
+    hours clipped at 1.5 sigmas, stays quiet during and after them. Clipped at 3 sigmas (the
+    unit-cost default) the same hours reach 4.8-7.1 standard errors."""
+    bloat = lambda i: 3.0 if AT <= i < AT + 6 else 1.0  # noqa: E731
+    clipped = run(AT + 4 * DAY, tokens=bloat, calls_per_hour=30, seed=seed)
+    assert fired(clipped) == []
+    loose = run(AT + 4 * DAY, tokens=bloat, calls_per_hour=30, seed=seed, det=TokenDrift(huber_k=3.0))
+    assert max(s.value for s in loose[AT:]) > max(s.value for s in clipped[AT:]) + 1.5
+
+
 def test_shorter_calls_are_not_an_alert() -> None:
     scores = run(AT + 5 * DAY, tokens=lambda i: 0.5 if i >= AT else 1.0)
     assert fired(scores) == [] and min(s.value for s in scores[AT:]) < -5
