@@ -15,14 +15,15 @@ docs/detectors.md has the method of each detector, its parameters and what is no
 
 from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, State
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
+from spendwarden.detectors.new_model import NewModel
 from spendwarden.detectors.profile import TokenProfile
 from spendwarden.detectors.seasonal import SeasonalBaseline
 from spendwarden.detectors.tokens import TokenDrift
 from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile)}
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile, NewModel)}
 
 __all__ = [
-    "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "Score",
+    "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "NewModel", "Score",
     "SeasonalBaseline", "Severity", "State", "TokenDrift", "TokenProfile", "UnitCostDrift",
 ]

@@ -170,6 +170,7 @@ class DetectorsSpec(_Strict):
     unit_cost: dict[str, Any] = Field(default_factory=dict)
     tokens: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
+    new_model: dict[str, Any] = Field(default_factory=dict)
 
 
 class RuleFile(_Strict):

@@ -18,8 +18,10 @@ import zlib
 from collections.abc import MutableMapping
 from typing import Any, Callable
 
-from spendwarden.detectors import DetectorStateError, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift
-from spendwarden.detectors.profile import profile_counts
+from spendwarden.detectors import (
+    DetectorStateError, NewModel, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift,
+)
+from spendwarden.detectors.profile import NAME_CHARS, profile_counts
 from spendwarden.streams.events import CostEvent
 from spendwarden.streams.money import NANOS_PER_USD
 from spendwarden.streams.periods import Calendar
@@ -31,8 +33,9 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
-ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile"})
+ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile", "new_model"})
 HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
+MINUTELY = frozenset({"profile", "new_model"})  # fed from the minute bucket
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -48,7 +51,9 @@ class AnomalyFeed:
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
         self._tokens = TokenDrift(**params.get("tokens", {}))
         self._profile = TokenProfile(**params.get("profile", {}))
+        self._new_model = NewModel(**params.get("new_model", {}))
         self._profiles: dict[Key, TokenProfile] = {}
+        self._debuts: dict[Key, NewModel] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
         # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
@@ -60,8 +65,8 @@ class AnomalyFeed:
                 event: CostEvent, names: frozenset[str] = ALL_DETECTORS) -> None:
         """Count one event into the instance's current hour and minute; a later one closes the
         bucket. Only the detectors in ``names`` (those the budget's rules read) learn."""
-        if "profile" in names:
-            self._observe_profile((tkey, budget, inst), ts, pos, event)
+        if names & MINUTELY:
+            self._observe_minute((tkey, budget, inst), ts, pos, nanos, event, names)
         if not names & HOURLY:
             return
         # ("abkt", ...) = [hour, fence, nanos, events, successful model calls, their tokens]
@@ -88,24 +93,29 @@ class AnomalyFeed:
                 bucket[5] += tokens
         self.state[bkey] = bucket
 
-    def _observe_profile(self, key: Key, ts: float, pos: int, event: CostEvent) -> None:
-        """The call profile's open minute ``("pbkt", ...)`` = [minute, fence, sums, traces]; the first event
-        of a later minute teaches the closed one (idle minutes teach nothing: decay needs no data)."""
+    def _observe_minute(self, key: Key, ts: float, pos: int, nanos: int, event: CostEvent,
+                        names: frozenset[str]) -> None:
+        """The open minute ``("pbkt", ...)`` = [minute, fence, sums, traces, USD per model]; the first
+        event of a later minute teaches the closed one to the call profile and the new-model
+        detector (idle minutes teach nothing: decay needs no data)."""
         bkey = ("pbkt",) + key
         minute = int(ts // 60)
         bucket = self.state.get(bkey)
         if bucket is not None and bucket[1] >= pos:
             return  # already counted (redelivery)
         if bucket is None:
-            bucket = [minute, pos, {}, {}]
+            bucket = [minute, pos, {}, {}, {}]
         elif minute > bucket[0]:
-            profile = self._profile_of(key)
-            profile.learn_one(bucket[2], (bucket[0] + 1) * 60.0)
-            self.state[("detp",) + key] = profile.to_state()
-            self._scores.pop(key, None)
-            bucket = [minute, pos, {}, bucket[3]]
+            self._teach_minute(key, bucket, names)
+            bucket = [minute, pos, {}, bucket[3], {}]
         else:
             bucket[1] = pos  # an event of an earlier minute (a producer's clock behind) joins the open one
+            if len(bucket) == 4:  # written by a version without USD per model
+                bucket.append({})
+        if event.component == "model_call":
+            usd = bucket[4]
+            model = (event.model_or_service or "unknown")[:NAME_CHARS]
+            usd[model] = usd.get(model, 0.0) + nanos / NANOS_PER_USD
         # Per most recently active trace of the scope: its calls, whether its last call failed, the
         # minute of its first call and the age bucket it reached (loops, retries that fail again).
         # Keys are CRC-32s of trace ids (compact in a checkpoint; a collision among TRACES_KEPT
@@ -129,6 +139,31 @@ class AnomalyFeed:
             if len(traces) > TRACES_KEPT:
                 del traces[next(iter(traces))]
         self.state[bkey] = bucket
+
+    def _teach_minute(self, key: Key, bucket: list[Any], names: frozenset[str]) -> None:
+        t = (bucket[0] + 1) * 60.0
+        if "profile" in names:
+            profile = self._profile_of(key)
+            profile.learn_one(bucket[2], t)
+            self.state[("detp",) + key] = profile.to_state()
+        if "new_model" in names:
+            debut = self._debut_of(key)
+            debut.learn_one(_model_usd(bucket), t)
+            self.state[("detn",) + key] = debut.to_state()
+        self._scores.pop(key, None)
+
+    def _debut_of(self, key: Key) -> NewModel:
+        found = self._debuts.get(key)
+        if found is None:
+            try:
+                found = self._new_model.from_state(self.state.get(("detn",) + key))
+            except DetectorStateError:
+                self.errors += 1
+                found = self._new_model.from_state(None)
+            if len(self._debuts) >= CACHE_MAX:
+                self._debuts.clear()
+            self._debuts[key] = found
+        return found
 
     def _profile_of(self, key: Key) -> TokenProfile:
         found = self._profiles.get(key)
@@ -192,10 +227,9 @@ class AnomalyFeed:
         hourly = names & HOURLY
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now) if hourly else (0, 0, 0)
         sums: dict[str, float] = {}
-        if "profile" in names:
-            open_minute = self.state.get(("pbkt",) + key)
-            if open_minute is not None:
-                sums = open_minute[2]  # by construction not learned yet
+        open_minute = self.state.get(("pbkt",) + key) if names & MINUTELY else None
+        if open_minute is not None:
+            sums = open_minute[2]  # by construction not learned yet
         open_calls = sums.get("calls", 0)
         if (memo is not None and memo[0] == minute and before + this_hour <= memo[3] * RESCORE_GROWTH
                 and open_calls <= memo[4] * RESCORE_CALLS + 2):
@@ -215,6 +249,9 @@ class AnomalyFeed:
                 scores["tokens"] = token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now)
         if "profile" in names:
             scores["profile"] = self._profile_of(key).score_one(sums, now)
+        if "new_model" in names:
+            x = {} if open_minute is None else _model_usd(open_minute)
+            scores["new_model"] = self._debut_of(key).score_one(x, now)
         context = {name: _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context
@@ -243,6 +280,14 @@ class AnomalyFeed:
         if memo is None:
             return []
         return [score.text for score in memo[2].values() if score.warm and score.severity != "none"]
+
+
+def _model_usd(bucket: list[Any]) -> dict[str, float]:
+    """A minute bucket's calls and USD per model, as the new-model detector reads them."""
+    x = {key: value for key, value in bucket[2].items() if key.startswith("model:")}
+    for model, usd in (bucket[4] if len(bucket) > 4 else {}).items():
+        x["usd:" + model] = usd
+    return x
 
 
 def _open_hour_tokens(bucket: Any, now: float) -> dict[str, float]:

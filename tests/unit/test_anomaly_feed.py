@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import pytest
+
 from spendwarden.streams.anomaly import TRACES_KEPT, AnomalyFeed
 from spendwarden.streams.events import CostEvent
 from spendwarden.streams.periods import Calendar
@@ -97,7 +99,7 @@ def test_only_the_detectors_a_budget_reads_learn_and_score() -> None:
 
     assert detectors_read("anomaly.profile.score > 6 && anomaly.profile.warm") == {"profile"}
     assert detectors_read('anomaly.unit_cost.score > 4 && "anomaly.spend" != ""') == {"unit_cost"}
-    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "tokens", "profile"}
+    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "tokens", "profile", "new_model"}
     anomaly, state = feed()
     for n in range(1, 200):
         anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n * 60, n, 1000, event(n, T0 + n * 60), frozenset({"profile"}))
@@ -127,3 +129,22 @@ def test_an_hour_bucket_of_an_older_version_keeps_counting() -> None:
     state[("abkt",) + KEY] = [int(T0 // 3600), 1, 5000, 5]
     anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + 5, 2, 1000, event(2, T0 + 5))
     assert state[("abkt",) + KEY] == [int(T0 // 3600), 2, 6000, 6, 1, 600]
+
+
+def test_the_minute_bucket_keeps_usd_per_model_for_the_new_model_detector() -> None:
+    """Model calls' cost per model joins the open minute; the closed minute teaches it, and a
+    dear model's first call is scored at once, in the open minute."""
+    anomaly, state = feed()
+    debut_only = frozenset({"new_model"})
+    n = 0
+    for minute in range(3 * 24 * 60):  # three days of a call a minute at 0.002 USD
+        n += 1
+        anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + minute * 60, n, 2_000_000, event(n, T0 + minute * 60),
+                        debut_only)
+    assert state[("pbkt",) + KEY][4] == {"gpt-4o": 0.002}
+    assert ("detn",) + KEY in state and ("detp",) + KEY not in state
+    now = T0 + 3 * 86400 + 5
+    n += 1
+    anomaly.observe(KEY[0], KEY[1], KEY[2], now, n, 60_000_000, event(n, now, model="claude-opus-4"), debut_only)
+    score = anomaly.context(KEY, now + 1, debut_only)["new_model"]
+    assert score["warm"] and score["score"] == pytest.approx(30) and score["severity"] == "high"

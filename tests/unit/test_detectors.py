@@ -36,6 +36,15 @@ def _tokens(rng: random.Random, hour: int) -> Mapping[str, float]:
     return {"tokens": sum(1200 * rng.lognormvariate(0, 0.5) for _ in range(n)), "model_calls": n}
 
 
+def _new_model(rng: random.Random, hour: int) -> Mapping[str, float]:
+    x: dict[str, float] = {}
+    for _ in range(rng.randint(0, 30)):
+        model = rng.choice(["gpt-4o", "gpt-4o-mini"]) if rng.random() < 0.98 else f"rare-{rng.randrange(20)}"
+        x["model:" + model] = x.get("model:" + model, 0) + 1
+        x["usd:" + model] = x.get("usd:" + model, 0.0) + 0.01 * rng.lognormvariate(0, 1)
+    return x
+
+
 def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
     x: dict[str, float] = {}
     for _ in range(rng.randint(0, 30)):
@@ -46,7 +55,8 @@ def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
     return x
 
 
-FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "tokens": _tokens, "profile": _profile}
+FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "tokens": _tokens, "profile": _profile,
+                          "new_model": _new_model}
 
 
 def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
@@ -63,6 +73,9 @@ def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
     n = rng.choice([0, 1, 25, 10**6])
     if kind == "tokens":
         return {"tokens": size * n, "model_calls": n}
+    if kind == "new_model":  # many long model names: the models kept are capped
+        name = f"{'m' * 150}{rng.randrange(10**6)}"
+        return {f"model:{name}": n, f"usd:{name}": size}
     return {"cost_usd": size, "requests": n, "tokens": n * 1000}
 
 
