@@ -14,6 +14,7 @@ docs/detectors.md has the method of each detector, its parameters and what is no
 """
 
 from spendwarden.detectors.base import SEVERITIES, Detector, Score, Severity, State
+from spendwarden.detectors.cache import CacheCollapse
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 from spendwarden.detectors.new_model import NewModel
 from spendwarden.detectors.profile import TokenProfile
@@ -21,9 +22,9 @@ from spendwarden.detectors.seasonal import SeasonalBaseline
 from spendwarden.detectors.tokens import TokenDrift
 from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile, NewModel)}
+DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile, NewModel, CacheCollapse)}
 
 __all__ = [
-    "DETECTORS", "SEVERITIES", "Detector", "DetectorParameterError", "DetectorStateError", "NewModel", "Score",
+    "DETECTORS", "SEVERITIES", "CacheCollapse", "Detector", "DetectorParameterError", "DetectorStateError", "NewModel", "Score",
     "SeasonalBaseline", "Severity", "State", "TokenDrift", "TokenProfile", "UnitCostDrift",
 ]

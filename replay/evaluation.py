@@ -108,11 +108,11 @@ class Episode:
 
 def detector_of(rule_name: str, when: str, labels: Mapping[str, str]) -> str | None:
     """Which detector a rule's alerts count for: its ``detector`` label, else the ``anomaly.*``
-    variables its ``when`` reads (``spend``, ``unit_cost``, ``tokens``, ``profile``, ``new_model``, several joined by ``+``); None for a
+    variables its ``when`` reads (``spend``, ``unit_cost``, ``tokens``, ``profile``, ``new_model``, ``cache``, several joined by ``+``); None for a
     budget rule."""
     if labels.get("detector"):
         return labels["detector"]
-    used = [name for name in ("spend", "unit_cost", "tokens", "profile", "new_model") if f"anomaly.{name}." in when]
+    used = [name for name in ("spend", "unit_cost", "tokens", "profile", "new_model", "cache") if f"anomaly.{name}." in when]
     return "+".join(used) or None
 
 

@@ -171,6 +171,7 @@ class DetectorsSpec(_Strict):
     tokens: dict[str, Any] = Field(default_factory=dict)
     profile: dict[str, Any] = Field(default_factory=dict)
     new_model: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
 
 
 class RuleFile(_Strict):

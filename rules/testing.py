@@ -142,6 +142,19 @@ def expand(event: FixtureEvent, default_id: str) -> Iterator[dict[str, Any]]:
         yield {**raw, **times, "cost_event_id": f"{base_id}-{i}"}
 
 
+def _in_time_order(events: list[FixtureEvent]) -> list[tuple[int, dict[str, Any]]]:
+    """Every fixture line's events with the line's index, in time order: lines that write two
+    streams (hits every 20 minutes from 00:00, misses from 00:10) interleave as a gateway would
+    send them. The sort is stable, so events at the same instant keep the file's order; when an
+    event has no readable ``ts`` the file's order is kept (ingest reports the bad field)."""
+    expanded = [(index, obj) for index, event in enumerate(events) for obj in expand(event, f"event{index}")]
+    times = [_parse_ts(obj.get("ts")) for _, obj in expanded]
+    if any(t is None or t.tzinfo is None for t in times):
+        return expanded
+    order = sorted(range(len(expanded)), key=times.__getitem__)
+    return [expanded[i] for i in order]
+
+
 def _firing(engine: Engine) -> list[tuple[str, dict[str, str]]]:
     found = [(key[2], dict(value["scope"])) for key, value in engine.state.items() if key[0] == "fire"]
     return sorted(found, key=lambda item: (item[0], sorted(item[1].items())))
@@ -188,15 +201,14 @@ def run_case(case: TestCase, ruleset: RuleSet, ingest: Ingest, where: str) -> li
     engine = Engine(ruleset)
     fired: set[str] = set()
     count = 0
-    for index, event in enumerate(case.events):
-        for obj in expand(event, f"event{index}"):
-            try:
-                priced = ingest.price(ingest.validate(obj))
-            except RejectedEvent as exc:
-                return [f"{where}: events[{index}] {obj.get('cost_event_id')}: {exc.reason}: {exc.detail}"]
-            effects = engine.process(priced, position(count))
-            count += 1
-            fired.update(e.rule for e in effects if isinstance(e, AlertFiring))
+    for index, obj in _in_time_order(case.events):
+        try:
+            priced = ingest.price(ingest.validate(obj))
+        except RejectedEvent as exc:
+            return [f"{where}: events[{index}] {obj.get('cost_event_id')}: {exc.reason}: {exc.detail}"]
+        effects = engine.process(priced, position(count))
+        count += 1
+        fired.update(e.rule for e in effects if isinstance(e, AlertFiring))
     if case.advance_to is not None:
         effects = engine.advance(case.advance_to.timestamp())
         fired.update(e.rule for e in effects if isinstance(e, AlertFiring))

@@ -19,7 +19,7 @@ from collections.abc import MutableMapping
 from typing import Any, Callable
 
 from spendwarden.detectors import (
-    DetectorStateError, NewModel, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift,
+    CacheCollapse, DetectorStateError, NewModel, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift,
 )
 from spendwarden.detectors.profile import NAME_CHARS, profile_counts
 from spendwarden.streams.events import CostEvent
@@ -33,9 +33,12 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
-ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile", "new_model"})
+ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile", "new_model", "cache"})
 HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
-MINUTELY = frozenset({"profile", "new_model"})  # fed from the minute bucket
+# Fed from the minute bucket, each with its state key.
+MINUTELY: dict[str, str] = {"profile": "detp", "new_model": "detn", "cache": "detc"}
+MINUTE_NAMES = frozenset(MINUTELY)
+MinuteDetector = TokenProfile | NewModel | CacheCollapse
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
 
@@ -50,10 +53,12 @@ class AnomalyFeed:
         self._spend_params = dict(params.get("spend", {}))
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
         self._tokens = TokenDrift(**params.get("tokens", {}))
-        self._profile = TokenProfile(**params.get("profile", {}))
-        self._new_model = NewModel(**params.get("new_model", {}))
-        self._profiles: dict[Key, TokenProfile] = {}
-        self._debuts: dict[Key, NewModel] = {}
+        self._minute_protos: dict[str, MinuteDetector] = {
+            "profile": TokenProfile(**params.get("profile", {})),
+            "new_model": NewModel(**params.get("new_model", {})),
+            "cache": CacheCollapse(**params.get("cache", {})),
+        }
+        self._minute_live: dict[tuple[str, Key], MinuteDetector] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
         # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
@@ -65,7 +70,7 @@ class AnomalyFeed:
                 event: CostEvent, names: frozenset[str] = ALL_DETECTORS) -> None:
         """Count one event into the instance's current hour and minute; a later one closes the
         bucket. Only the detectors in ``names`` (those the budget's rules read) learn."""
-        if names & MINUTELY:
+        if names & MINUTE_NAMES:
             self._observe_minute((tkey, budget, inst), ts, pos, nanos, event, names)
         if not names & HOURLY:
             return
@@ -142,40 +147,26 @@ class AnomalyFeed:
 
     def _teach_minute(self, key: Key, bucket: list[Any], names: frozenset[str]) -> None:
         t = (bucket[0] + 1) * 60.0
-        if "profile" in names:
-            profile = self._profile_of(key)
-            profile.learn_one(bucket[2], t)
-            self.state[("detp",) + key] = profile.to_state()
-        if "new_model" in names:
-            debut = self._debut_of(key)
-            debut.learn_one(_model_usd(bucket), t)
-            self.state[("detn",) + key] = debut.to_state()
+        for name, prefix in MINUTELY.items():
+            if name in names:
+                detector = self._minute_detector(name, key)
+                detector.learn_one(_minute_x(name, bucket), t)
+                self.state[(prefix,) + key] = detector.to_state()
         self._scores.pop(key, None)
 
-    def _debut_of(self, key: Key) -> NewModel:
-        found = self._debuts.get(key)
+    def _minute_detector(self, name: str, key: Key) -> MinuteDetector:
+        """The instance's live minute detector ``name``, rebuilt from state on a cache miss."""
+        found = self._minute_live.get((name, key))
         if found is None:
+            proto = self._minute_protos[name]
             try:
-                found = self._new_model.from_state(self.state.get(("detn",) + key))
+                found = proto.from_state(self.state.get((MINUTELY[name],) + key))
             except DetectorStateError:
                 self.errors += 1
-                found = self._new_model.from_state(None)
-            if len(self._debuts) >= CACHE_MAX:
-                self._debuts.clear()
-            self._debuts[key] = found
-        return found
-
-    def _profile_of(self, key: Key) -> TokenProfile:
-        found = self._profiles.get(key)
-        if found is None:
-            try:
-                found = self._profile.from_state(self.state.get(("detp",) + key))
-            except DetectorStateError:
-                self.errors += 1
-                found = self._profile.from_state(None)
-            if len(self._profiles) >= CACHE_MAX:
-                self._profiles.clear()
-            self._profiles[key] = found
+                found = proto.from_state(None)
+            if len(self._minute_live) >= CACHE_MAX:
+                self._minute_live.clear()
+            self._minute_live[(name, key)] = found
         return found
 
     def _teach(self, key: Key, bucket: list[int], hour: int, names: frozenset[str]) -> None:
@@ -227,7 +218,7 @@ class AnomalyFeed:
         hourly = names & HOURLY
         before, this_hour, calls = _window_split(self.state.get(("window",) + key), now) if hourly else (0, 0, 0)
         sums: dict[str, float] = {}
-        open_minute = self.state.get(("pbkt",) + key) if names & MINUTELY else None
+        open_minute = self.state.get(("pbkt",) + key) if names & MINUTE_NAMES else None
         if open_minute is not None:
             sums = open_minute[2]  # by construction not learned yet
         open_calls = sums.get("calls", 0)
@@ -247,11 +238,10 @@ class AnomalyFeed:
                     {"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now)
             if "tokens" in names:  # over days: the learned hours plus the open one
                 scores["tokens"] = token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now)
-        if "profile" in names:
-            scores["profile"] = self._profile_of(key).score_one(sums, now)
-        if "new_model" in names:
-            x = {} if open_minute is None else _model_usd(open_minute)
-            scores["new_model"] = self._debut_of(key).score_one(x, now)
+        for name in MINUTELY:
+            if name in names:
+                x = {} if open_minute is None else _minute_x(name, open_minute)
+                scores[name] = self._minute_detector(name, key).score_one(x, now)
         context = {name: _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context
@@ -282,8 +272,11 @@ class AnomalyFeed:
         return [score.text for score in memo[2].values() if score.warm and score.severity != "none"]
 
 
-def _model_usd(bucket: list[Any]) -> dict[str, float]:
-    """A minute bucket's calls and USD per model, as the new-model detector reads them."""
+def _minute_x(name: str, bucket: list[Any]) -> dict[str, float]:
+    """A minute bucket as detector ``name`` reads it: the call profile's sums (the cache detector
+    reads their model calls and hits), or calls and USD per model for the new-model detector."""
+    if name != "new_model":
+        return bucket[2]
     x = {key: value for key, value in bucket[2].items() if key.startswith("model:")}
     for model, usd in (bucket[4] if len(bucket) > 4 else {}).items():
         x["usd:" + model] = usd

@@ -99,7 +99,7 @@ def test_only_the_detectors_a_budget_reads_learn_and_score() -> None:
 
     assert detectors_read("anomaly.profile.score > 6 && anomaly.profile.warm") == {"profile"}
     assert detectors_read('anomaly.unit_cost.score > 4 && "anomaly.spend" != ""') == {"unit_cost"}
-    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "tokens", "profile", "new_model"}
+    assert detectors_read("has(anomaly)") == {"spend", "unit_cost", "tokens", "profile", "new_model", "cache"}
     anomaly, state = feed()
     for n in range(1, 200):
         anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n * 60, n, 1000, event(n, T0 + n * 60), frozenset({"profile"}))

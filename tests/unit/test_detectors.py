@@ -45,6 +45,11 @@ def _new_model(rng: random.Random, hour: int) -> Mapping[str, float]:
     return x
 
 
+def _cache(rng: random.Random, hour: int) -> Mapping[str, float]:
+    calls = rng.randint(0, 12)
+    return {"model_calls": calls, "hits": sum(rng.random() < 0.45 for _ in range(calls))}
+
+
 def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
     x: dict[str, float] = {}
     for _ in range(rng.randint(0, 30)):
@@ -56,7 +61,7 @@ def _profile(rng: random.Random, hour: int) -> Mapping[str, float]:
 
 
 FEEDS: dict[str, Feed] = {"seasonal": _spend, "unit_cost": _unit_cost, "tokens": _tokens, "profile": _profile,
-                          "new_model": _new_model}
+                          "new_model": _new_model, "cache": _cache}
 
 
 def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
@@ -73,6 +78,9 @@ def _extreme(kind: str, rng: random.Random, hour: int) -> Mapping[str, float]:
     n = rng.choice([0, 1, 25, 10**6])
     if kind == "tokens":
         return {"tokens": size * n, "model_calls": n}
+    if kind == "cache":
+        calls = rng.choice([0, 1, 25, 10**6])
+        return {"model_calls": calls, "hits": rng.choice([0, calls // 2, calls, 10**9])}
     if kind == "new_model":  # many long model names: the models kept are capped
         name = f"{'m' * 150}{rng.randrange(10**6)}"
         return {f"model:{name}": n, f"usd:{name}": size}

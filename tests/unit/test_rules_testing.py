@@ -263,3 +263,19 @@ def test_advance_to_resolves_with_no_traffic(pack: Path) -> None:
             expect_decisions: {{}}
         """)
     assert results[0].passed, results[0]
+
+
+def test_fixture_lines_are_fed_in_time_order() -> None:
+    """Two lines writing interleaved streams reach the engine as one stream in time order; a
+    line without a readable ts keeps the file's order (ingest then names the field)."""
+    from spendwarden.rules.testing import _in_time_order
+
+    hits = FixtureEvent.model_validate({"ts": "2026-11-20T00:00:00Z", "cost_event_id": "hit", "repeat": 3,
+                                        "interval": "20m"})
+    misses = FixtureEvent.model_validate({"ts": "2026-11-20T00:10:00Z", "cost_event_id": "miss", "repeat": 3,
+                                          "interval": "20m"})
+    assert [obj["cost_event_id"] for _, obj in _in_time_order([hits, misses])] == [
+        "hit-0", "miss-0", "hit-1", "miss-1", "hit-2", "miss-2"]
+    undated = FixtureEvent.model_validate({"cost_event_id": "x"})
+    assert [obj["cost_event_id"] for _, obj in _in_time_order([misses, undated, hits])][:4] == [
+        "miss-0", "miss-1", "miss-2", "x"]

@@ -36,7 +36,7 @@ def test_parse_both_forms() -> None:
 
 @pytest.mark.parametrize(("text", "needle"), [
     ("spend.thresholds=1,2", "expected detectors.KIND.PARAM"),
-    ("detectors.latency.x=1", "KIND one of spend, unit_cost, tokens, profile, new_model"),
+    ("detectors.latency.x=1", "KIND one of spend, unit_cost, tokens, profile, new_model, cache"),
     ("detectors.spend=1", "expected detectors.KIND.PARAM"),
     ("rule.spend-spike:anomaly.spend.score=", "expected"),
     ("rule.spend-spike:anomaly.spend.score=4,,6", "an empty value"),
