@@ -11,7 +11,7 @@ history), not a statistic, and it is stated as such in the reasons.
 
 Input: one observation per closed bucket (minutes, in the engine) per scope, the calls and
 cost of each model: ``x = {"model:gpt-4o": 3, "usd:gpt-4o": 0.021, ...}``. The score is the
-price ratio of the dearest model that debuted within the last ``active_min`` minutes: its mean
+price ratio of the dearest model that debuted within the last ``active_min`` minutes (two hours by default): its mean
 call against the scope's mean model call over the last days, the debut's own calls left out.
 A model is known once called; it is new again after ``forget_after_h`` without a call.
 """
@@ -68,7 +68,7 @@ class NewModel:
         self,
         thresholds: tuple[float, float, float] = (3.0, 5.0, 10.0),
         forget_after_h: float = 336.0,
-        active_min: float = 60.0,
+        active_min: float = 120.0,
         baseline_half_life_h: float = 72.0,
         warmup_h: float = 48.0,
         warmup_calls: float = 200.0,

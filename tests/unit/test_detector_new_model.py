@@ -67,11 +67,19 @@ def test_the_first_call_of_a_dear_new_model_fires_and_names_it() -> None:
     assert top.reasons[0].startswith("model claude-opus-4 new to this scope (no call in 14 days): 1 call at ")
 
 
-def test_the_debut_stays_scored_for_an_hour_then_the_model_is_known() -> None:
+def test_the_debut_stays_scored_for_two_hours_then_the_model_is_known() -> None:
     det, rng = warm()
-    scores = run(3 * DAY, 240, det, rng, {30: {"claude-opus-4": 0.06}, 150: {"claude-opus-4": 0.06}})
-    assert fired(scores) == list(range(30, 91))  # its first hour (active_min 60), not its next call
-    assert "no model new" in scores[200].reasons[0]
+    scores = run(3 * DAY, 300, det, rng, {30: {"claude-opus-4": 0.06}, 200: {"claude-opus-4": 0.06}})
+    assert fired(scores) == list(range(30, 151))  # its first two hours (active_min 120), not its next call
+    assert "no model new" in scores[260].reasons[0]
+
+
+def test_a_debut_cheapened_by_the_cache_is_judged_on_its_later_calls() -> None:
+    """The first call of the dear model read most of its prompt from cache (2x the usual call);
+    its next one, 70 minutes later, costs full price: the debut's mean fires then."""
+    det, rng = warm()
+    scores = run(3 * DAY, 120, det, rng, {10: {"claude-opus-4": 0.006}, 80: {"claude-opus-4": 0.08}})
+    assert fired(scores)[0] == 80
 
 
 def test_a_cheap_newcomer_and_a_known_dear_model_do_not_fire() -> None:
