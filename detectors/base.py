@@ -91,6 +91,13 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_non_negative(name: str, value: float) -> float:
+    """``value`` as a float, refused unless a number >= 0 (NaN refused; the message names the parameter)."""
+    if not isinstance(value, (int, float)) or not value >= 0:
+        raise DetectorParameterError(f"{name} {value!r} must be a number >= 0")
+    return float(value)
+
+
 def severity_of(value: float, thresholds: tuple[float, float, float]) -> Severity:
     """The highest severity whose threshold ``value`` reaches (upward deviations only)."""
     low, medium, high = thresholds

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from spendwarden.detectors.base import (
-    Score, Severity, State, check_positive, check_thresholds, severity_of,
+    Score, Severity, State, check_non_negative, check_positive, check_thresholds, severity_of,
 )
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 
@@ -71,9 +71,7 @@ class CacheCollapse:
         self.min_hit_rate = float(min_hit_rate)
         self.baseline_half_life_h = check_positive("baseline_half_life_h", baseline_half_life_h)
         self.warmup_h = check_positive("warmup_h", warmup_h)
-        if not isinstance(warmup_calls, (int, float)) or not warmup_calls >= 0:
-            raise DetectorParameterError(f"warmup_calls {warmup_calls!r} must be a number >= 0")
-        self.warmup_calls = float(warmup_calls)
+        self.warmup_calls = check_non_negative("warmup_calls", warmup_calls)
         # state: t0, t (last learned), base [calls, hits] decayed to t, cusum, run [calls, hits,
         # start]: the calls since the CUSUM last left zero (what the reasons count)
         self._s: State | None = None

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Self
 from spendwarden.detectors._clock import HOUR
 from spendwarden.detectors._scale import fit_add, fit_params, variance
 from spendwarden.detectors.base import (
-    Score, Severity, State, check_positive, check_thresholds, fmt, severity_of,
+    Score, Severity, State, check_non_negative, check_positive, check_thresholds, fmt, severity_of,
 )
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 
@@ -73,9 +73,7 @@ class RatioDrift:
         min_sigma: float,
     ) -> None:
         self.thresholds = check_thresholds(thresholds)
-        if not isinstance(min_change, (int, float)) or not min_change >= 0:
-            raise DetectorParameterError(f"min_change {min_change!r} must be a number >= 0")
-        self.min_change = float(min_change)
+        self.min_change = check_non_negative("min_change", min_change)
         self.fast_half_life_h = check_positive("fast_half_life_h", fast_half_life_h)
         self.slow_half_life_h = check_positive("slow_half_life_h", slow_half_life_h)
         if self.fast_half_life_h >= self.slow_half_life_h:

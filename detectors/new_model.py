@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from spendwarden.detectors.base import (
-    Score, Severity, State, check_positive, check_thresholds, fmt, severity_of,
+    Score, Severity, State, check_non_negative, check_positive, check_thresholds, fmt, severity_of,
 )
-from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
+from spendwarden.detectors.exceptions import DetectorStateError
 
 _TAG = "new-model-1"
 MAX_MODELS = 12  # models kept per scope; the least recently called one is forgotten first
@@ -78,9 +78,7 @@ class NewModel:
         self.active_min = check_positive("active_min", active_min)
         self.baseline_half_life_h = check_positive("baseline_half_life_h", baseline_half_life_h)
         self.warmup_h = check_positive("warmup_h", warmup_h)
-        if not isinstance(warmup_calls, (int, float)) or not warmup_calls >= 0:
-            raise DetectorParameterError(f"warmup_calls {warmup_calls!r} must be a number >= 0")
-        self.warmup_calls = float(warmup_calls)
+        self.warmup_calls = check_non_negative("warmup_calls", warmup_calls)
         # state: t0, t (last learned), n (calls ever), base [calls, usd] decayed to t,
         # m {model: [first call of this run, last call, calls, usd, scope warm at first call]}
         self._s: State | None = None

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Self
 from spendwarden.detectors._clock import HOUR, local_slots
 from spendwarden.detectors._scale import fit_add, fit_params, variance
 from spendwarden.detectors.base import (
-    Score, Severity, State, check_positive, check_thresholds, fmt, severity_of,
+    Score, Severity, State, check_non_negative, check_positive, check_thresholds, fmt, severity_of,
 )
 from spendwarden.detectors.exceptions import DetectorParameterError, DetectorStateError
 from spendwarden.streams.periods import zone
@@ -83,9 +83,7 @@ class SeasonalBaseline:
         self.tz = tz
         zone(tz)  # an unknown zone fails here, naming it, not on the first event
         self.thresholds = check_thresholds(thresholds)
-        if not isinstance(min_excess_usd, (int, float)) or not min_excess_usd >= 0:
-            raise DetectorParameterError(f"min_excess_usd {min_excess_usd!r} must be a number >= 0")
-        self.min_excess_usd = float(min_excess_usd)
+        self.min_excess_usd = check_non_negative("min_excess_usd", min_excess_usd)
         self.floor_usd = check_positive("floor_usd", floor_usd)
         self.warmup_days = check_positive("warmup_days", warmup_days)
         for name, value in (("min_days", min_days), ("week_memory", week_memory), ("day_memory", day_memory)):
