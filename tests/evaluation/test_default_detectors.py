@@ -7,8 +7,9 @@ few minutes (about 3 million events); ``-m "not evaluation"`` leaves it out of a
 
 What is asserted: the two goals the default set meets on every seed measured (no alert on
 growth or surges; at most one false alert per 10 tenant-weeks), and floors under the other
-figures that catch a regression without claiming the goal: recall >= 0.65 (goal 0.9), median
-delay <= 30 min for agent loops and <= 90 min for misroutes (goal 15). docs/detectors.md
+figures that catch a regression without claiming the goal: recall >= 0.75 (goal 0.9), median
+delay <= 30 min for agent loops (measured 3-11) and <= 60 min for misroutes (goal 15 for both;
+a misroute is found at its first dear call, so its delay is mostly the wait for that call). docs/detectors.md
 ("Evaluation") has the measured figures and what limits them.
 """
 
@@ -63,10 +64,10 @@ def test_default_detectors_meet_the_issue_goals_on_a_fresh_seed(tmp_path: Path,
     checks = {
         "no alert on growth or surges (goal)": everything["on_growth_surge"] == 0,
         "<= 1 false alert per 10 tenant-weeks (goal)": everything["false_per_10_tenant_weeks"] <= 1.0,
-        "recall >= 0.65 (floor; goal 0.9)": everything["recall"] >= 0.65,
+        "recall >= 0.75 (floor; goal 0.9)": everything["recall"] >= 0.75,
         "agent-loop median delay <= 30 min (floor; goal 15)":
             (kinds["agent-loop"]["delay_median_min"] or 1e9) <= 30,
-        "misroute median delay <= 90 min (floor; goal 15)": (kinds["misroute"]["delay_median_min"] or 1e9) <= 90,
+        "misroute median delay <= 60 min (floor; goal 15)": (kinds["misroute"]["delay_median_min"] or 1e9) <= 60,
     }
     failed = [name for name, ok in checks.items() if not ok]
     assert not failed, f"seed {seed}: {failed}\n\n{table}"
