@@ -164,7 +164,7 @@ class AnomalyFeed:
             except DetectorStateError:
                 self.errors += 1
                 found = proto.from_state(None)
-            if len(self._minute_live) >= CACHE_MAX:
+            if len(self._minute_live) >= CACHE_MAX * len(MINUTELY):  # CACHE_MAX instances of each
                 self._minute_live.clear()
             self._minute_live[(name, key)] = found
         return found
