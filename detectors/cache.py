@@ -10,7 +10,8 @@ call of the collapse as evidence, however long it takes to arrive: each miss add
 at zero, is the score. Under the usual rate it drifts down by ~0.7 nats a call and stays near
 zero; after a collapse it rises by ~0.5 a call, so the default alert at 15 nats needs about 30
 calls without a hit, and a returning hit takes 2.3 off at once. The sum is capped at the high
-threshold, so however long the collapse lasted, hits coming back resolve it within ~15 calls.
+threshold, so however long the collapse lasted, hits coming back resolve it within ~15 calls,
+and once the sum falls back under the medium threshold the test restarts from zero.
 
 Input: one observation per closed bucket (minutes in the engine), ``x = {"model_calls": n,
 "hits": h}`` (model calls, and those that read cached tokens). The usual rate p0 is a decayed
@@ -164,7 +165,10 @@ class CacheCollapse:
         run = list(s["run"]) if cusum > 0 else [0.0, 0.0, t]
         cusum = cusum + hits * math.log(p1 / p0) + (calls - hits) * math.log((1 - p1) / (1 - p0))
         cusum = min(self.thresholds[2], max(0.0, cusum))  # capped: hits coming back resolve it soon
-        if cusum <= 0:
+        if cusum <= 0 or s["cusum"] >= self.thresholds[1] > cusum:
+            # No evidence left, or an alarm's evidence fell back under the alert level: the
+            # collapse is over and the test restarts (what is left of it must not add to a
+            # chance run of misses hours later).
             return 0.0, [0.0, 0.0, t]
         return cusum, [run[0] + calls, run[1] + hits, run[2]]
 

@@ -52,6 +52,24 @@ def test_hours_without_a_hit_fire_within_the_collapse_and_resolve_after(seed: in
     assert 0.38 < scores[hits[0]].expected < 0.52  # type: ignore[operator]
 
 
+def test_after_a_collapse_the_test_restarts_so_a_few_misses_later_do_not_fire() -> None:
+    """Evidence capped at 25 nats, five hits bring it under 15 (the alert resolves): what is
+    left must not carry the next four misses (+2.6 nats) over the line again."""
+    det = CacheCollapse()
+    t = 0.0
+    for i in range(3 * 24 * 20):  # three days at 50% hits, a call every three minutes
+        t += 180
+        det.learn_one({"model_calls": 1, "hits": i % 2}, t)
+    for calls, hits in [(1, 0)] * 60 + [(1, 1)] * 5:
+        t += 180
+        det.learn_one({"model_calls": calls, "hits": hits}, t)
+    assert det.score_one({}, t).severity == "none"
+    for _ in range(4):
+        t += 180
+        det.learn_one({"model_calls": 1, "hits": 0}, t)
+    assert det.score_one({}, t).value < 5
+
+
 def test_a_busy_scope_fires_within_minutes() -> None:
     scores = run(AT + 60, calls_every=1, hit_rate=0.5, collapse=range(AT, AT + 60))
     assert fired(scores) and fired(scores)[0] - AT < 20
