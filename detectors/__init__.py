@@ -22,9 +22,18 @@ from spendwarden.detectors.seasonal import SeasonalBaseline
 from spendwarden.detectors.tokens import TokenDrift
 from spendwarden.detectors.unit_cost import UnitCostDrift
 
-DETECTORS: dict[str, type[Detector]] = {cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile, NewModel, CacheCollapse)}
+DETECTORS: dict[str, type[Detector]] = {
+    cls.kind: cls for cls in (SeasonalBaseline, UnitCostDrift, TokenDrift, TokenProfile, NewModel, CacheCollapse)}
+# The detectors rules read, by the name they read them under (``anomaly.<name>.score``) and
+# configure them under (``detectors: {<name>: {...}}``): the one list the compiler, the
+# engine's feed and the evaluation take them from.
+RULE_DETECTORS: dict[str, type[Detector]] = {
+    "spend": SeasonalBaseline, "unit_cost": UnitCostDrift, "tokens": TokenDrift, "profile": TokenProfile,
+    "new_model": NewModel, "cache": CacheCollapse,
+}
 
 __all__ = [
-    "DETECTORS", "SEVERITIES", "CacheCollapse", "Detector", "DetectorParameterError", "DetectorStateError", "NewModel", "Score",
+    "DETECTORS", "RULE_DETECTORS", "SEVERITIES", "CacheCollapse", "Detector", "DetectorParameterError",
+    "DetectorStateError", "NewModel", "Score",
     "SeasonalBaseline", "Severity", "State", "TokenDrift", "TokenProfile", "UnitCostDrift",
 ]

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from spendwarden.detectors import RULE_DETECTORS
+
 GRACE_S = 15 * 60.0
 WEEK_S = 7 * 86400.0
 ALL = "all"  # the union of every detector's episodes: the default set's figures
@@ -108,11 +110,11 @@ class Episode:
 
 def detector_of(rule_name: str, when: str, labels: Mapping[str, str]) -> str | None:
     """Which detector a rule's alerts count for: its ``detector`` label, else the ``anomaly.*``
-    variables its ``when`` reads (``spend``, ``unit_cost``, ``tokens``, ``profile``, ``new_model``, ``cache``, several joined by ``+``); None for a
+    variables its ``when`` reads (``spend``, ``unit_cost``, ..., several joined by ``+``); None for a
     budget rule."""
     if labels.get("detector"):
         return labels["detector"]
-    used = [name for name in ("spend", "unit_cost", "tokens", "profile", "new_model", "cache") if f"anomaly.{name}." in when]
+    used = [name for name in RULE_DETECTORS if f"anomaly.{name}." in when]
     return "+".join(used) or None
 
 

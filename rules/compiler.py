@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import cel
 import orjson
 
+from spendwarden.detectors import RULE_DETECTORS
 from spendwarden.exceptions import RuleFileError
 from spendwarden.rules.schema import Budget, Rule, RuleFile, TenantSpec
 from spendwarden.streams.money import usd_to_nanos
@@ -31,7 +32,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     # The budget's own period end, also under its kind (`forecast.day.end_ratio` on a day budget).
     "forecast": ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion", "day", "week", "month"),
     # Online detectors over this instance's last 60 minutes (docs/detectors.md).
-    "anomaly": ("spend", "unit_cost", "tokens", "profile", "new_model", "cache"),
+    "anomaly": tuple(RULE_DETECTORS),
 }
 # Roots the clock alone can change (re-checked on ticks while the guards hold).
 CLOCK_ROOTS = frozenset({"local", "period", "window", "forecast", "anomaly"})
@@ -42,8 +43,7 @@ DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model
 GUARD_FIELDS: dict[str, frozenset[str]] = {
     "budget": frozenset({"spend_usd", "limit_usd", "used_ratio", "remaining_usd"}),
     "window": frozenset(VARIABLES["window"]),
-    "anomaly": frozenset({"spend.score", "unit_cost.score", "tokens.score", "profile.score", "new_model.score",
-                          "cache.score"}),
+    "anomaly": frozenset(f"{name}.score" for name in RULE_DETECTORS),
 }
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
@@ -266,16 +266,10 @@ def _inside_value(source: SourceFile, line: int, column: int | None, inner_line:
 
 def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
     """Build each configured detector once so a bad parameter is refused at load, with file:line."""
-    from spendwarden.detectors import (
-        CacheCollapse, NewModel, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift,
-    )
-
     spec = source.model.detectors
     assert spec is not None
-    params = {"spend": dict(spec.spend), "unit_cost": dict(spec.unit_cost), "tokens": dict(spec.tokens),
-              "profile": dict(spec.profile), "new_model": dict(spec.new_model), "cache": dict(spec.cache)}
-    for name, cls in (("spend", SeasonalBaseline), ("unit_cost", UnitCostDrift), ("tokens", TokenDrift),
-                      ("profile", TokenProfile), ("new_model", NewModel), ("cache", CacheCollapse)):
+    params = {name: dict(getattr(spec, name)) for name in RULE_DETECTORS}
+    for name, cls in RULE_DETECTORS.items():
         if "tz" in params[name]:
             line, column = source.locate(("detectors", name, "tz"))
             raise RuleFileError(source.path, line, column, f"detectors.{name}.tz: the zone is each tenant's own")

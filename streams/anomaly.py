@@ -19,7 +19,8 @@ from collections.abc import MutableMapping
 from typing import Any, Callable
 
 from spendwarden.detectors import (
-    CacheCollapse, DetectorStateError, NewModel, Score, SeasonalBaseline, TokenDrift, TokenProfile, UnitCostDrift,
+    RULE_DETECTORS, CacheCollapse, DetectorStateError, NewModel, Score, SeasonalBaseline, TokenDrift, TokenProfile,
+    UnitCostDrift,
 )
 from spendwarden.detectors.profile import NAME_CHARS, profile_counts
 from spendwarden.streams.events import CostEvent
@@ -33,7 +34,7 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
-ALL_DETECTORS = frozenset({"spend", "unit_cost", "tokens", "profile", "new_model", "cache"})
+ALL_DETECTORS = frozenset(RULE_DETECTORS)
 HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
 # Fed from the minute bucket, each with its state key.
 MINUTELY: dict[str, str] = {"profile": "detp", "new_model": "detn", "cache": "detc"}
