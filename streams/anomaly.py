@@ -118,7 +118,7 @@ class AnomalyFeed:
             bucket[1] = pos  # an event of an earlier minute (a producer's clock behind) joins the open one
             if len(bucket) == 4:  # written by a version without USD per model
                 bucket.append({})
-        if event.component == "model_call":
+        if event.component == "model_call" and "new_model" in names:  # only the new-model detector reads it
             usd = bucket[4]
             model = (event.model_or_service or "unknown")[:NAME_CHARS]
             usd[model] = usd.get(model, 0.0) + nanos / NANOS_PER_USD
