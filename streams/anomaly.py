@@ -55,10 +55,7 @@ class AnomalyFeed:
         self._unit = UnitCostDrift(**params.get("unit_cost", {}))
         self._tokens = TokenDrift(**params.get("tokens", {}))
         self._minute_protos: dict[str, MinuteDetector] = {
-            "profile": TokenProfile(**params.get("profile", {})),
-            "new_model": NewModel(**params.get("new_model", {})),
-            "cache": CacheCollapse(**params.get("cache", {})),
-        }
+            name: RULE_DETECTORS[name](**params.get(name, {})) for name in MINUTELY}  # type: ignore[misc]
         self._minute_live: dict[tuple[str, Key], MinuteDetector] = {}
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
