@@ -176,7 +176,9 @@ class RuleSet:
 
 
 def split_conjuncts(expression: str) -> list[str]:
-    """Split a CEL expression on ``&&`` at parenthesis depth 0, outside string literals."""
+    """Split a CEL expression on ``&&`` at parenthesis depth 0, outside string literals. An
+    expression with ``||`` or a ternary at depth 0 is no conjunction (``a || b && c`` is
+    ``a || (b && c)``): it comes back whole."""
     parts: list[str] = []
     depth = 0
     quote = ""
@@ -195,6 +197,8 @@ def split_conjuncts(expression: str) -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
+        elif depth == 0 and (ch == "?" or expression.startswith("||", i)):
+            return [expression.strip()]
         elif ch == "&" and expression.startswith("&&", i) and depth == 0:
             parts.append(expression[start:i].strip())
             start = i + 2

@@ -21,6 +21,15 @@ def test_split_ignores_ands_inside_strings_and_parentheses() -> None:
     assert split_conjuncts("  single  ") == ["single"]
 
 
+def test_split_keeps_disjunctions_and_ternaries_whole() -> None:
+    """`&&` binds tighter than `||` and `?:`: `a || b && c` is `a || (b && c)`, so `c` is no
+    necessary condition and the expression is not split."""
+    assert split_conjuncts("a || b && c") == ["a || b && c"]
+    assert split_conjuncts("a ? b : c && d") == ["a ? b : c && d"]
+    assert split_conjuncts("(a || b) && c") == ["(a || b)", "c"]
+    assert split_conjuncts("a && 'x || y ?' && c") == ["a", "'x || y ?'", "c"]
+
+
 def test_guards_forward_reversed_and_parenthesised() -> None:
     """`x >= n`, `(x > n)`, `n <= x` and `n < x` become guards; the rest is the residual."""
     guards, residual = extract_guards("budget.used_ratio >= 0.8 && local.hour > 8")
@@ -61,6 +70,8 @@ EXPRESSIONS = [
     "budget.used_ratio >= 0.7 && budget.spend_usd > 100.0 && local.weekday == 'monday'",
     "0.9 < budget.used_ratio && budget.used_ratio < 1.2",
     "budget.used_ratio >= 0.9 || local.hour == 3",
+    "budget.spend_usd > 100.0 || local.hour == 3 && budget.used_ratio > 0.5",
+    "local.hour == 3 ? budget.spend_usd > 100.0 : local.hour == 5 && budget.used_ratio >= 0.9",
 ]
 
 
