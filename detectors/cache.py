@@ -97,6 +97,10 @@ class CacheCollapse:
         base[0] += calls
         base[1] += hits
 
+    def warm_at(self, t: float) -> bool:
+        s = self._s
+        return s is not None and t - s["t0"] >= self.warmup_h * 3600 and s["base"][0] >= self.warmup_calls
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """The CUSUM with this bucket included (state unchanged)."""
         s = self._s

@@ -111,6 +111,10 @@ class RatioDrift:
         s["st"] = self._advance(s["st"], s["fit"], amount, volume, (t - s["tp"]) / HOUR, learn=True)
         s["tp"] = t
 
+    def warm_at(self, t: float) -> bool:
+        s = self._s
+        return s is not None and (max(t, s["t"]) - s["t0"]) / HOUR >= self.warmup_h
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """The drift as it stands with this bucket included (state unchanged)."""
         s = self._s

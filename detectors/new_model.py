@@ -110,6 +110,9 @@ class NewModel:
             for name in sorted(models, key=lambda m: models[m][1])[:len(models) - MAX_MODELS]:
                 del models[name]
 
+    def warm_at(self, t: float) -> bool:
+        return self._s is not None and self._warm(self._s, t)
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """The dearest recent debut, with this bucket's calls included (state unchanged)."""
         s = self._s

@@ -243,6 +243,11 @@ class TokenProfile:
         self._prune()
         self._t = t
 
+    def warm_at(self, t: float) -> bool:
+        learned = self._base.get("calls", 0.0)
+        return (self._t0 is not None and learned >= 1 and learned >= self.warmup_calls
+                and (t - self._t0) / 3600 >= self.warmup_h)
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """How the recent calls plus ``x`` (the open minute) differ from the baseline at ``t``."""
         if self._t0 is None or self._base.get("calls", 0.0) < 1:

@@ -167,6 +167,9 @@ class SeasonalBaseline:
             return None
         return max(0.0, math.exp(s["L"] + season) - self.floor_usd)
 
+    def warm_at(self, t: float) -> bool:
+        return self._s is not None and self._s["n"] >= self.warmup_days * 24
+
     def score_one(self, x: Mapping[str, float], t: float) -> Score:
         """How unusual this hour's spend is against the profile (state unchanged)."""
         s, usd = self._s, max(0.0, float(x.get("spend_usd", 0.0)))

@@ -51,6 +51,7 @@ _GUARD = re.compile(
     r"^\(?\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
 )
 _FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
+_WARM_CONJUNCT = re.compile(r"^\(?\s*anomaly\.([a-z_0-9]+)\.warm\s*\)?$")
 _GUARD_REVERSED = re.compile(
     r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*\)?$"
 )
@@ -114,6 +115,8 @@ class CompiledBudget:
     reads_window: bool = False  # some rule reads window.* (its figures are computed per evaluation)
     # The detectors its rules read (anomaly.<name>.*): only these learn and score.
     detectors: frozenset[str] = frozenset()
+    # Those of them some rule reads without requiring `anomaly.<name>.warm` (a top-level conjunct).
+    read_cold: frozenset[str] = frozenset()
     # Scope matchers as (dimension, allowed values) for fast event matching.
     matchers: tuple[tuple[str, frozenset[str]], ...] = ()
 
@@ -125,6 +128,12 @@ class CompiledBudget:
     def needs_detectors(self) -> bool:
         """Some rule reads anomaly.*."""
         return bool(self.detectors)
+
+    @property
+    def warm_gated(self) -> frozenset[str]:
+        """Detectors every rule reading them requires warm: while one warms up no rule of the
+        budget can pass on it, so it is not scored (learning goes on)."""
+        return self.detectors - self.read_cold
 
     @property
     def per_tenant(self) -> bool:
@@ -291,6 +300,12 @@ def detectors_read(expression: str) -> frozenset[str]:
     found = {name for root, name in _FIELD_REF.findall(_strip_strings(expression)) if root == "anomaly"}
     known = set(VARIABLES["anomaly"])
     return frozenset(found & known) or frozenset(known)
+
+
+def warm_required(expression: str) -> frozenset[str]:
+    """The detectors whose ``anomaly.<name>.warm`` is a top-level conjunct of the expression: it
+    is false while any of them warms up."""
+    return frozenset(m.group(1) for part in split_conjuncts(expression) if (m := _WARM_CONJUNCT.match(part)))
 
 
 def _keep_firing(rule: Rule, source: SourceFile, loc: tuple[Any, ...]) -> float:
@@ -474,7 +489,9 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         )
         budget.rules.append(compiled)
         if "anomaly" in roots:
-            budget.detectors |= detectors_read(rule.when)
+            read = detectors_read(rule.when)
+            budget.detectors |= read
+            budget.read_cold |= read - warm_required(rule.when)
         budget.reads_window = budget.reads_window or "window" in roots
         # minute buckets kept for window.* and for the detectors scored on the last 60 minutes
         budget.needs_window = budget.reads_window or bool(budget.detectors & {"spend", "unit_cost"})

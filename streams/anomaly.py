@@ -42,6 +42,9 @@ MINUTE_NAMES = frozenset(MINUTELY)
 MinuteDetector = TokenProfile | NewModel | CacheCollapse
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
+# The score of a detector not scored because it warms up and every rule reading it requires warm.
+NOT_SCORED_COLD = Score(0.0, 0.0, None, None, "none", False,
+                        ("warming up: not scored until warm (the rules reading it require warm)",))
 
 
 class AnomalyFeed:
@@ -206,11 +209,13 @@ class AnomalyFeed:
         return found
 
     # ------------------------------------------------------------ scoring
-    def context(self, key: Key, now: float, names: frozenset[str] = ALL_DETECTORS) -> dict[str, Any]:
+    def context(self, key: Key, now: float, names: frozenset[str] = ALL_DETECTORS,
+                warm_gated: frozenset[str] = frozenset()) -> dict[str, Any]:
         """``anomaly.*`` for a rule, on the last 60 minutes: scored again when the minute changes
         or the window's spend has grown by a tenth since (a burst inside one minute must not
         hide behind the score of its first event), else the memo answers. Only the detectors in
-        ``names`` are scored."""
+        ``names`` are scored, and those in ``warm_gated`` (every rule reading them requires
+        warm) only once warm: until then they answer NOT_SCORED_COLD, which no such rule passes."""
         minute = int(now // 60)
         memo = self._scores.get(key)
         hourly = names & HOURLY
@@ -229,17 +234,23 @@ class AnomalyFeed:
         if hourly:
             seasonal, unit, token_drift = self._detectors(key)
             if "spend" in names:
-                scores["spend"] = seasonal.score_one(
-                    {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now)
+                scores["spend"] = NOT_SCORED_COLD if "spend" in warm_gated and not seasonal.warm_at(now) else (
+                    seasonal.score_one(
+                        {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now))
             if "unit_cost" in names:
-                scores["unit_cost"] = unit.score_one(
-                    {"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now)
+                scores["unit_cost"] = NOT_SCORED_COLD if "unit_cost" in warm_gated and not unit.warm_at(now) else (
+                    unit.score_one({"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now))
             if "tokens" in names:  # over days: the learned hours plus the open one
-                scores["tokens"] = token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now)
+                scores["tokens"] = NOT_SCORED_COLD if "tokens" in warm_gated and not token_drift.warm_at(now) else (
+                    token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now))
         for name in MINUTELY:
             if name in names:
+                detector = self._minute_detector(name, key)
+                if name in warm_gated and not detector.warm_at(now):
+                    scores[name] = NOT_SCORED_COLD
+                    continue
                 x = {} if open_minute is None else _minute_x(name, open_minute)
-                scores[name] = self._minute_detector(name, key).score_one(x, now)
+                scores[name] = detector.score_one(x, now)
         context = {name: _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context

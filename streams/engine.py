@@ -449,7 +449,7 @@ class Engine:
             window = ev_.window_figures(state.get(("window", tkey, budget.name, inst)), int(now // 60))
         anomaly = None
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
-            context = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors)
+            context = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors, budget.warm_gated)
             anomaly = {f"{name}.score": found["score"] for name, found in context.items()}
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
@@ -567,7 +567,8 @@ class Engine:
             if "forecast" in rule.roots:
                 full["forecast"] = self._forecast(budget, inst, tkey, period, now, spend, limit)
             if "anomaly" in rule.roots:
-                full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors)
+                full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors,
+                                                        budget.warm_gated)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1

@@ -167,3 +167,42 @@ def test_an_unreadable_detector_state_starts_the_series_again(ruleset_from_yaml:
     feed.hour(1, 5.0)  # teaches hour 0: reads the stored state first
     assert engine._anomaly.errors == 1
     assert state[("det", "acme", "uc-day", ("acme", "chat"))]["spend"]["v"] != "from-the-future"
+
+
+def _spiked_fortnight(engine: Engine) -> list[tuple[str, float, str]]:
+    feed, rng = Feed(engine), random.Random(11)
+    for hour in range(15 * 24 + 10):
+        feed.hour(hour, hourly_usd(hour, rng))
+    feed.hour(15 * 24 + 10, 300.0, calls=20)
+    return feed.fired
+
+
+def test_a_detector_every_rule_requires_warm_is_not_scored_while_it_warms_up(
+        ruleset_from_yaml: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring a detector that no rule can pass on until it is warm is skipped; the alerts are
+    the same as with it scored all along."""
+    from spendwarden.detectors import SeasonalBaseline
+    from spendwarden.rules.compiler import CompiledBudget
+
+    rules = ruleset_from_yaml(RULES.replace("DETECTORS", ""))
+    assert rules.budgets[0].warm_gated == {"spend"}
+    scored: list[float] = []
+    real = SeasonalBaseline.score_one
+    monkeypatch.setattr(SeasonalBaseline, "score_one", lambda self, x, t: scored.append(t) or real(self, x, t))
+    gated = _spiked_fortnight(Engine(rules))
+    assert [rule for rule, _, _ in gated] == ["spend-spike"]
+    assert scored and min(scored) >= DAY0 + 14 * 24 * 3600  # not before 14 days were learned
+    scored.clear()
+    monkeypatch.setattr(CompiledBudget, "warm_gated", property(lambda self: frozenset()))
+    assert _spiked_fortnight(Engine(rules)) == gated
+    assert min(scored) < DAY0 + 24 * 3600  # scored from the first day when not gated
+
+
+def test_a_rule_reading_a_detector_without_requiring_warm_keeps_it_scored(ruleset_from_yaml: Any) -> None:
+    """One rule of the budget reading the score whether warm or not is enough to keep scoring."""
+    both = RULES.replace("DETECTORS", """  - name: raw-spike
+    budget: uc-day
+    when: "anomaly.spend.score > 9 || anomaly.spend.warm"
+""")
+    assert ruleset_from_yaml(both).budgets[0].warm_gated == frozenset()
+    assert ruleset_from_yaml(RULES.replace("DETECTORS", "")).budgets[0].read_cold == frozenset()

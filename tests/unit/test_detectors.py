@@ -128,6 +128,23 @@ def test_score_one_does_not_change_state(kind: str) -> None:
     assert det.to_state() == before
 
 
+def test_warm_at_is_false_only_where_the_score_is_not_warm(kind: str) -> None:
+    """``warm_at(t)`` False means ``score_one(x, t)`` says not warm (rules gated on warm skip
+    scoring on it), and it turns True once the series has warmed up."""
+    det = DETECTORS[kind]()
+    rng = random.Random(7)
+    seen_warm = False
+    for hour in range(24 * 21):
+        x = FEEDS[kind](rng, hour)
+        t = T0 + (hour + 1) * H - 1
+        score = det.score_one(x, t)
+        if not det.warm_at(t):
+            assert not score.warm, (hour, score)
+        seen_warm = seen_warm or (det.warm_at(t) and score.warm)
+        det.learn_one(x, t)
+    assert seen_warm
+
+
 def test_learning_is_deterministic(kind: str) -> None:
     """The same series gives the same states and scores."""
     a, b = DETECTORS[kind](), DETECTORS[kind]()
