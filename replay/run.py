@@ -185,6 +185,7 @@ def replay(
             emit(engine.advance(next_tick))
             next_tick += tick_s
         emit(engine.advance(end))
+    engine.sync_state()  # the returned engine's state is complete
     result.elapsed_s = time.perf_counter() - started
     sink.close()
     return result

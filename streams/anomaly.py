@@ -8,8 +8,11 @@ detectors. Rules score the sliding last 60 minutes (the
 budget's ``window`` buckets), so a loop or a misroute shows within minutes, not at the hour's end.
 
 Detector state lives in the engine's mapping (``("det", tenant, budget, instance)``) as JSON and
-is checkpointed like everything else; the live objects are a cache rebuilt from it. Statistics,
-not money: a crash between a bucket's checkpoint and its detector's may skip teaching one hour.
+is checkpointed like everything else; the live objects are a cache rebuilt from it. A taught
+detector is only marked: ``flush`` writes the states of the marked ones, once per checkpoint
+(``Engine.sync_state``) instead of once per closed minute, and before the cache drops them.
+Statistics, not money: a crash between a bucket's checkpoint and its detector's may skip
+teaching one hour.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
 # Fed from the minute bucket, each with its state key.
 MINUTELY: dict[str, str] = {"profile": "detp", "new_model": "detn", "cache": "detc"}
 MINUTE_NAMES = frozenset(MINUTELY)
+MINUTE_NAME_OF = {prefix: name for name, prefix in MINUTELY.items()}
 MinuteDetector = TokenProfile | NewModel | CacheCollapse
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
@@ -64,6 +68,9 @@ class AnomalyFeed:
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
         # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
         self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int, float]] = {}
+        # (state prefix, instance) of live detectors taught since the last flush: "det" (the
+        # hourly three) or a MINUTELY prefix. Always in the live caches (evicting flushes first).
+        self._taught: set[tuple[str, Key]] = set()
         self.errors = 0  # detector states that could not be read (reset to a new series)
 
     # ------------------------------------------------------------ learning
@@ -150,9 +157,8 @@ class AnomalyFeed:
         t = (bucket[0] + 1) * 60.0
         for name, prefix in MINUTELY.items():
             if name in names:
-                detector = self._minute_detector(name, key)
-                detector.learn_one(_minute_x(name, bucket), t)
-                self.state[(prefix,) + key] = detector.to_state()
+                self._minute_detector(name, key).learn_one(_minute_x(name, bucket), t)
+                self._taught.add((prefix, key))
         self._scores.pop(key, None)
 
     def _minute_detector(self, name: str, key: Key) -> MinuteDetector:
@@ -166,6 +172,7 @@ class AnomalyFeed:
                 self.errors += 1
                 found = proto.from_state(None)
             if len(self._minute_live) >= CACHE_MAX * len(MINUTELY):  # CACHE_MAX instances of each
+                self.flush()
                 self._minute_live.clear()
             self._minute_live[(name, key)] = found
         return found
@@ -181,9 +188,22 @@ class AnomalyFeed:
             unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
         if "tokens" in names and len(bucket) == 6:
             token_drift.learn_one({"tokens": float(bucket[5]), "model_calls": float(bucket[4])}, (closed + 1) * HOUR)
-        self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
-                                      "tokens": token_drift.to_state()}
+        self._taught.add(("det", key))
         self._scores.pop(key, None)
+
+    def flush(self) -> int:
+        """Write the state of every detector taught since the last flush into the engine's mapping
+        (before a checkpoint or a copy of the state); returns how many were written."""
+        for prefix, key in self._taught:
+            if prefix == "det":
+                seasonal, unit, token_drift = self._live[key]
+                self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
+                                              "tokens": token_drift.to_state()}
+            else:
+                self.state[(prefix,) + key] = self._minute_live[(MINUTE_NAME_OF[prefix], key)].to_state()
+        written = len(self._taught)
+        self._taught.clear()
+        return written
 
     def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]:
         """The instance's live detectors, rebuilt from state on a cache miss (the cache is bounded:
@@ -204,6 +224,7 @@ class AnomalyFeed:
                 self.errors += 1
                 found = (proto.from_state(None), self._unit.from_state(None), self._tokens.from_state(None))
             if len(self._live) >= CACHE_MAX:
+                self.flush()
                 self._live.clear()
             self._live[key] = found
         return found

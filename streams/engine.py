@@ -131,6 +131,8 @@ class Engine:
 
     # ---------------------------------------------------------------- rules
     def _install(self, rules: RuleSet) -> None:
+        if hasattr(self, "_anomaly"):
+            self._anomaly.flush()  # the new rules get new detector objects, rebuilt from state
         self.rules = rules
         self._budgets = rules.budgets
         self._calendars: dict[str, Calendar] = {}
@@ -149,6 +151,11 @@ class Engine:
         self._forecasts.clear()
         self._dim_key = attrgetter(*self._dims)
         self._memo.clear()
+
+    def sync_state(self) -> None:
+        """Write what lives only in memory between checkpoints (taught detectors) into the state
+        mapping: call before checkpointing or copying the state."""
+        self._anomaly.flush()
 
     def set_rules(self, rules: RuleSet) -> list[Effect]:
         """Swap the rule set (hot reload); spend state is kept and re-evaluated against new limits."""

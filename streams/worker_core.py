@@ -112,9 +112,10 @@ class WorkerCore:
         return found if found is not None else self.load_partition(partition, ())
 
     def dirty(self, partition: int) -> Iterable[tuple[tuple[Any, ...], Any]]:
-        state = self.engines[partition].state
-        assert isinstance(state, DirtyState)
-        return state.take_dirty()
+        engine = self.engines[partition]
+        engine.sync_state()
+        assert isinstance(engine.state, DirtyState)
+        return engine.state.take_dirty()
 
     def tenants(self, partition: int) -> list[str]:
         engine = self.engines.get(partition)

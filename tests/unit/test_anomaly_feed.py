@@ -66,7 +66,9 @@ def test_the_closed_minute_is_learned_and_the_open_one_scored() -> None:
         observe(anomaly, n, now + 1 + i / 10, output=0, trace=f"stuck-{i // 4}")
     burst = anomaly.context(KEY, now + 5)["profile"]
     assert burst["score"] > 6, burst
-    assert ("detp",) + KEY in state and state[("detp",) + KEY]["t"] == now
+    assert ("detp",) + KEY not in state  # taught detectors are written at a flush, not each minute
+    assert anomaly.flush() == 4 and state[("detp",) + KEY]["t"] == now  # the three minute ones and "det"
+    assert anomaly.flush() == 0  # nothing taught since
 
 
 def test_deep_traces_are_counted_in_a_busy_scope() -> None:
@@ -103,6 +105,7 @@ def test_only_the_detectors_a_budget_reads_learn_and_score() -> None:
     anomaly, state = feed()
     for n in range(1, 200):
         anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + n * 60, n, 1000, event(n, T0 + n * 60), frozenset({"profile"}))
+    anomaly.flush()
     assert ("pbkt",) + KEY in state and ("detp",) + KEY in state
     assert ("abkt",) + KEY not in state and ("det",) + KEY not in state
     assert set(anomaly.context(KEY, T0 + 200 * 60, frozenset({"profile"}))) == {"profile"}
@@ -119,6 +122,7 @@ def test_the_hour_bucket_counts_tokens_of_answered_model_calls_only() -> None:
     assert state[("abkt",) + KEY][2:] == [3000, 3, 2, 600 + 800]
     assert anomaly.context(KEY, T0 + 10, tokens_only)["tokens"]["actual"] == 700  # the open hour, scored
     anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + 3600, 4, 1000, event(4, T0 + 3600), tokens_only)
+    anomaly.flush()
     learned = state[("det",) + KEY]["tokens"]
     assert learned["p"] == [1400.0, 2.0]  # under min_volume: pooled until 20 calls
 
@@ -142,9 +146,36 @@ def test_the_minute_bucket_keeps_usd_per_model_for_the_new_model_detector() -> N
         anomaly.observe(KEY[0], KEY[1], KEY[2], T0 + minute * 60, n, 2_000_000, event(n, T0 + minute * 60),
                         debut_only)
     assert state[("pbkt",) + KEY][4] == {"gpt-4o": 0.002}
+    anomaly.flush()
     assert ("detn",) + KEY in state and ("detp",) + KEY not in state
     now = T0 + 3 * 86400 + 5
     n += 1
     anomaly.observe(KEY[0], KEY[1], KEY[2], now, n, 60_000_000, event(n, now, model="claude-opus-4"), debut_only)
     score = anomaly.context(KEY, now + 1, debut_only)["new_model"]
     assert score["warm"] and score["score"] == pytest.approx(30) and score["severity"] == "high"
+
+
+def _eight_scopes_three_minutes() -> dict[Any, Any]:
+    anomaly, state = feed()
+    keys = [("acme", "uc-day", ("acme", f"uc{i}")) for i in range(8)]
+    n = 0
+    for minute in range(4):
+        for key in keys:
+            for _ in range(minute + 1):
+                n += 1
+                ts = T0 + minute * 60
+                anomaly.observe(key[0], key[1], key[2], ts, n, 1000, event(n, ts, output=100 * minute))
+    anomaly.flush()
+    return state
+
+
+def test_detectors_dropped_from_the_live_cache_are_written_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taught detectors live in memory until a flush; a full cache writes them before dropping
+    them and rebuilds them from state later, so the states end as with a cache never full."""
+    import spendwarden.streams.anomaly as anomaly_module
+
+    roomy = _eight_scopes_three_minutes()
+    monkeypatch.setattr(anomaly_module, "CACHE_MAX", 3)
+    cramped = _eight_scopes_three_minutes()
+    assert cramped == roomy
+    assert sum(1 for key in roomy if key[0] == "detp") == 8

@@ -82,6 +82,7 @@ def test_detector_state_survives_a_checkpoint_and_scores_the_same(ruleset_from_y
     rng = random.Random(3)
     for hour in range(16 * 24):
         first.hour(hour, hourly_usd(hour, rng))
+    first.engine.sync_state()  # what a checkpoint does first
     copied = copy.deepcopy(state)
     restarted = Engine(rules, copied)
     key = ("acme", "uc-day", ("acme", "chat"))
@@ -166,6 +167,7 @@ def test_an_unreadable_detector_state_starts_the_series_again(ruleset_from_yaml:
     feed.hour(0, 5.0)
     feed.hour(1, 5.0)  # teaches hour 0: reads the stored state first
     assert engine._anomaly.errors == 1
+    engine.sync_state()
     assert state[("det", "acme", "uc-day", ("acme", "chat"))]["spend"]["v"] != "from-the-future"
 
 
@@ -206,3 +208,22 @@ def test_a_rule_reading_a_detector_without_requiring_warm_keeps_it_scored(rulese
 """)
     assert ruleset_from_yaml(both).budgets[0].warm_gated == frozenset()
     assert ruleset_from_yaml(RULES.replace("DETECTORS", "")).budgets[0].read_cold == frozenset()
+
+
+def test_a_rule_reload_keeps_what_the_detectors_learned(ruleset_from_yaml: Any) -> None:
+    """Reloading rules builds new detector objects from state: what the old ones learned since
+    the last flush is written first, so the states end as without the reload."""
+    rules = ruleset_from_yaml(RULES.replace("DETECTORS", ""))
+    steady, reloaded = Engine(rules), Engine(rules)
+    for engine in (steady, reloaded):
+        feed, rng = Feed(engine), random.Random(5)
+        for hour in range(3 * 24):
+            feed.hour(hour, hourly_usd(hour, rng))
+            if engine is reloaded and hour % 7 == 3:
+                engine.set_rules(ruleset_from_yaml(RULES.replace("DETECTORS", "")))
+        engine.sync_state()
+
+    def learned(engine: Engine) -> dict[Any, Any]:
+        return {key: value for key, value in engine.state.items() if key[0] == "det"}
+
+    assert learned(reloaded) == learned(steady) and learned(steady)
