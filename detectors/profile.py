@@ -396,15 +396,21 @@ class TokenProfile:
         if dt == 0:
             return
         fb = math.exp(-self._base_rate * dt)
-        base = self._base = {key: value * fb for key, value in self._base.items()}
+        recents = self._recent
+        # What leaves the slowest recent view enters the baseline, in one pass over the baseline;
+        # keys learned since the last decay are not in it yet (they come last, as they arrived).
+        slow = recents[self._slowest]
+        gone = 1 - math.exp(-self._recent_rates[self._slowest] * dt)
+        slow_get = slow.get
+        old_base = self._base
+        base = self._base = {key: value * fb + slow_get(key, 0.0) * gone for key, value in old_base.items()}
+        if len(slow) > len(old_base) or not slow.keys() <= old_base.keys():
+            for key, value in slow.items():
+                if key not in old_base:
+                    base[key] = value * gone
         for index, rate in enumerate(self._recent_rates):
             fr = math.exp(-rate * dt)
-            recent = self._recent[index]
-            if index == self._slowest:  # what leaves the slowest recent view enters the baseline
-                gone = 1 - fr
-                for key, value in recent.items():
-                    base[key] = base.get(key, 0.0) + value * gone
-            self._recent[index] = {key: value * fr for key, value in recent.items()}
+            recents[index] = {key: value * fr for key, value in recents[index].items()}
         for total in self._phi.values():
             total[0] *= fb
             total[1] *= fb
