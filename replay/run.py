@@ -15,6 +15,7 @@ from typing import IO, Any, Callable, Iterable, Protocol
 
 import orjson
 
+from spendwarden.gc_policy import engine_thresholds
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import Engine
@@ -137,8 +138,16 @@ def replay(
     progress_every: int = 50_000,
     engine: Engine | None = None,
 ) -> ReplayResult:
-    """Run ``records`` through ingest and the engine; ticks follow event time in ``tick_s`` steps."""
-    engine = engine or Engine(rules)
+    """Run ``records`` through ingest and the engine; ticks follow event time in ``tick_s`` steps.
+    The garbage collector runs with thresholds for a large state meanwhile (gc_policy.py)."""
+    with engine_thresholds():
+        return _replay(records, rules, ingest, sink, tick_s, advance_to, progress, progress_every,
+                       engine or Engine(rules))
+
+
+def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSet, ingest: Ingest,
+            sink: EffectSink, tick_s: float, advance_to: float | None,
+            progress: Callable[[ReplayResult], None] | None, progress_every: int, engine: Engine) -> ReplayResult:
     result = ReplayResult(engine=engine)
     effects_count = result.effects
     process = engine.process

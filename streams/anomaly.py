@@ -49,6 +49,7 @@ Key = tuple[str, str, tuple[str, ...]]
 # The score of a detector not scored because it warms up and every rule reading it requires warm.
 NOT_SCORED_COLD = Score(0.0, 0.0, None, None, "none", False,
                         ("warming up: not scored until warm (the rules reading it require warm)",))
+WINDOW_READERS = frozenset({"spend", "unit_cost"})  # scored on the last 60 minutes' spend and calls
 
 
 class AnomalyFeed:
@@ -63,11 +64,13 @@ class AnomalyFeed:
         self._tokens = TokenDrift(**params.get("tokens", {}))
         self._minute_protos: dict[str, MinuteDetector] = {
             name: RULE_DETECTORS[name](**params.get(name, {})) for name in MINUTELY}  # type: ignore[misc]
-        self._minute_live: dict[tuple[str, Key], MinuteDetector] = {}
+        self._minute_live: dict[Key, dict[str, MinuteDetector]] = {}  # per instance, by detector name
         self._seasonal: dict[str, SeasonalBaseline] = {}  # prototype per time zone
         self._live: dict[Key, tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]] = {}
         # per instance: (minute, context, scores, window spend, open-minute calls) of the last scoring
         self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int, float]] = {}
+        # names -> (context, scores) when every one of them is cold and gated: one shared answer
+        self._all_cold: dict[frozenset[str], tuple[dict[str, Any], dict[str, Score]]] = {}
         # (state prefix, instance) of live detectors taught since the last flush: "det" (the
         # hourly three) or a MINUTELY prefix. Always in the live caches (evicting flushes first).
         self._taught: set[tuple[str, Key]] = set()
@@ -163,7 +166,13 @@ class AnomalyFeed:
 
     def _minute_detector(self, name: str, key: Key) -> MinuteDetector:
         """The instance's live minute detector ``name``, rebuilt from state on a cache miss."""
-        found = self._minute_live.get((name, key))
+        live = self._minute_live.get(key)
+        if live is None:
+            if len(self._minute_live) >= CACHE_MAX:
+                self.flush()
+                self._minute_live.clear()
+            live = self._minute_live[key] = {}
+        found = live.get(name)
         if found is None:
             proto = self._minute_protos[name]
             try:
@@ -171,10 +180,7 @@ class AnomalyFeed:
             except DetectorStateError:
                 self.errors += 1
                 found = proto.from_state(None)
-            if len(self._minute_live) >= CACHE_MAX * len(MINUTELY):  # CACHE_MAX instances of each
-                self.flush()
-                self._minute_live.clear()
-            self._minute_live[(name, key)] = found
+            live[name] = found
         return found
 
     def _teach(self, key: Key, bucket: list[int], hour: int, names: frozenset[str]) -> None:
@@ -200,7 +206,7 @@ class AnomalyFeed:
                 self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
                                               "tokens": token_drift.to_state()}
             else:
-                self.state[(prefix,) + key] = self._minute_live[(MINUTE_NAME_OF[prefix], key)].to_state()
+                self.state[(prefix,) + key] = self._minute_live[key][MINUTE_NAME_OF[prefix]].to_state()
         written = len(self._taught)
         self._taught.clear()
         return written
@@ -238,11 +244,22 @@ class AnomalyFeed:
         ``names`` are scored, and those in ``warm_gated`` (every rule reading them requires
         warm) only once warm: until then they answer NOT_SCORED_COLD, which no such rule passes."""
         minute = int(now // 60)
+        warm = self._warm_names(key, now, names, warm_gated) if warm_gated else names
+        if not warm:
+            answer = self._all_cold.get(names)
+            if answer is None:
+                scores = {name: NOT_SCORED_COLD for name in sorted(names)}
+                answer = self._all_cold[names] = ({name: _COLD_CEL for name in scores}, scores)
+            if len(self._scores) >= CACHE_MAX:
+                self._scores.clear()
+            self._scores[key] = (minute, answer[0], answer[1], 0, 0.0)
+            return answer[0]
         memo = self._scores.get(key)
-        hourly = names & HOURLY
-        before, this_hour, calls = _window_split(self.state.get(("window",) + key), now) if hourly else (0, 0, 0)
+        hourly = warm & HOURLY
+        before, this_hour, calls = (_window_split(self.state.get(("window",) + key), now) if warm & WINDOW_READERS
+                                    else (0, 0, 0))
         sums: dict[str, float] = {}
-        open_minute = self.state.get(("pbkt",) + key) if names & MINUTE_NAMES else None
+        open_minute = self.state.get(("pbkt",) + key) if warm & MINUTE_NAMES else None
         if open_minute is not None:
             sums = open_minute[2]  # by construction not learned yet
         open_calls = sums.get("calls", 0)
@@ -251,30 +268,37 @@ class AnomalyFeed:
             return memo[1]
         if len(self._scores) >= CACHE_MAX:
             self._scores.clear()
-        scores: dict[str, Score] = {}
+        scores = {name: NOT_SCORED_COLD for name in sorted(names - warm)}
         if hourly:
             seasonal, unit, token_drift = self._detectors(key)
-            if "spend" in names:
-                scores["spend"] = NOT_SCORED_COLD if "spend" in warm_gated and not seasonal.warm_at(now) else (
-                    seasonal.score_one(
-                        {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now))
-            if "unit_cost" in names:
-                scores["unit_cost"] = NOT_SCORED_COLD if "unit_cost" in warm_gated and not unit.warm_at(now) else (
-                    unit.score_one({"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now))
-            if "tokens" in names:  # over days: the learned hours plus the open one
-                scores["tokens"] = NOT_SCORED_COLD if "tokens" in warm_gated and not token_drift.warm_at(now) else (
-                    token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now))
+            if "spend" in hourly:
+                scores["spend"] = seasonal.score_one(
+                    {"spend_usd": self._as_this_hour(seasonal, before, now) + this_hour / NANOS_PER_USD}, now)
+            if "unit_cost" in hourly:
+                scores["unit_cost"] = unit.score_one(
+                    {"cost_usd": (before + this_hour) / NANOS_PER_USD, "requests": float(calls)}, now)
+            if "tokens" in hourly:  # over days: the learned hours plus the open one
+                scores["tokens"] = token_drift.score_one(_open_hour_tokens(self.state.get(("abkt",) + key), now), now)
         for name in MINUTELY:
-            if name in names:
-                detector = self._minute_detector(name, key)
-                if name in warm_gated and not detector.warm_at(now):
-                    scores[name] = NOT_SCORED_COLD
-                    continue
+            if name in warm:
                 x = {} if open_minute is None else _minute_x(name, open_minute)
-                scores[name] = detector.score_one(x, now)
-        context = {name: _cel(score) for name, score in scores.items()}
+                scores[name] = self._minute_detector(name, key).score_one(x, now)
+        context = {name: _COLD_CEL if score is NOT_SCORED_COLD else _cel(score) for name, score in scores.items()}
         self._scores[key] = (minute, context, scores, before + this_hour, open_calls)
         return context
+
+    def _warm_names(self, key: Key, now: float, names: frozenset[str], warm_gated: frozenset[str]) -> frozenset[str]:
+        """``names`` without the gated detectors that are still warming up."""
+        cold: set[str] = set()
+        if warm_gated & HOURLY:
+            seasonal, unit, token_drift = self._detectors(key)
+            for name, detector in (("spend", seasonal), ("unit_cost", unit), ("tokens", token_drift)):
+                if name in warm_gated and name in names and not detector.warm_at(now):
+                    cold.add(name)
+        for name in warm_gated & MINUTE_NAMES & names:
+            if not self._minute_detector(name, key).warm_at(now):
+                cold.add(name)
+        return names - cold if cold else names
 
     @staticmethod
     def _as_this_hour(seasonal: SeasonalBaseline, before_nanos: int, now: float) -> float:
@@ -338,3 +362,6 @@ def _window_split(buckets: Any, now: float) -> tuple[int, int, int]:
 def _cel(score: Score) -> dict[str, Any]:
     return {"score": float(score.value), "severity": score.severity, "warm": score.warm,
             "actual": float(score.actual), "expected": float(score.expected or 0.0)}
+
+
+_COLD_CEL = _cel(NOT_SCORED_COLD)  # shared: contexts are read, never changed

@@ -25,6 +25,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendwarden.exceptions import ConfigError
+from spendwarden.gc_policy import use_engine_thresholds
 from spendwarden.kafka_security import aiokafka_options, faust_credentials
 from spendwarden.logs import get_logger
 from spendwarden.rules.loader import RuleStore, rule_files
@@ -644,6 +645,7 @@ def run_worker(settings: Settings) -> None:
 
     check_redis_credentials(redis_target(settings))
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    use_engine_thresholds()  # a long-lived state, little cyclic garbage (spendwarden/gc_policy.py)
     service = Service(settings)
     worker = faust.Worker(service.app, loglevel=settings.log_level.upper(), quiet=True)
 
