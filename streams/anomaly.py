@@ -38,7 +38,8 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
 ALL_DETECTORS = frozenset(RULE_DETECTORS)
-HOURLY = frozenset({"spend", "unit_cost", "tokens"})  # fed from the hour bucket
+HOURLY_ORDER = ("spend", "unit_cost", "tokens")  # fed from the hour bucket, in _detectors' order
+HOURLY = frozenset(HOURLY_ORDER)
 # Fed from the minute bucket, each with its state key.
 MINUTELY: dict[str, str] = {"profile": "detp", "new_model": "detn", "cache": "detc"}
 MINUTE_NAMES = frozenset(MINUTELY)
@@ -71,6 +72,7 @@ class AnomalyFeed:
         self._scores: dict[Key, tuple[int, dict[str, Any], dict[str, Score], int, float]] = {}
         # names -> (context, scores) when every one of them is cold and gated: one shared answer
         self._all_cold: dict[frozenset[str], tuple[dict[str, Any], dict[str, Score]]] = {}
+        self._gate_plans: dict[tuple[frozenset[str], frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
         # (state prefix, instance) of live detectors taught since the last flush: "det" (the
         # hourly three) or a MINUTELY prefix. Always in the live caches (evicting flushes first).
         self._taught: set[tuple[str, Key]] = set()
@@ -289,16 +291,17 @@ class AnomalyFeed:
 
     def _warm_names(self, key: Key, now: float, names: frozenset[str], warm_gated: frozenset[str]) -> frozenset[str]:
         """``names`` without the gated detectors that are still warming up."""
-        cold: set[str] = set()
-        if warm_gated & HOURLY:
-            seasonal, unit, token_drift = self._detectors(key)
-            for name, detector in (("spend", seasonal), ("unit_cost", unit), ("tokens", token_drift)):
-                if name in warm_gated and name in names and not detector.warm_at(now):
-                    cold.add(name)
-        for name in warm_gated & MINUTE_NAMES & names:
-            if not self._minute_detector(name, key).warm_at(now):
-                cold.add(name)
-        return names - cold if cold else names
+        plan = self._gate_plans.get((names, warm_gated))
+        if plan is None:  # which hourly (by index in _detectors) and minute detectors to check
+            plan = self._gate_plans[(names, warm_gated)] = (
+                tuple((i, name) for i, name in enumerate(HOURLY_ORDER) if name in names and name in warm_gated),
+                tuple(name for name in MINUTELY if name in names and name in warm_gated))
+        cold: list[str] = []
+        if plan[0]:
+            hourly = self._detectors(key)
+            cold.extend(name for i, name in plan[0] if not hourly[i].warm_at(now))
+        cold.extend(name for name in plan[1] if not self._minute_detector(name, key).warm_at(now))
+        return names.difference(cold) if cold else names
 
     @staticmethod
     def _as_this_hour(seasonal: SeasonalBaseline, before_nanos: int, now: float) -> float:
