@@ -43,7 +43,6 @@ HOURLY = frozenset(HOURLY_ORDER)
 # Fed from the minute bucket, each with its state key.
 MINUTELY: dict[str, str] = {"profile": "detp", "new_model": "detn", "cache": "detc"}
 MINUTE_NAMES = frozenset(MINUTELY)
-MINUTE_NAME_OF = {prefix: name for name, prefix in MINUTELY.items()}
 MinuteDetector = TokenProfile | NewModel | CacheCollapse
 MAX_IDLE_HOURS = 14 * 24  # zero hours taught after a long silence (older ones would be forgotten anyway)
 Key = tuple[str, str, tuple[str, ...]]
@@ -73,9 +72,10 @@ class AnomalyFeed:
         # names -> (context, scores) when every one of them is cold and gated: one shared answer
         self._all_cold: dict[frozenset[str], tuple[dict[str, Any], dict[str, Score]]] = {}
         self._gate_plans: dict[tuple[frozenset[str], frozenset[str]], tuple[Any, tuple[str, ...]]] = {}
-        # (state prefix, instance) of live detectors taught since the last flush: "det" (the
-        # hourly three) or a MINUTELY prefix. Always in the live caches (evicting flushes first).
-        self._taught: set[tuple[str, Key]] = set()
+        # Instances whose live hourly / minute detectors were taught since the last flush; they
+        # are always in the live caches (evicting flushes first).
+        self._taught: set[Key] = set()
+        self._taught_minutes: set[Key] = set()
         self.errors = 0  # detector states that could not be read (reset to a new series)
 
     # ------------------------------------------------------------ learning
@@ -160,10 +160,10 @@ class AnomalyFeed:
 
     def _teach_minute(self, key: Key, bucket: list[Any], names: frozenset[str]) -> None:
         t = (bucket[0] + 1) * 60.0
-        for name, prefix in MINUTELY.items():
+        for name in MINUTELY:
             if name in names:
                 self._minute_detector(name, key).learn_one(_minute_x(name, bucket), t)
-                self._taught.add((prefix, key))
+        self._taught_minutes.add(key)
         self._scores.pop(key, None)
 
     def _minute_detector(self, name: str, key: Key) -> MinuteDetector:
@@ -196,21 +196,24 @@ class AnomalyFeed:
             unit.learn_one({"cost_usd": nanos / NANOS_PER_USD, "requests": float(calls)}, (closed + 1) * HOUR)
         if "tokens" in names and len(bucket) == 6:
             token_drift.learn_one({"tokens": float(bucket[5]), "model_calls": float(bucket[4])}, (closed + 1) * HOUR)
-        self._taught.add(("det", key))
+        self._taught.add(key)
         self._scores.pop(key, None)
 
     def flush(self) -> int:
         """Write the state of every detector taught since the last flush into the engine's mapping
         (before a checkpoint or a copy of the state); returns how many were written."""
-        for prefix, key in self._taught:
-            if prefix == "det":
-                seasonal, unit, token_drift = self._live[key]
-                self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
-                                              "tokens": token_drift.to_state()}
-            else:
-                self.state[(prefix,) + key] = self._minute_live[key][MINUTE_NAME_OF[prefix]].to_state()
-        written = len(self._taught)
+        written = 0
+        for key in self._taught:
+            seasonal, unit, token_drift = self._live[key]
+            self.state[("det",) + key] = {"spend": seasonal.to_state(), "unit_cost": unit.to_state(),
+                                          "tokens": token_drift.to_state()}
+            written += 1
+        for key in self._taught_minutes:
+            for name, detector in self._minute_live[key].items():
+                self.state[(MINUTELY[name],) + key] = detector.to_state()
+                written += 1
         self._taught.clear()
+        self._taught_minutes.clear()
         return written
 
     def _detectors(self, key: Key) -> tuple[SeasonalBaseline, UnitCostDrift, TokenDrift]:
