@@ -302,8 +302,12 @@ class AnomalyFeed:
         cold: list[str] = []
         if plan[0]:
             hourly = self._detectors(key)
-            cold.extend(name for i, name in plan[0] if not hourly[i].warm_at(now))
-        cold.extend(name for name in plan[1] if not self._minute_detector(name, key).warm_at(now))
+            for i, name in plan[0]:
+                if not hourly[i].warm_at(now):
+                    cold.append(name)
+        for name in plan[1]:
+            if not self._minute_detector(name, key).warm_at(now):
+                cold.append(name)
         return names.difference(cold) if cold else names
 
     @staticmethod
