@@ -37,6 +37,10 @@ CACHE_MAX = 20_000  # live detector objects (~8 KB each) and scores kept in memo
 # Traces per scope whose calls and last outcome are counted, the most recently active ones: a
 # scope with more traces open at once than this loses count of its least recently active ones.
 TRACES_KEPT = 256
+# ... and only while active: a trace without a call for this many minutes is forgotten (a later
+# call of it counts as a new trace). Without it a quiet scope kept its last 256 traces for good:
+# ~50 KB of bucket per scope, rewritten into the changelog with every event of the scope.
+TRACE_IDLE_MIN = 120
 ALL_DETECTORS = frozenset(RULE_DETECTORS)
 HOURLY_ORDER = ("spend", "unit_cost", "tokens")  # fed from the hour bucket, in _detectors' order
 HOURLY = frozenset(HOURLY_ORDER)
@@ -135,17 +139,21 @@ class AnomalyFeed:
             model = (event.model_or_service or "unknown")[:NAME_CHARS]
             usd[model] = usd.get(model, 0.0) + nanos / NANOS_PER_USD
         # Per most recently active trace of the scope: its calls, whether its last call failed, the
-        # minute of its first call and the age bucket it reached (loops, retries that fail again).
-        # Keys are CRC-32s of trace ids (compact in a checkpoint; a collision among TRACES_KEPT
-        # traces is one in ~10^7).
+        # minute of its first call, the age bucket it reached (loops, retries that fail again) and
+        # the minute of its last call. Keys are CRC-32s of trace ids (compact in a checkpoint; a
+        # collision among TRACES_KEPT traces is one in ~10^7). Least recently active first.
         trace = event.trace_id
         if trace is None:
             profile_counts(event.component, event.model_or_service, event.workflow_step, event.input_tokens,
                            event.output_tokens, event.cached_tokens, bucket[2])
         else:
             traces = bucket[3]
+            if traces:
+                _forget_idle(traces, minute)
             tkey = f"{zlib.crc32(trace.encode()):x}"
-            seen = traces.pop(tkey, None) or [0, 0, minute, -1]
+            seen = traces.pop(tkey, None) or [0, 0, minute, -1, minute]
+            if len(seen) == 4:  # kept by a version without the last call's minute
+                seen.append(seen[2])
             seen[0] += 1
             failed = event.component == "model_call" and event.output_tokens <= 0
             refail = failed and seen[1] == 1  # the call before it in this trace failed too
@@ -153,6 +161,7 @@ class AnomalyFeed:
             seen[3] = profile_counts(event.component, event.model_or_service, event.workflow_step,
                                      event.input_tokens, event.output_tokens, event.cached_tokens, bucket[2],
                                      seen[0], refail, max(0, minute - seen[2]), seen[3])
+            seen[4] = max(seen[4], minute)
             traces[tkey] = seen
             if len(traces) > TRACES_KEPT:
                 del traces[next(iter(traces))]
@@ -334,6 +343,17 @@ class AnomalyFeed:
         if memo is None:
             return []
         return [score.text for score in memo[2].values() if score.warm and score.severity != "none"]
+
+
+def _forget_idle(traces: dict[str, list[int]], minute: int) -> None:
+    """Drop the least recently active traces while their last call is TRACE_IDLE_MIN or more
+    minutes old (a 4-field entry of an older version: its first call's minute)."""
+    while traces:
+        oldest = next(iter(traces))
+        entry = traces[oldest]
+        if minute - entry[-1 if len(entry) > 4 else 2] < TRACE_IDLE_MIN:
+            return
+        del traces[oldest]
 
 
 def _minute_x(name: str, bucket: list[Any]) -> dict[str, float]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from spendwarden.streams.anomaly import TRACES_KEPT, AnomalyFeed
+from spendwarden.streams.anomaly import TRACE_IDLE_MIN, TRACES_KEPT, AnomalyFeed
 from spendwarden.streams.events import CostEvent
 from spendwarden.streams.periods import Calendar
 
@@ -179,3 +179,32 @@ def test_detectors_dropped_from_the_live_cache_are_written_first(monkeypatch: py
     cramped = _eight_scopes_three_minutes()
     assert cramped == roomy
     assert sum(1 for key in roomy if key[0] == "detp") == 8
+
+
+def test_a_trace_idle_for_two_hours_is_forgotten_and_an_active_one_kept() -> None:
+    """A quiet scope does not carry its old traces for good: a trace without a call for
+    TRACE_IDLE_MIN minutes leaves the bucket (its next call counts as a new trace), one that
+    keeps calling keeps its count."""
+    anomaly, state = feed()
+    n = 0
+    for i in range(50):  # fifty one-call traces, then silence
+        n += 1
+        observe(anomaly, n, T0 + i, trace=f"old-{i}")
+    for minute in range(0, TRACE_IDLE_MIN + 30, 20):  # one trace calling every 20 minutes
+        n += 1
+        observe(anomaly, n, T0 + 60 + minute * 60, trace="busy")
+    traces = state[("pbkt",) + KEY][3]
+    assert len(traces) == 1  # only "busy" is left
+    busy = next(iter(traces.values()))
+    assert busy[0] == len(range(0, TRACE_IDLE_MIN + 30, 20))  # its calls all counted on one trace
+    n += 1
+    observe(anomaly, n, T0 + 60 + (TRACE_IDLE_MIN + 40) * 60, trace="old-3")
+    assert open_sums(state)["traces"] == 1  # old-3 counted as a new trace in this minute
+
+
+def test_trace_entries_of_an_older_version_expire_by_their_first_minute() -> None:
+    anomaly, state = feed()
+    minute = int(T0 // 60)
+    state[("pbkt",) + KEY] = [minute, 1, {}, {"a1": [3, 0, minute, 1], "b2": [1, 0, minute + 100, 0]}, {}]
+    observe(anomaly, 2, T0 + (TRACE_IDLE_MIN + 10) * 60, trace="new")
+    assert list(state[("pbkt",) + KEY][3])[:1] == ["b2"]  # a1 started over two hours ago: gone
