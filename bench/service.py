@@ -63,12 +63,14 @@ def bare_faust_child(config: dict[str, Any]) -> None:
     """
     import faust
 
+    from spendwarden.gc_policy import use_engine_thresholds
     from spendwarden.settings import Settings
     from spendwarden.streams.service import _patch_fetch_wait, faust_app_settings
 
     s = Settings(kafka_bootstrap=config["bootstrap"], app_id=config["app_id"], partitions=config["partitions"],
                  data_dir=Path(config["data_dir"]), http_port=config["http_port"])
     _patch_fetch_wait(s.fetch_max_wait_ms)  # as Service.__init__ does
+    use_engine_thresholds()  # the worker's garbage-collector thresholds too (run_worker)
     app = faust.App(s.app_id, **faust_app_settings(s))  # exactly the worker's app settings
     topic = app.topic(config["topic"], key_serializer="raw", value_serializer="raw", partitions=s.partitions)
     progress = Path(config["progress"])
