@@ -1,8 +1,8 @@
 """Render an Evaluation as Markdown tables and a report page. Pure text, no I/O.
 
-Why Markdown: it reads in a terminal, in a pull request and on GitHub alike, and needs no
-dependency. Plots are not drawn (matplotlib is not a dependency); evaluation.json holds every
-figure for whoever wants to plot them.
+Why Markdown: it reads in a terminal, in a pull request and on GitHub alike. The PNG plots it
+links are drawn by replay/plots.py (matplotlib, the ``report`` extra); evaluation.json holds
+every figure.
 """
 
 from __future__ import annotations
@@ -135,8 +135,21 @@ def window_table(evaluation: Evaluation) -> str:
     return markdown_table(["window", "scope", "tenant peak events/h", "start", "minutes", "delay (min)"], rows)
 
 
-def markdown(evaluation: Evaluation, run: RunInfo) -> str:
-    """The report page: what ran, the tables, the goals, and the false alerts to look at."""
+def plots_section(plots: Sequence[Any]) -> list[str]:
+    """The report's plots (``Plot`` of replay/plots.py), or how to get them."""
+    if not plots:
+        return ["No plots: matplotlib is not installed (`pip install 'spendwarden[report]'`). "
+                "`evaluation.json` holds the same figures.", ""]
+    lines = ["Hourly spend (UTC) around each labelled window and each false alert: the usual range is "
+             "a seasonal baseline of the same series (a reading aid, not what fired), red a labelled "
+             "incident, green growth or a surge, orange bars the anomaly alerts.", ""]
+    for plot in plots:
+        lines += [f"### {plot.title}", "", f"![{plot.title}](plots/{plot.file})", ""]
+    return lines
+
+
+def markdown(evaluation: Evaluation, run: RunInfo, plots: Sequence[Any] = ()) -> str:
+    """The report page: what ran, the tables, the goals, the false alerts to look at, the plots."""
     lab = evaluation.labels
     parts = [
         f"# Detector evaluation: {lab.scenario or 'scenario'} seed {lab.seed}",
@@ -168,8 +181,9 @@ def markdown(evaluation: Evaluation, run: RunInfo) -> str:
         _false_list(evaluation.detectors[ALL].false_examples) if evaluation.detectors[ALL].false_examples
         else "None.",
         "",
-        "Plots are not drawn: matplotlib is not a dependency. `evaluation.json` holds the same figures.",
+        "## Plots",
         "",
+        *plots_section(plots),
     ]
     return "\n".join(parts)
 

@@ -79,15 +79,18 @@ def command_line(opts: ReplayOptions, rules: str | None, labels: str | None, rep
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def replay_alerts(opts: ReplayOptions, ruleset: Any, out: str | None = None, show: bool = False) -> tuple[Any, list]:
-    """Replay the events through ``ruleset``; the result and the alert effects as dicts."""
+def replay_alerts(opts: ReplayOptions, ruleset: Any, out: str | None = None, show: bool = False,
+                  wrap_ingest: Any = None) -> tuple[Any, list]:
+    """Replay the events through ``ruleset``; the result and the alert effects as dicts.
+    ``wrap_ingest`` (ingest -> ingest) may watch the parsed events (the report's plots)."""
     from spendwarden.cli import _parse_time, _PrintingSink, _progress_printer, make_ingest, open_source
     from spendwarden.replay.run import JsonlSink, NullSink, replay
 
     source, locate = open_source(opts.events, opts.start, opts.end, opts.partitions)
     tap = AlertTap(_PrintingSink(JsonlSink(out, locate) if out else NullSink(), show))
     try:
-        result = replay(source, ruleset, make_ingest(opts.pricebook, opts.reprice), tap, tick_s=opts.tick,
+        ingest = make_ingest(opts.pricebook, opts.reprice)
+        result = replay(source, ruleset, wrap_ingest(ingest) if wrap_ingest else ingest, tap, tick_s=opts.tick,
                         advance_to=_parse_time(opts.advance_to, "--advance-to"),
                         progress=_progress_printer(source.total_bytes, source) if opts.progress else None)
     finally:
@@ -122,27 +125,36 @@ def detectors_of(ruleset: Any) -> dict[str, str]:
 
 
 def score(opts: ReplayOptions, ruleset: Any, labels: Any, out: str | None = None,
-          show: bool = False) -> tuple[Any, Any]:
-    """Replay and evaluate: the replay result and the Evaluation."""
+          show: bool = False, wrap_ingest: Any = None) -> tuple[Any, Any, list]:
+    """Replay and evaluate: the replay result, the Evaluation and the alert episodes."""
     from spendwarden.replay.evaluation import episodes, evaluate
 
     detectors = detectors_of(ruleset)
     if not detectors:
         raise ConfigError("no rule reads anomaly.* or has a `detector` label: nothing to evaluate "
                           "(try --rules rules/packs/anomaly)")
-    result, alerts = replay_alerts(opts, ruleset, out, show)
-    return result, evaluate(episodes(alerts, detectors, labels.end), labels)
+    result, alerts = replay_alerts(opts, ruleset, out, show, wrap_ingest)
+    found = episodes(alerts, detectors, labels.end)
+    return result, evaluate(found, labels), found
 
 
 def run_evaluation(opts: ReplayOptions, rules: str, labels_path: str, report: str | None, out: str | None,
                    show: bool) -> None:
     """``replay EVENTS --rules DIR --labels L [--report DIR]``: print the tables, write the report."""
+    from spendwarden.replay.evaluation import ALL
+    from spendwarden.replay.plots import HourlySpend, write_plots
     from spendwarden.replay.report import RunInfo, detector_table, goals_table, kind_table, markdown, report_json
     from spendwarden.rules.loader import load_ruleset
 
     ruleset = load_ruleset(rules)
     labels = read_labels(labels_path)
-    result, evaluation = score(opts, ruleset, labels, out, show)
+    hourly: list[HourlySpend] = []
+
+    def watch(ingest: Any) -> HourlySpend:
+        hourly.append(HourlySpend(ingest))
+        return hourly[0]
+
+    result, evaluation, found = score(opts, ruleset, labels, out, show, watch if report else None)
     run = RunInfo(opts.events, rules, ruleset.version, command_line(opts, rules, labels_path, report), result.elapsed_s,
                   result.events)
     click.echo(f"\n{labels.scenario} seed {labels.seed}: {labels.days:g} days, {labels.tenants} tenants, "
@@ -155,9 +167,11 @@ def run_evaluation(opts: ReplayOptions, rules: str, labels_path: str, report: st
     if report:
         folder = Path(report)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.md").write_text(markdown(evaluation, run))
+        plots = write_plots(folder / "plots", labels, found, hourly[0], evaluation.detectors[ALL].false_examples)
+        (folder / "report.md").write_text(markdown(evaluation, run, plots))
         (folder / "evaluation.json").write_bytes(orjson.dumps(report_json(evaluation, run), option=orjson.OPT_INDENT_2))
-        click.echo(f"\nreport written to {folder}/ (report.md, evaluation.json)")
+        drawn = f", {len(plots)} plots in plots/" if plots else " (no plots: pip install 'spendwarden[report]')"
+        click.echo(f"\nreport written to {folder}/ (report.md, evaluation.json{drawn})")
 
 
 def _rule_files(rules: str) -> dict[str, Any]:
@@ -193,7 +207,7 @@ def run_sweep(opts: ReplayOptions, rules: str, labels_path: str, settings: Seque
         with tempfile.TemporaryDirectory(prefix="spendwarden-sweep-") as tmp:
             ruleset = _load_changed(changed, Path(tmp))
         click.echo(f"sweep {setting.label}={value!r}: replaying with rules {ruleset.version}", err=True)
-        _, evaluation = score(opts, ruleset, labels)
+        _, evaluation, _ = score(opts, ruleset, labels)
         s = evaluation.detectors[ALL]
         rows.append({"value": value, "rules_version": ruleset.version, "recall": s.recall,
                      "delay_median_min": quantile(s.delays_min, 0.5), "delay_p90_min": quantile(s.delays_min, 0.9),

@@ -82,6 +82,12 @@ def test_report_writes_markdown_and_json_and_prints_the_table(files: dict[str, P
     assert "| agent-loop" in report and "surge (not an incident)" in report
     assert "acme/drafting" in report  # the false alert is listed
     assert data["command"] in report
+    # a plot per labelled window and per false alert, linked from the report
+    plots = sorted(p.name for p in (files["out"] / "plots").iterdir())
+    assert len(plots) == 3 and all((files["out"] / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    assert [p for p in plots if p.startswith("false-acme-drafting-")]
+    for name in plots:
+        assert f"(plots/{name})" in report
 
 
 def test_sweep_prints_one_row_per_value_and_marks_the_frontier(files: dict[str, Path]) -> None:
