@@ -13,6 +13,7 @@ the report is written without plots and says how to get them.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,9 +141,7 @@ def write_plots(folder: Path, labels: Labels, found: Sequence[Episode], hourly: 
                 false_alerts: Sequence[Episode]) -> list[Plot]:
     """A PNG per labelled window and per false alert (the first MAX_FALSE_PLOTS) in
     ``folder``; [] when matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     data_first, data_last = int(labels.start // HOUR), int(labels.end // HOUR)

@@ -63,3 +63,16 @@ def test_a_plot_per_window_and_false_alert(tmp_path: Path) -> None:
     for plot in plots:
         data = (tmp_path / "plots" / plot.file).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_without_matplotlib_the_report_says_how_to_get_plots(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    from spendwarden.replay.report import plots_section
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    labels = Labels("crafted", 1, T0, T0 + 2 * H, T0, 1, ())
+    assert write_plots(tmp_path / "plots", labels, [], HourlySpend(FakeIngest([])), []) == []
+    assert not (tmp_path / "plots").exists()
+    assert "pip install 'spendwarden[report]'" in "\n".join(plots_section([]))
