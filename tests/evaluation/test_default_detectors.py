@@ -59,6 +59,9 @@ def test_default_detectors_meet_the_issue_goals_on_a_fresh_seed(tmp_path: Path,
             print(f"  {goal['goal']:<40} {goal['measured']:>8}  {'met' if goal['met'] else 'NOT MET'}", flush=True)
     assert result["seed"] == seed and result["tenants"] == TENANTS and result["days"] >= DAYS
     assert result["detectors"]["all"]["windows"] >= 30, "the scenario must hold its incidents"
+    windows = len(json.loads(labels.read_text())["incidents"])  # incidents, growth and surges
+    plots = list((report / "plots").glob("*.png"))
+    assert len(plots) >= windows and all(f"(plots/{p.name})" in table for p in plots)
     everything = result["detectors"]["all"]
     kinds = everything["kinds"]
     checks = {
