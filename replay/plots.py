@@ -33,7 +33,8 @@ Scope = tuple[str, str]  # (tenant_id, use_case_id)
 
 
 class HourlySpend:
-    """Wraps an Ingest: passes its parsed events on and sums their cost per scope and UTC hour."""
+    """Wraps an Ingest: passes its parsed events on and sums their cost per scope and UTC hour
+    (every parsed event: duplicates the engine then drops are in the picture too)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -154,7 +155,9 @@ def write_plots(folder: Path, labels: Labels, found: Sequence[Episode], hourly: 
         first = max(data_first, int(start // HOUR) - BEFORE_H)
         last = min(data_last, int(end // HOUR) + AFTER_H)
         series = hourly.hours.get(scope, {})
-        rows = with_band(series, data_first, last)[first - data_first:]
+        rows = with_band(series, data_first, last)[first - data_first:] if first <= last else []
+        if not rows:
+            continue  # the window or alert lies outside the replayed data
         lo, hi = first * HOUR, (last + 1) * HOUR
         windows = [w for w in labels.windows if _scope_of(w.scope) == scope and w.start < hi and w.end > lo]
         alerts = [e for e in found if _scope_of(e.scope) == scope and e.start < hi and e.end > lo]

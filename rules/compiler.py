@@ -51,6 +51,9 @@ _GUARD = re.compile(
     r"^\(?\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
 )
 _FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
+# What the conjunct scanner does not read: comments, raw and triple-quoted strings (an
+# expression holding one is not split at all, so no guard or warm gate is taken from it).
+_UNSCANNED = re.compile(r"//|'''|\"\"\"|(?<![A-Za-z0-9_])(?:[rR][bB]?|[bB][rR])['\"]")
 _WARM_CONJUNCT = re.compile(r"^\(?\s*anomaly\.([a-z_0-9]+)\.warm\s*\)?$")
 _GUARD_REVERSED = re.compile(
     r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*\)?$"
@@ -187,7 +190,10 @@ class RuleSet:
 def split_conjuncts(expression: str) -> list[str]:
     """Split a CEL expression on ``&&`` at parenthesis depth 0, outside string literals. An
     expression with ``||`` or a ternary at depth 0 is no conjunction (``a || b && c`` is
-    ``a || (b && c)``): it comes back whole."""
+    ``a || (b && c)``): it comes back whole, as does one with a comment, a raw or a
+    triple-quoted string (the scan below does not read those)."""
+    if _UNSCANNED.search(expression):
+        return [expression.strip()]
     parts: list[str] = []
     depth = 0
     quote = ""

@@ -76,3 +76,12 @@ def test_without_matplotlib_the_report_says_how_to_get_plots(tmp_path: Path, mon
     assert write_plots(tmp_path / "plots", labels, [], HourlySpend(FakeIngest([])), []) == []
     assert not (tmp_path / "plots").exists()
     assert "pip install 'spendwarden[report]'" in "\n".join(plots_section([]))
+
+
+def test_a_window_outside_the_replayed_data_gets_no_plot_and_no_error(tmp_path: Path) -> None:
+    tap = HourlySpend(FakeIngest([]))
+    tap.hours[("acme", "cs")] = {T0 // H: 10**9}
+    late = LabelWindow("surge-01", "surge", {"tenant_id": "acme", "use_case_id": "cs"},
+                       T0 + 30 * 24 * H, T0 + 31 * 24 * H, False)
+    labels = Labels("crafted", 1, T0, T0 + 2 * 24 * H, T0, 1, (late,))
+    assert write_plots(tmp_path / "plots", labels, [], tap, []) == []

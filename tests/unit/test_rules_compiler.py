@@ -30,6 +30,21 @@ def test_split_keeps_disjunctions_and_ternaries_whole() -> None:
     assert split_conjuncts("a && 'x || y ?' && c") == ["a", "'x || y ?'", "c"]
 
 
+@pytest.mark.parametrize("expression", [
+    "anomaly.spend.warm && anomaly.spend.score > 6 // don't page cold\n || anomaly.spend.actual > 500",
+    'true && "a" == r"a\\" || true',
+    "a && '''it's''' == b || c",
+    'a && """x""" == b || c',
+])
+def test_comments_raw_and_triple_quoted_strings_are_not_split(expression: str) -> None:
+    """The scan does not read comments or raw strings: such an expression is kept whole, so
+    no guard or warm gate is taken from a part that is not a conjunct."""
+    from spendwarden.rules.compiler import warm_required
+
+    assert split_conjuncts(expression) == [expression.strip()]
+    assert warm_required(expression) == frozenset()
+
+
 def test_guards_forward_reversed_and_parenthesised() -> None:
     """`x >= n`, `(x > n)`, `n <= x` and `n < x` become guards; the rest is the residual."""
     guards, residual = extract_guards("budget.used_ratio >= 0.8 && local.hour > 8")
