@@ -404,7 +404,7 @@ class TokenProfile:
         slow_get = slow.get
         old_base = self._base
         base = self._base = {key: value * fb + slow_get(key, 0.0) * gone for key, value in old_base.items()}
-        if len(slow) > len(old_base) or not slow.keys() <= old_base.keys():
+        if not slow.keys() <= old_base.keys():
             for key, value in slow.items():
                 if key not in old_base:
                     base[key] = value * gone

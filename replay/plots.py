@@ -36,9 +36,14 @@ class HourlySpend:
     """Wraps an Ingest: passes its parsed events on and sums their cost per scope and UTC hour
     (every parsed event: duplicates the engine then drops are in the picture too)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any = None) -> None:
         self.inner = inner
         self.hours: dict[Scope, dict[int, int]] = {}
+
+    def watch(self, inner: Any) -> HourlySpend:
+        """This tap around ``inner`` (what ``replay --report`` hands the replay as its ingest)."""
+        self.inner = inner
+        return self
 
     def parse_record(self, raw: bytes) -> tuple[list[Any], list[Any]]:
         events, rejections = self.inner.parse_record(raw)
@@ -151,13 +156,15 @@ def write_plots(folder: Path, labels: Labels, found: Sequence[Episode], hourly: 
     subjects += [("false", _scope_of(e.scope), e.start, e.end, f"false alert {e.rule}")
                  for e in false_alerts[:MAX_FALSE_PLOTS]]
     plots = []
+    banded: dict[Scope, list[Hour]] = {}  # the whole replayed span per scope, computed once
     for kind, scope, start, end, what in subjects:
         first = max(data_first, int(start // HOUR) - BEFORE_H)
         last = min(data_last, int(end // HOUR) + AFTER_H)
-        series = hourly.hours.get(scope, {})
-        rows = with_band(series, data_first, last)[first - data_first:] if first <= last else []
-        if not rows:
+        if first > last:
             continue  # the window or alert lies outside the replayed data
+        if scope not in banded:
+            banded[scope] = with_band(hourly.hours.get(scope, {}), data_first, data_last)
+        rows = banded[scope][first - data_first:last - data_first + 1]
         lo, hi = first * HOUR, (last + 1) * HOUR
         windows = [w for w in labels.windows if _scope_of(w.scope) == scope and w.start < hi and w.end > lo]
         alerts = [e for e in found if _scope_of(e.scope) == scope and e.start < hi and e.end > lo]

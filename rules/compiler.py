@@ -120,6 +120,9 @@ class CompiledBudget:
     detectors: frozenset[str] = frozenset()
     # Those of them some rule reads without requiring `anomaly.<name>.warm` (a top-level conjunct).
     read_cold: frozenset[str] = frozenset()
+    # The others: every rule reading them requires warm, so while one warms up no rule of the
+    # budget can pass on it and it is not scored (learning goes on). Set once compiled.
+    warm_gated: frozenset[str] = frozenset()
     # Scope matchers as (dimension, allowed values) for fast event matching.
     matchers: tuple[tuple[str, frozenset[str]], ...] = ()
 
@@ -131,12 +134,6 @@ class CompiledBudget:
     def needs_detectors(self) -> bool:
         """Some rule reads anomaly.*."""
         return bool(self.detectors)
-
-    @property
-    def warm_gated(self) -> frozenset[str]:
-        """Detectors every rule reading them requires warm: while one warms up no rule of the
-        budget can pass on it, so it is not scored (learning goes on)."""
-        return self.detectors - self.read_cold
 
     @property
     def per_tenant(self) -> bool:
@@ -498,6 +495,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             read = detectors_read(rule.when)
             budget.detectors |= read
             budget.read_cold |= read - warm_required(rule.when)
+            budget.warm_gated = budget.detectors - budget.read_cold
         budget.reads_window = budget.reads_window or "window" in roots
         # minute buckets kept for window.* and for the detectors scored on the last 60 minutes
         budget.needs_window = budget.reads_window or bool(budget.detectors & {"spend", "unit_cost"})

@@ -148,13 +148,8 @@ def run_evaluation(opts: ReplayOptions, rules: str, labels_path: str, report: st
 
     ruleset = load_ruleset(rules)
     labels = read_labels(labels_path)
-    hourly: list[HourlySpend] = []
-
-    def watch(ingest: Any) -> HourlySpend:
-        hourly.append(HourlySpend(ingest))
-        return hourly[0]
-
-    result, evaluation, found = score(opts, ruleset, labels, out, show, watch if report else None)
+    hourly = HourlySpend()
+    result, evaluation, found = score(opts, ruleset, labels, out, show, hourly.watch if report else None)
     run = RunInfo(opts.events, rules, ruleset.version, command_line(opts, rules, labels_path, report), result.elapsed_s,
                   result.events)
     click.echo(f"\n{labels.scenario} seed {labels.seed}: {labels.days:g} days, {labels.tenants} tenants, "
@@ -167,7 +162,7 @@ def run_evaluation(opts: ReplayOptions, rules: str, labels_path: str, report: st
     if report:
         folder = Path(report)
         folder.mkdir(parents=True, exist_ok=True)
-        plots = write_plots(folder / "plots", labels, found, hourly[0], evaluation.detectors[ALL].false_examples)
+        plots = write_plots(folder / "plots", labels, found, hourly, evaluation.detectors[ALL].false_examples)
         (folder / "report.md").write_text(markdown(evaluation, run, plots))
         (folder / "evaluation.json").write_bytes(orjson.dumps(report_json(evaluation, run), option=orjson.OPT_INDENT_2))
         drawn = f", {len(plots)} plots in plots/" if plots else " (no plots: pip install 'spendwarden[report]')"

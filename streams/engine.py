@@ -131,8 +131,6 @@ class Engine:
 
     # ---------------------------------------------------------------- rules
     def _install(self, rules: RuleSet) -> None:
-        if hasattr(self, "_anomaly"):
-            self._anomaly.flush()  # the new rules get new detector objects, rebuilt from state
         self.rules = rules
         self._budgets = rules.budgets
         self._calendars: dict[str, Calendar] = {}
@@ -163,6 +161,7 @@ class Engine:
         names = {rule.name for rule in rules.rules}
         for key in [k for k in list(self.state.keys()) if k[0] == "fire" and k[2] not in names]:
             self._resolve_key(key, "rule removed", effects)
+        self._anomaly.flush()  # the new rules get new detector objects, rebuilt from state
         self._install(rules)
         self._rebuild_indexes()
         current: dict[tuple[str, str, tuple[str, ...]], None] = {}
