@@ -12,10 +12,11 @@ the receiver type and where the secret is read from (``SecretRef.where()``), nev
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Optional
@@ -58,8 +59,6 @@ class _Request:
     url: str
     body: bytes
     headers: dict[str, str]
-    secrets: list[str] = field(default_factory=list)
-    auth: Optional[aiohttp.BasicAuth] = None
     slack_api: bool = False
 
 
@@ -72,6 +71,7 @@ class Sender:
         self.external_url = external_url.rstrip("/")
         self.alertmanager_hold_s = alertmanager_hold_s
         self._session: Optional[aiohttp.ClientSession] = None
+        self._secrets: set[str] = set()  # every value resolved so far, masked in any reason
 
     async def start(self) -> None:
         if self._session is None:
@@ -110,44 +110,41 @@ class Sender:
     def _request(self, n: Notification, spec: ReceiverSpec) -> _Request:
         headers = {"Content-Type": "application/json", "Idempotency-Key": n.idempotency_key}
         if isinstance(spec, WebhookReceiver):
-            url = _resolve(spec.url, "webhook url")
+            url = self._resolve(spec.url, "webhook url")
             body = orjson.dumps(payloads.webhook_body(n, self.external_url, spec.max_alerts))
-            secrets = [url]
             if spec.hmac_key is not None:
-                key = _resolve(spec.hmac_key, "webhook hmac_key")
+                key = self._resolve(spec.hmac_key, "webhook hmac_key")
                 headers.update(payloads.signature_headers(key.encode(), body, time.time()))
-                secrets.append(key)
-            return _Request(f"webhook (url from {spec.url.where()})", url, body, headers, secrets)
+            return _Request(f"webhook (url from {spec.url.where()})", url, body, headers)
         if isinstance(spec, SlackReceiver):
             if spec.webhook_url is not None:
-                url = _resolve(spec.webhook_url, "slack webhook_url")
+                url = self._resolve(spec.webhook_url, "slack webhook_url")
                 body = orjson.dumps(payloads.slack_message(n, self.external_url, spec.channel))
-                return _Request(f"slack webhook (url from {spec.webhook_url.where()})", url, body, headers, [url])
+                return _Request(f"slack webhook (url from {spec.webhook_url.where()})", url, body, headers)
             assert spec.bot_token is not None
-            token = _resolve(spec.bot_token, "slack bot_token")
+            token = self._resolve(spec.bot_token, "slack bot_token")
             headers.update({"Content-Type": "application/json; charset=utf-8", "Authorization": f"Bearer {token}"})
             body = orjson.dumps(payloads.slack_message(n, self.external_url, spec.channel))
             return _Request(f"slack bot (token from {spec.bot_token.where()})", spec.api_url, body, headers,
-                            [token], slack_api=True)
+                            slack_api=True)
         if isinstance(spec, PagerDutyReceiver):
-            routing_key = _resolve(spec.routing_key, "pagerduty routing_key")
+            routing_key = self._resolve(spec.routing_key, "pagerduty routing_key")
             body = orjson.dumps(payloads.pagerduty_event(n, routing_key, self.external_url))
-            return _Request(f"pagerduty (routing key from {spec.routing_key.where()})", spec.url, body, headers,
-                            [routing_key])
+            return _Request(f"pagerduty (routing key from {spec.routing_key.where()})", spec.url, body, headers)
         if isinstance(spec, AlertmanagerReceiver):
-            auth, secrets = None, []
             if spec.basic_auth_password is not None:
-                password = _resolve(spec.basic_auth_password, "alertmanager basic_auth_password")
-                auth, secrets = aiohttp.BasicAuth(spec.basic_auth_user or "", password), [password]
+                password = self._resolve(spec.basic_auth_password, "alertmanager basic_auth_password")
+                pair = f"{spec.basic_auth_user or ''}:{password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
             body = orjson.dumps(payloads.alertmanager_alerts(n, self.alertmanager_hold_s, time.time()))
-            return _Request("alertmanager", spec.url.rstrip("/") + "/api/v2/alerts", body, headers, secrets, auth)
+            return _Request("alertmanager", spec.url.rstrip("/") + "/api/v2/alerts", body, headers)
         raise TypeError(f"unknown receiver spec {type(spec).__name__}")
 
     async def _post(self, req: _Request) -> DeliveryResult:
         await self.start()
         assert self._session is not None
         try:
-            async with self._session.post(req.url, data=req.body, headers=req.headers, auth=req.auth,
+            async with self._session.post(req.url, data=req.body, headers=req.headers,
                                           allow_redirects=False) as resp:
                 raw = await resp.content.read(_READ_LIMIT)
                 status = resp.status
@@ -159,17 +156,21 @@ class Sender:
         except (aiohttp.ClientError, OSError) as exc:
             # The exception text can carry the URL (a secret): only its class is kept.
             return DeliveryResult("retry", None, f"{req.what}: {type(exc).__name__}")
-        return _classify(req, status, raw, retry_after)
+        return _classify(req, status, raw, retry_after, self._secrets)
+
+    def _resolve(self, ref: SecretRef, name: str) -> str:
+        try:
+            value = ref.resolve()
+        except ConfigError:
+            raise _SecretMissing(f"{name} missing: nothing to read from {ref.where()}") from None
+        self._secrets.add(value)
+        return value
 
 
-def _resolve(ref: SecretRef, name: str) -> str:
-    try:
-        return ref.resolve()
-    except ConfigError:
-        raise _SecretMissing(f"{name} missing: nothing to read from {ref.where()}") from None
-
-
-def _classify(req: _Request, status: int, raw: bytes, retry_after: Optional[float]) -> DeliveryResult:
+def _classify(req: _Request, status: int, raw: bytes, retry_after: Optional[float],
+              secrets: set[str]) -> DeliveryResult:
+    """A response's outcome; the receiver's words are kept short, with every known secret masked
+    (a refusing server may echo the URL or a header back)."""
     if 200 <= status < 300:
         if not req.slack_api:
             return DeliveryResult("sent", status, f"{req.what}: HTTP {status}")
@@ -180,12 +181,12 @@ def _classify(req: _Request, status: int, raw: bytes, retry_after: Optional[floa
         if isinstance(answer, dict) and answer.get("ok") is True:
             return DeliveryResult("sent", status, f"{req.what}: ok")
         error = str(answer.get("error") if isinstance(answer, dict) else "unexpected answer")
-        error = _scrub(error, req.secrets)[:_PREVIEW]
+        error = _scrub(error, secrets)[:_PREVIEW]
         if error == "ratelimited":
             return DeliveryResult("retry", status, f"{req.what}: slack error ratelimited", retry_after)
         return DeliveryResult("failed", status, f"{req.what}: slack error {error}")
     text = f"{req.what}: HTTP {status}"
-    preview = " ".join(_scrub(raw[:_PREVIEW * 4].decode("utf-8", "replace"), req.secrets).split())[:_PREVIEW]
+    preview = " ".join(_scrub(raw[:_PREVIEW * 4].decode("utf-8", "replace"), secrets).split())[:_PREVIEW]
     if preview:
         text += f": {preview}"
     if status == 429 or status >= 500:
@@ -193,8 +194,8 @@ def _classify(req: _Request, status: int, raw: bytes, retry_after: Optional[floa
     return DeliveryResult("failed", status, text)
 
 
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
+def _scrub(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):  # longest first: a URL before a key inside it
         if secret:
             text = text.replace(secret, "***")
     return text
