@@ -139,6 +139,11 @@ def _validation_error(exc: ValidationError, path: str, root: yaml.Node) -> RuleF
     return RuleFileError(path, line, column, f"{dotted}: {message} (got {_short(error.get('input'))})")
 
 
+def validation_error(exc: ValidationError, path: str, root: yaml.Node) -> RuleFileError:
+    """``_validation_error`` for other YAML files read with ``parse_yaml`` (the alert routing file)."""
+    return _validation_error(exc, path, root)
+
+
 def read_source(file: str | os.PathLike[str]) -> SourceFile:
     """Parse and validate one rule file (not yet compiled or merged)."""
     path = str(file)
