@@ -399,13 +399,18 @@ def pricebook_import(path: str, version: str, effective_from: str) -> None:
     click.echo(dump_yaml(import_litellm(data, version, datetime.fromtimestamp(start, timezone.utc))))
 
 
-from spendwarden.cli_overrides import override_group  # noqa: E402 - registered after main exists
+from spendwarden.cli_alerts import alerts_group, silence_group  # noqa: E402 - registered after main exists
+from spendwarden.cli_overrides import override_group  # noqa: E402
+from spendwarden.cli_router import router_command  # noqa: E402
 from spendwarden.cli_scenario import scenario_command  # noqa: E402
 from spendwarden.cli_status import status_command  # noqa: E402
 
 main.add_command(override_group)
 main.add_command(status_command)
 main.add_command(scenario_command)
+main.add_command(alerts_group)
+main.add_command(silence_group)
+main.add_command(router_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
