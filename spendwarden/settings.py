@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     router_app_id: str = Field("spendwarden-router", description="the router's consumer group and topic prefix")
     router_http_port: int = Field(6067, ge=0, le=65535, description="the router's /metrics, /healthz, /readyz")
     router_tick_s: float = Field(1.0, gt=0, description="how often the router looks for due notifications and retries")
-    alerts_external_url: str = Field("http://localhost:6066", description="base of links in notifications "
-                                     "(externalURL of the webhook body, silence links)")
+    alerts_external_url: str = Field("http://localhost:6067", description="base of links in notifications "
+                                     "(externalURL of the webhook body, alert and silence pages of the router)")
     delivery_timeout_s: float = Field(10.0, gt=0, description="one HTTP attempt to a receiver times out after this")
     delivery_max_backoff_s: float = Field(300.0, gt=0, description="longest wait between two attempts to a "
                                           "receiver that is down (exponential backoff with jitter)")

@@ -129,6 +129,24 @@ class Router:
             return web.json({"ready": self._ready, "groups": len(self.book), "pending": len(self.outbox)},
                             status=200 if self._ready else 503)
 
+        @app.page("/alerts/{fingerprint}/")
+        async def alert_page(web: Any, request: Any, fingerprint: str) -> Any:
+            """An alert's labels, annotations and evidence (the generatorURL of notifications)."""
+            for alert in self.book.firing():
+                if alert.fingerprint == fingerprint:
+                    return web.json(alert.to_dict())
+            return web.json({"error": f"alert {fingerprint} is not firing in a group this router owns "
+                                      "(resolved, or owned by another router process)"}, status=404)
+
+        @app.page("/silences/new")
+        async def new_silence_page(web: Any, request: Any) -> Any:
+            """The Silence button of a notification: the command that silences the group."""
+            matchers = request.query.get("matchers", "").strip("{}")
+            args = " ".join(f"'{m.strip()}'" for m in _split_matchers(matchers)) or "tenant=..."
+            return web.text(f"Silence these alerts with:\n\n  spendwarden silence add {args} --for 2h "
+                            f"--comment 'why'\n\nthen `spendwarden silence list` shows it and "
+                            f"`spendwarden silence expire ID` ends it.\n")
+
         return app
 
     # ---------------------------------------------------------------- partitions
@@ -337,6 +355,20 @@ class Router:
         elif self.routing.current is not self.config:
             self._install(self.routing.current)
             log.info("routing reloaded", receivers=sorted(self.receivers))
+
+
+def _split_matchers(text: str) -> list[str]:
+    """Split ``a="x",b=~"y,z"`` at the commas between matchers (not inside quoted values)."""
+    parts, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p for p in [*parts, current] if p.strip()]
 
 
 def _log_notification(notification: Notification) -> None:

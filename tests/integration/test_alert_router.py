@@ -139,6 +139,20 @@ def test_grouping_signing_resolve_inhibition_and_silences(deployment: Any, broke
     assert "q-1" not in seen, "the silence should mute tenant quiet"
     assert "spendwarden_alerts_muted_total" in run.metrics()
 
+    # the links of a notification lead somewhere: the alert's evidence, and how to silence its group
+    import urllib.parse
+    import urllib.request
+
+    from harness import http
+
+    status, page = http(run.port, "/alerts/b-block/")
+    assert status == 200 and page["labels"]["tenant"] == "shop" and page["evidence"]["sample_trace_ids"] == ["trace-1"]
+    assert http(run.port, "/alerts/a00/")[0] == 404  # resolved
+    query = urllib.parse.quote('{rule="daily-burn",tenant="acme"}')
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/silences/new?matchers={query}", timeout=5) as response:
+        text = response.read().decode()
+    assert "spendwarden silence add 'rule=\"daily-burn\"' 'tenant=\"acme\"' --for 2h" in text
+
 
 def test_retries_until_2xx_and_dead_letters_a_permanent_refusal(deployment: Any, broker: str) -> None:
     run, receivers = deployment
