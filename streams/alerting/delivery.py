@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 from typing import Any, Literal, Optional
 
 import aiohttp
 import orjson
 
 from spendwarden.exceptions import ConfigError
-from spendwarden.logs import get_logger
+from spendwarden.logs import get_logger, register_secret
 from spendwarden.streams.alerting import payloads
 from spendwarden.streams.alerting.model import Notification
 from spendwarden.streams.alerting.receiver_config import (
@@ -99,6 +100,12 @@ class Sender:
             log.error("alert_delivery_failed", receiver=n.receiver, destination=spec.type, reason=result.reason,
                       idempotency_key=n.idempotency_key)
             return result
+        except Exception as exc:  # noqa: BLE001 - a payload that cannot be built never will be: refuse it
+            result = DeliveryResult("failed", None, f"{spec.type}: the notification could not be built "
+                                    f"({type(exc).__name__})")
+            log.error("alert_delivery_failed", receiver=n.receiver, destination=spec.type, reason=result.reason,
+                      idempotency_key=n.idempotency_key)
+            return result
         result = await self._post(request)
         event = {"sent": "alert_delivered", "retry": "alert_delivery_retry", "failed": "alert_delivery_failed"}
         level = log.info if result.outcome == "sent" else log.warning
@@ -135,7 +142,10 @@ class Sender:
             if spec.basic_auth_password is not None:
                 password = self._resolve(spec.basic_auth_password, "alertmanager basic_auth_password")
                 pair = f"{spec.basic_auth_user or ''}:{password}".encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+                encoded = base64.b64encode(pair).decode("ascii")
+                self._secrets.add(encoded)
+                register_secret(encoded)
+                headers["Authorization"] = "Basic " + encoded
             body = orjson.dumps(payloads.alertmanager_alerts(n, self.alertmanager_hold_s, time.time()))
             return _Request("alertmanager", spec.url.rstrip("/") + "/api/v2/alerts", body, headers)
         raise TypeError(f"unknown receiver spec {type(spec).__name__}")
@@ -156,6 +166,8 @@ class Sender:
         except (aiohttp.ClientError, OSError) as exc:
             # The exception text can carry the URL (a secret): only its class is kept.
             return DeliveryResult("retry", None, f"{req.what}: {type(exc).__name__}")
+        except (ValueError, TypeError) as exc:  # e.g. a header value with a newline (a bad secret file)
+            return DeliveryResult("failed", None, f"{req.what}: the request could not be made ({type(exc).__name__})")
         return _classify(req, status, raw, retry_after, self._secrets)
 
     def _resolve(self, ref: SecretRef, name: str) -> str:
@@ -164,6 +176,12 @@ class Sender:
         except ConfigError:
             raise _SecretMissing(f"{name} missing: nothing to read from {ref.where()}") from None
         self._secrets.add(value)
+        if "://" in value:
+            # A refusing server may echo only the path ("Cannot POST /hooks/<token>"): mask that too.
+            tail = urlsplit(value)._replace(scheme="", netloc="").geturl()
+            if len(tail) >= 8:
+                self._secrets.add(tail)
+                register_secret(tail)
         return value
 
 
@@ -182,16 +200,21 @@ def _classify(req: _Request, status: int, raw: bytes, retry_after: Optional[floa
             return DeliveryResult("sent", status, f"{req.what}: ok")
         error = str(answer.get("error") if isinstance(answer, dict) else "unexpected answer")
         error = _scrub(error, secrets)[:_PREVIEW]
-        if error == "ratelimited":
-            return DeliveryResult("retry", status, f"{req.what}: slack error ratelimited", retry_after)
+        if error in _SLACK_TRANSIENT:
+            return DeliveryResult("retry", status, f"{req.what}: slack error {error}", retry_after)
         return DeliveryResult("failed", status, f"{req.what}: slack error {error}")
     text = f"{req.what}: HTTP {status}"
     preview = " ".join(_scrub(raw[:_PREVIEW * 4].decode("utf-8", "replace"), secrets).split())[:_PREVIEW]
     if preview:
         text += f": {preview}"
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:
         return DeliveryResult("retry", status, text, retry_after)
     return DeliveryResult("failed", status, text)
+
+
+# Slack Web API errors that mean "try again later", not "this request is wrong"
+_SLACK_TRANSIENT = frozenset({"ratelimited", "internal_error", "service_unavailable", "fatal_error",
+                              "request_timeout"})
 
 
 def _scrub(text: str, secrets: set[str]) -> str:

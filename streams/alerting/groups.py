@@ -45,6 +45,7 @@ class AlertGroup:
     notified_firing: list[str] = field(default_factory=list)
     notified_at: Optional[float] = None
     sequence: int = 0
+    epoch: str = ""  # starts_at of the alert that formed the group (see Notification.idempotency_key)
 
     # ------------------------------------------------------------------ changes
     def add(self, alert: Alert, now: float) -> bool:
@@ -62,6 +63,8 @@ class AlertGroup:
             return True
         if known is not None and known.status == "firing":
             alert.starts_at = known.starts_at
+        if not self.alerts:
+            self.epoch = alert.starts_at
         self.alerts[alert.fingerprint] = alert
         if self.next_flush_at is None:
             self.next_flush_at = now + self.timers.group_wait_s
@@ -89,7 +92,7 @@ class AlertGroup:
             alerts = sorted(firing, key=_order) + sorted(resolved, key=_order)
             notification = Notification(receiver=self.receiver, group_key=self.key, group_labels=dict(self.group_labels),
                                         alerts=[Alert.from_dict(a.to_dict()) for a in alerts],
-                                        sequence=self.sequence, created_at=now)
+                                        sequence=self.sequence, created_at=now, epoch=self.epoch)
             self.notified_firing = firing_ids
             self.notified_at = now
         for fingerprint in [fp for fp, a in self.alerts.items() if a.status == "resolved"]:
@@ -104,7 +107,8 @@ class AlertGroup:
         return {"key": self.key, "route": self.route, "receiver": self.receiver, "group_labels": self.group_labels,
                 "timers": [self.timers.group_wait_s, self.timers.group_interval_s, self.timers.repeat_interval_s],
                 "alerts": [a.to_dict() for a in self.alerts.values()], "next_flush_at": self.next_flush_at,
-                "notified_firing": self.notified_firing, "notified_at": self.notified_at, "sequence": self.sequence}
+                "notified_firing": self.notified_firing, "notified_at": self.notified_at, "sequence": self.sequence,
+                "epoch": self.epoch}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AlertGroup":
@@ -113,7 +117,7 @@ class AlertGroup:
                    group_labels=dict(data["group_labels"]), timers=Timers(*data["timers"]),
                    alerts={a.fingerprint: a for a in alerts}, next_flush_at=data["next_flush_at"],
                    notified_firing=list(data["notified_firing"]), notified_at=data["notified_at"],
-                   sequence=int(data["sequence"]))
+                   sequence=int(data["sequence"]), epoch=str(data.get("epoch", "")))
 
 
 def _order(alert: Alert) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Optional
 
 Status = Literal["firing", "resolved"]
@@ -72,7 +73,8 @@ def alert_labels(record: dict[str, Any]) -> dict[str, str]:
 
 
 def alert_from_firing(record: dict[str, Any], generator_url: Optional[str] = None) -> Alert:
-    """The ``Alert`` for an ``alert_firing`` record of the worker."""
+    """The ``Alert`` for an ``alert_firing`` record of the worker; ValueError when ``at`` is no time."""
+    _check_time(record["at"])
     annotations = {"summary": record.get("summary", ""),
                    "spend_usd": str(record.get("spend_usd", "")), "limit_usd": str(record.get("limit_usd", "")),
                    "expected_usd": str(record.get("expected_usd", "")),
@@ -91,8 +93,10 @@ class Notification:
     """What one receiver is sent for one group at one flush.
 
     ``idempotency_key`` is the same on every retry and redelivery of this notification (group,
-    receiver and the group's notification sequence number), so a receiver that got it twice
-    (a worker killed between the send and the commit) can tell.
+    the group's epoch, receiver and the group's notification sequence number), so a receiver
+    that got it twice (a router killed between the send and its record) can tell. The epoch
+    (when the group's first alert started) tells a group that ended and formed again from its
+    earlier life, whose sequence numbers start over.
     """
 
     receiver: str
@@ -101,6 +105,7 @@ class Notification:
     alerts: list[Alert]
     sequence: int
     created_at: float
+    epoch: str = ""
 
     @property
     def status(self) -> Status:
@@ -108,7 +113,7 @@ class Notification:
 
     @property
     def idempotency_key(self) -> str:
-        raw = f"{self.group_key}|{self.receiver}|{self.sequence}".encode()
+        raw = f"{self.group_key}|{self.epoch}|{self.receiver}|{self.sequence}".encode()
         return hashlib.sha256(raw).hexdigest()[:32]
 
     def common_labels(self) -> dict[str, str]:
@@ -120,13 +125,19 @@ class Notification:
     def to_dict(self) -> dict[str, Any]:
         return {"receiver": self.receiver, "group_key": self.group_key, "group_labels": self.group_labels,
                 "alerts": [a.to_dict() for a in self.alerts], "sequence": self.sequence,
-                "created_at": self.created_at}
+                "created_at": self.created_at, "epoch": self.epoch}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Notification":
         return cls(receiver=data["receiver"], group_key=data["group_key"], group_labels=dict(data["group_labels"]),
                    alerts=[Alert.from_dict(a) for a in data["alerts"]], sequence=int(data["sequence"]),
-                   created_at=float(data["created_at"]))
+                   created_at=float(data["created_at"]), epoch=str(data.get("epoch", "")))
+
+
+def _check_time(value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"at: expected an ISO 8601 time, got {type(value).__name__}")
+    datetime.fromisoformat(value.replace("Z", "+00:00"))  # raises ValueError with the bad text
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:

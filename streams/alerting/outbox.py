@@ -21,10 +21,10 @@ Backoff = Callable[[int, Optional[float]], float]
 
 @dataclass(slots=True)
 class Pending:
-    """One notification for one destination of its receiver (``dest`` indexes ``Receiver.destinations()``)."""
+    """One notification for one destination of its receiver (``dest`` is its ``destination_id``)."""
 
     notification: Notification
-    dest: int
+    dest: str
     attempts: int = 0
     last_error: str = ""
 
@@ -33,7 +33,7 @@ class Pending:
         return f"{self.notification.idempotency_key}:{self.dest}"
 
     @property
-    def destination(self) -> tuple[str, int]:
+    def destination(self) -> tuple[str, str]:
         return self.notification.receiver, self.dest
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,7 +42,7 @@ class Pending:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Pending":
-        return cls(Notification.from_dict(data["notification"]), int(data["dest"]), int(data["attempts"]),
+        return cls(Notification.from_dict(data["notification"]), str(data["dest"]), int(data["attempts"]),
                    str(data.get("last_error", "")))
 
 
@@ -58,7 +58,7 @@ class Outbox:
 
     backoff: Backoff
     entries: dict[str, Pending] = field(default_factory=dict)
-    _destinations: dict[tuple[str, int], _Destination] = field(default_factory=dict)
+    _destinations: dict[tuple[str, str], _Destination] = field(default_factory=dict)
 
     def add(self, pending: Pending) -> None:
         self.entries[pending.id] = pending
@@ -74,7 +74,7 @@ class Outbox:
         receiver's notifications arrive in order (a group's resolved message never overtakes
         its firing one) and a receiver that is down costs one attempt per backoff step.
         """
-        by_destination: dict[tuple[str, int], list[Pending]] = {}
+        by_destination: dict[tuple[str, str], list[Pending]] = {}
         for pending in self.entries.values():
             by_destination.setdefault(pending.destination, []).append(pending)
         ready = []

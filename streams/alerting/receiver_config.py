@@ -8,6 +8,7 @@ the log masker (spendwarden/logs.py), so no log line can print it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -114,3 +115,12 @@ class Receiver(_Strict):
 
     def destinations(self) -> list[ReceiverSpec]:
         return [*self.slack, *self.webhook, *self.pagerduty, *self.alertmanager]
+
+
+def destination_id(spec: ReceiverSpec) -> str:
+    """A stable name for one destination: a hash of its settings (secret references, never values).
+
+    Pending notifications remember this, not a position, so reordering a receiver's
+    destinations in the routing file cannot send a backlog to the wrong one.
+    """
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]

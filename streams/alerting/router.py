@@ -4,17 +4,15 @@ Why two agents: an alert record is keyed by its fingerprint, but a notification 
 group (route + group labels). ``route-alerts`` matches each record against the routing tree
 and re-sends it keyed by group key to the internal group topic, so the one process that owns
 that partition owns the group, cluster-wide, with no lock: partition ownership is the lock.
-``group-alerts`` updates the group; the tick flushes due groups into the outbox and delivers.
+``group-alerts`` updates the group; the tick flushes due groups into the outbox, and each
+destination's queue is delivered by its own task, so a slow receiver delays only itself.
 
-Durability: group states and outbox entries live in a table whose changelog partition is the
-group's partition (``CheckpointTable``: keys start with the partition), written through
-Faust's producer, which is flushed before each offset commit. An outbox entry is written
-before the group state that says it was made, and removed only after a 2xx or a permanent
-refusal (then dead-lettered). A crash between a send and that removal re-sends the same
-notification with the same idempotency key: at least once, never lost.
-
-Cluster-wide facts every router needs (silences, firing alerts that inhibit others) live in
-Redis (streams/alerting/silences.py, ``INHIBITORS_KEY``).
+Durability (streams/alerting/router_store.py): every state change (where a fingerprint was
+routed, a group, an outbox entry) is written to the state changelog before the record that
+caused it is acknowledged; an outbox entry is written before the group state that says it was
+made, and removed only after a 2xx or a permanent refusal (then dead-lettered). A crash
+between a send and that removal re-sends the same notification with the same idempotency
+key: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from typing import Any, Optional
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendwarden.logs import get_logger
 from spendwarden.settings import Settings
@@ -33,16 +30,15 @@ from spendwarden.streams.alerting.config import RoutingStore, default_routing
 from spendwarden.streams.alerting.delivery import Sender, backoff_delay
 from spendwarden.streams.alerting.inhibit import Inhibitor
 from spendwarden.streams.alerting.model import Alert, Notification
+from spendwarden.streams.alerting.mutes import Mutes
 from spendwarden.streams.alerting.outbox import Outbox, Pending
-from spendwarden.streams.alerting.router_core import GroupBook, Routed, resolution_of, route_firing
+from spendwarden.streams.alerting.receiver_config import ReceiverSpec, destination_id
+from spendwarden.streams.alerting.router_core import GroupBook, Routed, merge_routed, resolution_of, route_firing
 from spendwarden.streams.alerting.router_metrics import RouterMetrics
-from spendwarden.streams.alerting.silences import AsyncSilenceStore, silenced_by
-from spendwarden.streams.alerting.tree import compile_tree, matches_all
-from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key, encode_value
-from spendwarden.streams.service import CheckpointTable, _patch_fetch_wait, faust_app_settings
+from spendwarden.streams.alerting.router_store import recovered
+from spendwarden.streams.alerting.tree import compile_tree
 
 log = get_logger("spendwarden.router")
-INHIBITORS_KEY = "sw:{alerts}:inhibitors"
 RELOAD_EVERY_S = 5.0
 
 
@@ -52,245 +48,175 @@ class Router:
     def __init__(self, settings: Settings, redis_client: Any = None) -> None:
         self.settings = settings
         self.routing = RoutingStore(settings.routing_file) if settings.routing_file else None
+        self.redis = redis_client if redis_client is not None else _redis_client(settings)
+        self.sender = Sender(timeout_s=settings.delivery_timeout_s, external_url=settings.alerts_external_url)
         self._install(self.routing.current if self.routing else default_routing())
         self.book = GroupBook()
+        self.routed: dict[int, dict[str, list[Routed]]] = {}
         self.outbox = Outbox(backoff=lambda failures, retry_after: backoff_delay(
             failures, cap_s=settings.delivery_max_backoff_s, retry_after_s=retry_after))
         self.entry_partition: dict[str, int] = {}
         self.metrics = RouterMetrics()
-        self.redis = redis_client if redis_client is not None else _redis_client(settings)
-        self.silence_store = AsyncSilenceStore(self.redis)
-        self._silences: list[Any] = []
-        self._silence_version: Optional[int] = None
-        self._inhibitors: list[dict[str, str]] = []
+        self._inflight: set[tuple[str, str]] = set()
         self._last_reload = 0.0
         self._ready = False
         self._tick_lock = asyncio.Lock()
-        self.sender = Sender(timeout_s=settings.delivery_timeout_s, external_url=self.external_url,
-                             alertmanager_hold_s=self.alertmanager_hold_s)
-        _patch_fetch_wait(settings.fetch_max_wait_ms)
-        self.app = self._build_app()
+        from spendwarden.streams.alerting.router_app import build_app
+
+        self.app = build_app(self)
 
     def _install(self, config: Any) -> None:
         self.config = config
         self.tree = compile_tree(config)
-        self.inhibitor = Inhibitor(config.inhibit_rules)
+        self.mutes = Mutes(self.redis, Inhibitor(config.inhibit_rules))
         self.receivers = {r.name: r for r in config.receivers}
         self.external_url = (config.external_url or self.settings.alerts_external_url).rstrip("/")
         # Alertmanager holds a posted alert until endsAt: past the longest repeat, when it is re-posted
-        self.alertmanager_hold_s = max(r.repeat_interval_s for r in self.tree.routes()) + 300.0
-        if hasattr(self, "sender"):
-            self.sender.alertmanager_hold_s = self.alertmanager_hold_s
-            self.sender.external_url = self.external_url
-
-    # ---------------------------------------------------------------- the app
-    def _build_app(self) -> faust.App:
-        s = self.settings
-        options = faust_app_settings(s)
-        options.update(web_port=s.router_http_port, datadir=str(s.data_dir / "router"))
-        app = faust.App(s.router_app_id, **options)
-        self.alerts_topic = app.topic(s.alerts_topic, key_serializer="raw", value_serializer="raw",
-                                      partitions=s.partitions)
-        self.groups_topic = app.topic(f"{s.router_app_id}-alert-groups", key_serializer="raw",
-                                      value_serializer="raw", partitions=s.partitions, internal=True)
-        self.dead_letter_topic = app.topic(s.dead_letter_topic, key_serializer="raw", value_serializer="raw")
-        raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-        # fingerprint -> where its firing was routed, so its resolution finds the same groups
-        self.routed = app.Table("routed-alerts", partitions=s.partitions, schema=faust.Schema(**raw))
-        self.state = app.tables.add(CheckpointTable(
-            app, name="alert-state", beacon=app.tables.beacon, partitions=s.partitions,
-            schema=faust.Schema(**raw), extra_topic_configs={"cleanup.policy": "compact"}))
-        self.state.service = self
-
-        @app.agent(self.alerts_topic, name="route-alerts")
-        async def route(stream: Any) -> None:
-            async for event in stream.events():
-                await self.route_record(event.value)
-
-        @app.agent(self.groups_topic, name="group-alerts")
-        async def group(stream: Any) -> None:
-            async for event in stream.events():
-                self.apply(event.message.partition, event.value)
-
-        @app.timer(s.router_tick_s)
-        async def tick() -> None:
-            await self.on_tick()
-
-        @app.page("/metrics")
-        async def metrics_page(web: Any, request: Any) -> Any:
-            return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-        @app.page("/healthz")
-        async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok"})
-
-        @app.page("/readyz")
-        async def readyz(web: Any, request: Any) -> Any:
-            return web.json({"ready": self._ready, "groups": len(self.book), "pending": len(self.outbox)},
-                            status=200 if self._ready else 503)
-
-        @app.page("/alerts/{fingerprint}/")
-        async def alert_page(web: Any, request: Any, fingerprint: str) -> Any:
-            """An alert's labels, annotations and evidence (the generatorURL of notifications)."""
-            for alert in self.book.firing():
-                if alert.fingerprint == fingerprint:
-                    return web.json(alert.to_dict())
-            return web.json({"error": f"alert {fingerprint} is not firing in a group this router owns "
-                                      "(resolved, or owned by another router process)"}, status=404)
-
-        @app.page("/silences/new")
-        async def new_silence_page(web: Any, request: Any) -> Any:
-            """The Silence button of a notification: the command that silences the group."""
-            matchers = request.query.get("matchers", "").strip("{}")
-            args = " ".join(f"'{m.strip()}'" for m in _split_matchers(matchers)) or "tenant=..."
-            return web.text(f"Silence these alerts with:\n\n  spendwarden silence add {args} --for 2h "
-                            f"--comment 'why'\n\nthen `spendwarden silence list` shows it and "
-                            f"`spendwarden silence expire ID` ends it.\n")
-
-        return app
+        self.sender.alertmanager_hold_s = max(r.repeat_interval_s for r in self.tree.routes()) + 300.0
+        self.sender.external_url = self.external_url
 
     # ---------------------------------------------------------------- partitions
     def on_revoked(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.book.drop(partition)
+            self.routed.pop(partition, None)
             gone = [i for i, p in self.entry_partition.items() if p == partition]
             self.outbox.drop_partition_entries(gone)
             for entry_id in gone:
                 del self.entry_partition[entry_id]
 
     async def on_recovered(self, partitions: set[int]) -> None:
-        """Rebuild groups and the outbox of newly owned partitions from the recovered table."""
-        groups: dict[int, list[dict[str, Any]]] = {p: [] for p in partitions if p not in self.book.groups}
-        for raw_key, raw_value in self.state.data.items():
-            partition, key = decode_key(raw_key)
-            if partition not in groups or raw_value is None:
-                continue
-            value = decode_value(raw_value)
-            if key[0] == "group":
-                groups[partition].append(value)
-            elif key[0] == "outbox":
+        """Rebuild the state of newly owned partitions from the recovered table."""
+        new = {p for p in partitions if p not in self.routed}
+        for partition, kinds in recovered(self.state.data.items(), new).items():
+            self.book.load(partition, [value for _, value in kinds.get("group", [])])
+            self.routed[partition] = {fp: [Routed.from_dict(r) for r in value] for fp, value in kinds.get("routed", [])}
+            for _, value in kinds.get("outbox", []):
                 entry = Pending.from_dict(value)
                 self.outbox.add(entry)
                 self.entry_partition[entry.id] = partition
-        for partition, items in groups.items():
-            self.book.load(partition, items)
         self._ready = True
         log.info("router partitions recovered", partitions=sorted(partitions), groups=len(self.book),
                  pending=len(self.outbox))
 
     # ---------------------------------------------------------------- stage one: route
-    async def route_record(self, raw: bytes) -> None:
+    async def route_record(self, partition: int, raw: bytes) -> None:
+        """Send a firing or resolved alert to each of its groups; remember where a firing went."""
         try:
             record = orjson.loads(raw)
             kind, fingerprint = record["kind"], str(record["fingerprint"])
-        except Exception as exc:  # noqa: BLE001 - any bad record goes to the dead-letter topic
-            await self._dead_letter("decode", f"alert record is not an alert_firing/alert_resolved JSON object: "
-                                    f"{type(exc).__name__}: {str(exc)[:200]}", raw)
+        except Exception as exc:  # noqa: BLE001 - any unreadable record goes to the dead-letter topic
+            await self._dead_letter("decode", f"not an alert record: {type(exc).__name__}", raw)
             return
-        key = orjson.dumps(fingerprint)  # JSON: Faust's changelog recovery decodes keys as JSON
+        known = self.routed.setdefault(partition, {})
         if kind == "alert_firing":
             try:
                 routed = route_firing(record, self.tree, self.external_url)
-            except (KeyError, TypeError, ValueError) as exc:
-                await self._dead_letter("invalid", f"alert_firing record lacks a field: {exc!r}"[:300], raw)
+            except Exception as exc:  # noqa: BLE001 - a missing or mistyped field
+                await self._dead_letter("invalid", f"alert_firing record: {type(exc).__name__}: {str(exc)[:200]}", raw)
                 return
-            await self._note_inhibitor(fingerprint, routed)
-            self.routed[key] = orjson.dumps([r.to_dict() for r in routed])
+            await self._to_groups(routed)
+            known[fingerprint] = merge_routed(known.get(fingerprint, []), routed)
+            await self.writer.write([(partition, ("routed", fingerprint), [r.to_dict() for r in known[fingerprint]])])
+            await self.mutes.note_source(fingerprint, routed[0].alert.labels, record.get("period_end"))
         elif kind == "alert_resolved":
-            earlier = self.routed.get(key)
+            earlier = known.get(fingerprint)
             if earlier is None:
                 log.debug("resolution of an alert this router never routed", fingerprint=fingerprint)
                 return
-            if isinstance(earlier, (bytes, bytearray)):  # recovered values arrive decoded
-                earlier = orjson.loads(earlier)
-            routed = resolution_of(record, [Routed.from_dict(r) for r in earlier])
-            await self._forget_inhibitor(fingerprint)
-            del self.routed[key]
+            await self._to_groups(resolution_of(record, earlier))
+            del known[fingerprint]
+            await self.writer.write([(partition, ("routed", fingerprint), None)])
+            await self.mutes.forget_source(fingerprint)
         else:
-            await self._dead_letter("invalid", f"unknown alert record kind {kind!r}", raw)
+            await self._dead_letter("invalid", f"unknown alert record kind {kind!r}"[:200], raw)
             return
-        for item in routed:
-            await self.groups_topic.send(key=item.group_key.encode(), value=orjson.dumps(item.to_dict()))
         self.metrics.alerts_routed.labels(kind=kind).inc()
 
-    async def _note_inhibitor(self, fingerprint: str, routed: list[Routed]) -> None:
-        if not routed or not any(matches_all(rule.source, routed[0].alert.labels) for rule in self.inhibitor.rules):
-            return
-        try:
-            await self.redis.hset(INHIBITORS_KEY, fingerprint, orjson.dumps(routed[0].alert.labels))
-        except Exception as exc:  # noqa: BLE001 - Redis down: inhibition waits, routing does not
-            log.warning("could not record an inhibiting alert in Redis", error=type(exc).__name__)
-
-    async def _forget_inhibitor(self, fingerprint: str) -> None:
-        try:
-            await self.redis.hdel(INHIBITORS_KEY, fingerprint)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not drop an inhibiting alert from Redis", error=type(exc).__name__)
+    async def _to_groups(self, routed: list[Routed]) -> None:
+        """Send and wait until landed: what remembers the routing must never be ahead of it."""
+        sent = [await self.groups_topic.send(key=r.group_key.encode(), value=orjson.dumps(r.to_dict())) for r in routed]
+        await asyncio.gather(*sent)
 
     # ---------------------------------------------------------------- stage two: group
-    def apply(self, partition: int, raw: bytes) -> None:
-        routed = Routed.from_dict(orjson.loads(raw))
-        self._persist(self.book.apply(partition, routed, time.time()))
-
-    def _persist(self, changes: list[tuple[int, tuple[str, ...], Optional[dict[str, Any]]]]) -> None:
-        for partition, key, value in changes:
-            raw_key = encode_key(partition, key)
-            if value is None:
-                self.state.pop(raw_key, None)
-            else:
-                self.state[raw_key] = encode_value(value)
+    async def apply(self, partition: int, raw: bytes) -> None:
+        try:
+            routed = Routed.from_dict(orjson.loads(raw))
+        except Exception as exc:  # noqa: BLE001 - only the router writes here, but never crash on input
+            await self._dead_letter("invalid", f"group record: {type(exc).__name__}", raw)
+            return
+        await self.writer.write(self.book.apply(partition, routed, time.time()))
 
     # ---------------------------------------------------------------- the tick
     async def on_tick(self, now: Optional[float] = None) -> None:
+        """Flush due groups and start delivering; an error is logged, never fatal to the timer."""
         if self._tick_lock.locked():
-            return  # a slow delivery round is still running
+            return
         async with self._tick_lock:
-            await self.sender.start()
-            now = time.time() if now is None else now
-            self._maybe_reload(now)
-            await self._refresh_mutes()
-            pending, changes, made = self.book.flush(now, self._muted_at(now), self._destination_count)
-            for entry_partition, entry in pending:
-                self.outbox.add(entry)
-                self.entry_partition[entry.id] = entry_partition
-            self._persist(changes)
-            for notification in made:
-                self.metrics.notifications.labels(receiver=notification.receiver, status=notification.status).inc()
-                if not self._destination_count(notification.receiver):
-                    _log_notification(notification)
-            await self.deliver(now)
-            self.metrics.groups.set(len(self.book))
-            self.metrics.pending.set(len(self.outbox))
-            self.metrics.oldest_pending.set(self.outbox.oldest_age(now))
+            try:
+                await self._tick(time.time() if now is None else now)
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.error("router tick failed", error=type(exc).__name__, detail=str(exc)[:200])
 
-    async def deliver(self, now: float) -> None:
-        """Send each ready destination's queue in order, destinations concurrently."""
-        queues = self.outbox.queues(now)
-        if queues:
-            await asyncio.gather(*(self._send_queue(queue, now) for queue in queues))
+    async def _tick(self, now: float) -> None:
+        await self.sender.start()
+        self._maybe_reload(now)
+        await self.mutes.refresh(now)
+        pending, changes, made = self.book.flush(now, self._muted_at(now), self._destination_ids)
+        for entry_partition, entry in pending:
+            self.outbox.add(entry)
+            self.entry_partition[entry.id] = entry_partition
+        await self.writer.write(changes)
+        for notification in made:
+            self.metrics.notifications.labels(receiver=notification.receiver, status=notification.status).inc()
+            if not self._destination_ids(notification.receiver):
+                _log_notification(notification)
+        for queue in self.outbox.queues(now):
+            destination = queue[0].destination
+            if destination not in self._inflight:
+                self._inflight.add(destination)
+                asyncio.ensure_future(self._deliver_queue(queue, destination, now))
+        self.metrics.groups.set(len(self.book))
+        self.metrics.pending.set(len(self.outbox))
+        self.metrics.oldest_pending.set(self.outbox.oldest_age(now))
 
-    async def _send_queue(self, queue: list[Pending], now: float) -> None:
-        for entry in queue:
-            receiver = self.receivers.get(entry.notification.receiver)
-            destinations = receiver.destinations() if receiver is not None else []
-            if entry.dest >= len(destinations):
-                await self._give_up(entry, "the receiver or its destination is no longer in the routing file")
-                continue
-            spec = destinations[entry.dest]
-            result = await self.sender.send(entry.notification, spec)
-            self.metrics.attempts.labels(receiver=entry.notification.receiver, type=spec.type,
-                                         outcome=result.outcome).inc()
-            if result.outcome == "sent":
-                self.outbox.sent(entry)
-                self._drop_entry(entry)
-            elif result.outcome == "failed":
-                await self._give_up(entry, result.reason, spec.type)
-            else:
-                wait = self.outbox.retry(entry, now, result.reason, result.retry_after_s)
-                self._persist([(self.entry_partition.get(entry.id, 0), ("outbox", entry.id), entry.to_dict())])
-                log.info("receiver not reached; will retry", receiver=entry.notification.receiver, type=spec.type,
-                         attempt=entry.attempts, wait_s=round(wait, 1), reason=result.reason)
-                return
+    async def _deliver_queue(self, queue: list[Pending], destination: tuple[str, str], now: float) -> None:
+        """Send one destination's queue in order; stop at the first entry that is not sent."""
+        try:
+            for entry in queue:
+                if entry.id not in self.entry_partition:
+                    return  # its partition was revoked (the new owner sends it) or it is done
+                spec = self._destination(entry)
+                if spec is None:
+                    await self._give_up(entry, "the receiver or this destination is no longer in the routing file")
+                    continue
+                result = await self.sender.send(entry.notification, spec)
+                self.metrics.attempts.labels(receiver=entry.notification.receiver, type=spec.type,
+                                             outcome=result.outcome).inc()
+                if entry.id not in self.entry_partition:
+                    return  # revoked while sending: this process no longer records anything for it
+                if result.outcome == "sent":
+                    self.outbox.sent(entry)
+                    await self._drop(entry)
+                elif result.outcome == "failed":
+                    await self._give_up(entry, result.reason, spec.type)
+                else:
+                    wait = self.outbox.retry(entry, time.time(), result.reason, result.retry_after_s)
+                    await self.writer.write([(self.entry_partition[entry.id], ("outbox", entry.id), entry.to_dict())])
+                    log.info("receiver not reached; will retry", receiver=entry.notification.receiver, type=spec.type,
+                             attempt=entry.attempts, wait_s=round(wait, 1), reason=result.reason)
+                    return
+        except Exception as exc:  # noqa: BLE001 - the entry stays; the next tick tries again
+            log.error("delivery failed unexpectedly", receiver=destination[0], error=type(exc).__name__)
+        finally:
+            self._inflight.discard(destination)
+
+    def _destination(self, entry: Pending) -> Optional[ReceiverSpec]:
+        receiver = self.receivers.get(entry.notification.receiver)
+        for spec in receiver.destinations() if receiver is not None else []:
+            if destination_id(spec) == entry.dest:
+                return spec
+        return None
 
     async def _give_up(self, entry: Pending, reason: str, kind: str = "unknown") -> None:
         self.outbox.failed(entry)
@@ -299,50 +225,36 @@ class Router:
                   receiver=entry.notification.receiver, type=kind, reason=reason)
         payload = {"reason": "notification_refused", "detail": reason, "receiver": entry.notification.receiver,
                    "type": kind, "attempts": entry.attempts + 1, "notification": entry.notification.to_dict()}
-        await self.dead_letter_topic.send(key=entry.notification.group_key.encode(), value=orjson.dumps(payload))
-        self._drop_entry(entry)
+        try:
+            await self.dead_letter_topic.send(key=entry.notification.group_key.encode(), value=orjson.dumps(payload))
+        except Exception as exc:  # noqa: BLE001 - e.g. too large for the topic: the log line above stays
+            log.error("could not write the refused notification to the dead-letter topic", error=type(exc).__name__)
+        await self._drop(entry)
 
-    def _drop_entry(self, entry: Pending) -> None:
+    async def _drop(self, entry: Pending) -> None:
         partition = self.entry_partition.pop(entry.id, None)
         if partition is not None:
-            self._persist([(partition, ("outbox", entry.id), None)])
+            await self.writer.write([(partition, ("outbox", entry.id), None)])
 
-    async def _dead_letter(self, reason: str, detail: str, raw: bytes) -> None:
+    async def _dead_letter(self, reason: str, detail: str, raw: Any) -> None:
         self.metrics.dead_letters.labels(reason=reason).inc()
         log.warning("alert record sent to the dead-letter topic", reason=reason, detail=detail)
-        body = {"reason": reason, "detail": detail, "source_topic": self.settings.alerts_topic,
-                "raw": raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)}
+        text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        body = {"reason": reason, "detail": detail, "source_topic": self.settings.alerts_topic, "raw": text}
         await self.dead_letter_topic.send(key=b"router", value=orjson.dumps(body))
 
     # ---------------------------------------------------------------- muting and reloads
-    def _destination_count(self, receiver: str) -> int:
+    def _destination_ids(self, receiver: str) -> list[str]:
         found = self.receivers.get(receiver)
-        return len(found.destinations()) if found is not None else 0
+        return [destination_id(spec) for spec in found.destinations()] if found is not None else []
 
     def _muted_at(self, now: float) -> Any:
         def muted(alert: Alert) -> bool:
-            if silenced_by(alert.labels, self._silences, now) is not None:
-                self.metrics.muted.labels(by="silence").inc()
-                return True
-            if self.inhibitor.muted(alert.labels, self._inhibitors):
-                self.metrics.muted.labels(by="inhibition").inc()
-                return True
-            return False
+            by = self.mutes.muted(alert.labels, now)
+            if by is not None:
+                self.metrics.muted.labels(by=by).inc()
+            return by is not None
         return muted
-
-    async def _refresh_mutes(self) -> None:
-        """Silences when their version moved, and inhibiting alerts; the last known ones on a Redis error."""
-        try:
-            version = await self.silence_store.version()
-            if version != self._silence_version:
-                self._silences = await self.silence_store.list()
-                self._silence_version = version
-            if self.config.inhibit_rules:
-                found = await self.redis.hgetall(INHIBITORS_KEY)
-                self._inhibitors = [orjson.loads(v) for v in found.values()]
-        except Exception as exc:  # noqa: BLE001 - Redis down: keep the last known silences
-            log.warning("could not read silences or inhibiting alerts; using the last known",
-                        error=type(exc).__name__)
 
     def _maybe_reload(self, now: float) -> None:
         if self.routing is None or now - self._last_reload < RELOAD_EVERY_S:
@@ -352,23 +264,9 @@ class Router:
         if error is not None:
             self.metrics.reload_failures.inc()
             log.error("routing file refused; the last good routing stays", error=str(error))
-        elif self.routing.current is not self.config:
+        elif self.routing.current.version != self.config.version:
             self._install(self.routing.current)
-            log.info("routing reloaded", receivers=sorted(self.receivers))
-
-
-def _split_matchers(text: str) -> list[str]:
-    """Split ``a="x",b=~"y,z"`` at the commas between matchers (not inside quoted values)."""
-    parts, current, quoted = [], "", False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == "," and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p for p in [*parts, current] if p.strip()]
+            log.info("routing reloaded", receivers=sorted(self.receivers), version=self.config.version)
 
 
 def _log_notification(notification: Notification) -> None:

@@ -64,6 +64,14 @@ def route_firing(record: dict[str, Any], tree: Any, external_url: str) -> list[R
     return routed
 
 
+def merge_routed(earlier: Iterable[Routed], now: Iterable[Routed]) -> list[Routed]:
+    """Where a fingerprint has been routed so far: a repeated firing after a routing edit keeps
+    the earlier groups too, so each of them later gets the resolution."""
+    merged = {r.group_key: r for r in earlier}
+    merged.update((r.group_key, r) for r in now)
+    return list(merged.values())
+
+
 def resolution_of(record: dict[str, Any], earlier: Iterable[Routed]) -> list[Routed]:
     """The resolution of a resolved record, for each group its firing went to."""
     out = []
@@ -99,7 +107,7 @@ class GroupBook:
             return []
         return [(partition, ("group", group.key), group.to_dict())]
 
-    def flush(self, now: float, muted: MuteCheck, destinations: Callable[[str], int]
+    def flush(self, now: float, muted: MuteCheck, destinations: Callable[[str], list[str]]
               ) -> tuple[list[tuple[int, Pending]], list[Change], list[Notification]]:
         """Flush every due group: pending deliveries (with their partition), state changes,
         and the notifications made (also those for receivers without destinations)."""
@@ -112,7 +120,7 @@ class GroupBook:
                 notification = group.flush(now, muted)
                 if notification is not None:
                     made.append(notification)
-                    for dest in range(destinations(notification.receiver)):
+                    for dest in destinations(notification.receiver):
                         entry = Pending(notification, dest)
                         pending.append((partition, entry))
                         changes.append((partition, ("outbox", entry.id), entry.to_dict()))

@@ -141,6 +141,7 @@ def test_webhook_is_sent_signed_and_the_receiver_verifies_it(monkeypatch: pytest
     (429, {"Retry-After": "7"}, "retry", 7.0),
     (400, None, "failed", None),
     (404, None, "failed", None),
+    (408, None, "retry", None),
     (204, None, "sent", None),
 ])
 def test_webhook_status_classification(monkeypatch: pytest.MonkeyPatch, status: int, headers: dict[str, str] | None,
@@ -190,6 +191,7 @@ def slack_bot(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ReceiverSpec]:
 @pytest.mark.parametrize("answer, outcome", [
     ({"ok": True, "ts": "1.2"}, "sent"),
     ({"ok": False, "error": "ratelimited"}, "retry"),
+    ({"ok": False, "error": "internal_error"}, "retry"),
     ({"ok": False, "error": "channel_not_found"}, "failed"),
 ])
 def test_slack_bot_reads_ok_false_in_a_200(monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any], outcome: str) -> None:
@@ -274,6 +276,33 @@ def test_canary_secrets_never_reach_a_log_line_or_a_reason(monkeypatch: pytest.M
     asyncio.run(run())  # again through the configured renderer and its masker, to the real stderr/stdout
     out, err = capfd.readouterr()
     assert "canary-secret-path" not in out + err and canary_key not in out + err
+
+
+def test_a_server_echoing_only_the_secret_path_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Express-style "Cannot POST /hooks/<token>": the path alone is a secret too."""
+    async def echo_path(request: web.Request) -> web.Response:
+        return web.Response(status=404, text=f"Cannot POST {request.path}")
+
+    async def run() -> DeliveryResult:
+        async with serve(echo_path) as server, Sender(timeout_s=2, external_url=EXTERNAL) as sender:
+            monkeypatch.setenv("SW_TEST_PATH_URL", str(server.make_url("/hooks/T0/B0/path-canary-77aa")))
+            return await sender.send(note(), WebhookReceiver(url=SecretRef(env="SW_TEST_PATH_URL")))
+
+    result = asyncio.run(run())
+    assert result.outcome == "failed" and "Cannot POST" in result.reason
+    assert "path-canary" not in result.reason
+
+
+def test_a_notification_that_cannot_be_built_is_refused_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = note()
+    broken.alerts[0].starts_at = "yesterday"  # cannot be turned into RFC 3339
+
+    async def run() -> DeliveryResult:
+        async with Sender(timeout_s=2, external_url=EXTERNAL) as sender:
+            return await sender.send(broken, webhook_at(monkeypatch)("http://127.0.0.1:9/hook"))
+
+    result = asyncio.run(run())
+    assert result.outcome == "failed" and "could not be built" in result.reason
 
 
 # ---------------------------------------------------------------------------- a real Alertmanager

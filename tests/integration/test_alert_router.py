@@ -211,3 +211,30 @@ def test_a_router_killed_between_send_and_record_resends_with_the_same_idempoten
     assert len(keys) == 1, "a resend must carry the same idempotency key"
     assert len(hook.requests) == 2  # at most one duplicate
     assert sorted(a["fingerprint"] for a in alerts_of(hook.requests[-1])) == ["k0", "k1", "k2"]
+
+
+def test_restarts_neither_resend_what_was_delivered_nor_lose_where_alerts_went(deployment: Any, broker: str) -> None:
+    """Fire, deliver, kill -9, restart (nothing re-sent), resolve (the resolution finds its group),
+    kill -9 and restart again (still nothing re-sent)."""
+    run, receivers = deployment
+    hook = receivers["hook"]
+    run.start()
+    run.wait_ready()
+    send(broker, run.topics["alerts"], [firing("r1", "acme", use_case="a"), firing("r2", "acme", use_case="b")])
+    hook.wait(lambda r: len(r.accepted()) >= 1, what="the firing notification")
+    time.sleep(1.5)
+    run.kill()
+    run.start()
+    run.wait_ready()
+    time.sleep(4)
+    assert len(hook.requests) == 1, "a delivered notification must not be sent again after a restart"
+    send(broker, run.topics["alerts"], [resolved("r1", "acme"), resolved("r2", "acme")])
+    hook.wait(lambda r: len(r.accepted()) >= 2, what="the resolved notification after a restart")
+    last = hook.accepted()[1].json
+    assert last["status"] == "resolved" and sorted(a["fingerprint"] for a in last["alerts"]) == ["r1", "r2"]
+    time.sleep(1.5)
+    run.kill()
+    run.start()
+    run.wait_ready()
+    time.sleep(4)
+    assert len(hook.requests) == 2

@@ -160,7 +160,7 @@ def test_idempotency_key_is_stable_for_one_notification_and_differs_per_sequence
     assert second.idempotency_key != first.idempotency_key
 
 
-def _pending(group: str, seq: int, created: float, receiver: str = "hook", dest: int = 0) -> Pending:
+def _pending(group: str, seq: int, created: float, receiver: str = "hook", dest: str = "d0") -> Pending:
     return Pending(Notification(receiver, group, {}, [firing(seq)], seq, created), dest)
 
 
@@ -185,3 +185,17 @@ def test_outbox_keeps_each_destination_in_order_and_backs_off_a_failing_one() ->
     box.failed(hook[0])
     assert [q[0].notification.receiver for q in box.queues(T0 + 100)] == ["pager"]
     assert box.oldest_age(T0 + 101) == 100
+
+
+def test_a_group_that_ends_and_forms_again_does_not_reuse_an_idempotency_key() -> None:
+    group = new_group()
+    group.add(firing(1), T0)
+    first = run_until(group, T0 + 40)[0][1]
+    group.add(resolved(1), T0 + 50)
+    run_until(group, T0 + 400, start=T0 + 41)
+    assert group.empty
+    again = new_group()  # the router makes a new group for the same key
+    again.add(firing(1, at="2026-11-30T12:00:00Z"), T0 + 500)
+    second = run_until(again, T0 + 540, start=T0 + 500)[0][1]
+    assert second.sequence == first.sequence == 1
+    assert second.idempotency_key != first.idempotency_key
