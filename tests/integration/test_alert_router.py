@@ -160,16 +160,23 @@ def test_retries_until_2xx_and_dead_letters_a_permanent_refusal(deployment: Any,
     flaky.answer = lambda n: 500 if n < 3 else 200
     run.start()
     run.wait_ready()
+    produce(broker, run.topics["alerts"], [(b"x", b"not json"),
+                                           (b"y", orjson.dumps(firing("bad-time", "flaky") | {"at": "yesterday"}))])
     send(broker, run.topics["alerts"], [firing("f-1", "flaky"), firing("g-1", "gone")])
     flaky.wait(lambda r: len(r.accepted()) >= 1, what="the notification after three 500s")
     time.sleep(2)
     assert [r.status for r in flaky.requests] == [500, 500, 500, 200]
     assert len({r.headers["Idempotency-Key"] for r in flaky.requests}) == 1
-    dead = read_topic(broker, run.topics["dead"], expect=1)
-    assert dead[0]["reason"] == "notification_refused" and dead[0]["receiver"] == "gone"
-    assert "404" in dead[0]["detail"]
-    assert receivers["gone"].url not in orjson.dumps(dead[0]).decode()  # a receiver URL is a secret
+    assert [a["fingerprint"] for a in alerts_of(flaky.requests[-1])] == ["f-1"]
+    dead = {d["reason"]: d for d in read_topic(broker, run.topics["dead"], expect=3)}
+    assert set(dead) == {"decode", "invalid", "notification_refused"}
+    assert "not json" in dead["decode"]["raw"] and "at" in dead["invalid"]["detail"]
+    refused = dead["notification_refused"]
+    assert refused["receiver"] == "gone" and "404" in refused["detail"]
+    assert receivers["gone"].url not in orjson.dumps(refused).decode()  # a receiver URL is a secret
     assert len(receivers["gone"].requests) == 1  # refused for good: not retried
+    log = run.log_path.read_text()
+    assert "flaky" in log and all(r.url not in log and f":{r.port}" not in log for r in receivers.values())
 
 
 def test_a_receiver_down_while_100_alerts_fire_gets_all_100_when_it_returns(deployment: Any, broker: str) -> None:
