@@ -37,6 +37,7 @@ META_PREFIX = "_"
 EXPIRES_FIELD = "_expires_at"
 FENCE_FIELD = "_fence"
 RULES_VERSION_FIELD = "_rules_version"
+ON_STALE_FIELD = "_on_stale"
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -63,8 +64,9 @@ def _check_tenant(tenant: str) -> None:
 # KEYS[1] decisions hash. The change channel is ARGV[7], not a key: a second key that never
 # exists makes a node importing the slot answer TRYAGAIN while a cluster reshards.
 # ARGV[1] generation, ARGV[2] position, ARGV[3] expires_at, ARGV[4] mode (apply|replace|heartbeat),
-# ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, ARGV[7] change channel, then n field/value pairs,
-# then the fields to delete. Numbers compare as Lua doubles: exact below 2^53.
+# ARGV[5] rules_version ('' keeps it), ARGV[6] n = fields to set, ARGV[7] change channel, ARGV[8] the
+# tenant's on_stale policy ('' keeps it), then n field/value pairs, then the fields to delete. Numbers
+# compare as Lua doubles: exact below 2^53.
 FENCED_WRITE_SCRIPT = """
 local gen = tonumber(ARGV[1])
 local pos = tonumber(ARGV[2])
@@ -86,7 +88,7 @@ end
 local changed, keep = {}, {}
 local n = tonumber(ARGV[6])
 local channel = ARGV[7]
-local i = 8
+local i = 9
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   keep[ARGV[i]] = true
@@ -107,6 +109,7 @@ for j = i, #ARGV do
 end
 redis.call('HSET', KEYS[1], '_fence', fence, '_expires_at', ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '_rules_version', ARGV[5]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], '_on_stale', ARGV[8]) end
 if #changed > 0 then
   redis.call('SPUBLISH', channel, cjson.encode({fields = changed, fence = fence}))
 end
@@ -141,6 +144,9 @@ class DecisionPublisher:
         # failed batch followed by a good one must not leave its decisions out of Redis.
         self.write_failed = False
         self.rejected = 0
+        # The tenant's on_stale policy ("open" | "closed"), written as ``_on_stale`` with every
+        # write, so a gateway knows what to do once the state goes stale; "" writes nothing.
+        self.on_stale: Callable[[str], str] = lambda tenant: ""
 
     @property
     def healthy(self) -> bool:
@@ -205,7 +211,7 @@ class DecisionPublisher:
                     rules_version = str(verdict.get("rules_version") or rules_version)
             args: list[Any] = [self.generation, position, expires_at, mode, rules_version, len(sets) // 2]
             keys = [decisions_key(tenant)]
-            args.append(changes_channel(tenant))
+            args += [changes_channel(tenant), self.on_stale(tenant)]
             if pipe is None:
                 pending.append((keys, args + sets + dels))
             else:
@@ -299,8 +305,8 @@ def probe_write(client: Any) -> None:
     """Run the fenced-write script as the worker will, on a probe key (sync client): set a
     field and publish, then delete it (HGET, HSET, HKEYS, HDEL, SPUBLISH on ``sw:*``)."""
     key, channel = decisions_key(PROBE_TENANT), changes_channel(PROBE_TENANT)
-    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 1, channel, "probe", "1")
-    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 0, channel)
+    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 1, channel, "", "probe", "1")
+    client.eval(FENCED_WRITE_SCRIPT, 1, key, 0, 0, 0, "replace", "", 0, channel, "")
 
 
 PROBE_TENANT = "__spendwarden_probe__"

@@ -128,6 +128,7 @@ class Service:
         from spendwarden.streams.publisher import DecisionPublisher
 
         self.publisher = DecisionPublisher(self.redis, generation=0, heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        self.publisher.on_stale = lambda tenant: self.rules.current.tenant(tenant).on_stale
         self.overrides = OverrideLayer(self.core, self.publisher, self.metrics, settings.partitions)
         self._rules_stamp = self._stamp()
         self._last_heartbeat = 0.0

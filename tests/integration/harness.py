@@ -26,7 +26,7 @@ SPENDWARDEN = str(Path(sys.executable).with_name("spendwarden"))
 
 RULES = """
 tenants:
-  acme: {timezone: UTC, tier: gold}
+  acme: {timezone: UTC, tier: gold, on_stale: closed}
 budgets:
   - name: uc-daily
     for_each: [tenant_id, use_case_id]

@@ -45,6 +45,29 @@ def run(redis_url: str, body: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+def test_every_write_carries_the_tenants_on_stale_policy_without_announcing_it(redis_url: str) -> None:
+    """Gateways read `_on_stale` in the same HMGET; it is metadata, never a change message."""
+
+    async def body(r: aioredis.Redis) -> None:
+        pub = DecisionPublisher(r, generation=1, heartbeat_ttl_s=30)
+        pub.on_stale = {"acme": "closed", "beta": "open"}.__getitem__
+        sub = r.pubsub()
+        await sub.ssubscribe(changes_channel("beta"))
+        await pub.heartbeat(["acme", "beta"])
+        assert await r.hget(decisions_key("acme"), "_on_stale") == b"closed"
+        assert await r.hget(decisions_key("beta"), "_on_stale") == b"open"
+        assert await sub.get_message(ignore_subscribe_messages=True, timeout=0.5) is None
+        pub.on_stale = lambda tenant: "open"
+        await pub.apply([change("acme", "chat:low", verdict())], position=3)
+        assert await r.hget(decisions_key("acme"), "_on_stale") == b"open"
+        pub.on_stale = lambda tenant: ""  # nothing known: the stored policy stays
+        await pub.heartbeat(["acme"])
+        assert await r.hget(decisions_key("acme"), "_on_stale") == b"open"
+        await sub.aclose()
+
+    run(redis_url, body)
+
+
 def test_apply_writes_verdict_and_expiry(redis_url: str) -> None:
     """apply stores the verdict JSON under its field, the fence, and an _expires_at in the future."""
 

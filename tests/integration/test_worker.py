@@ -56,8 +56,10 @@ def test_events_in_decision_hash_out(run: WorkerRun, redis_url: str) -> None:
     assert verdict["expires_at"].endswith("T00:00:00.000Z")
     client = redis.Redis.from_url(redis_url)
     expires = float(client.hget("sw:{acme}:decisions", "_expires_at"))
+    on_stale = client.hget("sw:{acme}:decisions", "_on_stale")
     client.close()
     assert expires > time.time()
+    assert on_stale == b"closed"  # the tenant's policy from the rules, for gateways once the state goes stale
 
 
 def test_malformed_record_goes_to_dead_letter_and_good_ones_count(run: WorkerRun) -> None:
