@@ -85,6 +85,22 @@ class Budget(_Strict):
     period: Literal["day", "week", "month"]
     limit_usd: Optional[Decimal] = Field(default=None, gt=0)
     limit_by_tier: Optional[dict[str, Decimal]] = None
+    # Gateways may reserve a call's expected cost against this budget before making it
+    # (docs/redis.md, "Reservations"): the worker then publishes its exact spend to Redis.
+    reservations: bool = False
+
+    @model_validator(mode="after")
+    def _reservable(self) -> "Budget":
+        if not self.reservations:
+            return self
+        if "tenant_id" not in self.for_each or not set(self.for_each) <= {"tenant_id", "use_case_id"}:
+            raise ValueError("reservations need for_each [tenant_id] or [tenant_id, use_case_id]: a gateway "
+                             "reserves by tenant, use case and risk tier")
+        extra = set(self.scope) - {"use_case_id", "risk_tier"}
+        if extra:
+            raise ValueError(f"reservations allow scope on use_case_id and risk_tier only (not {sorted(extra)[0]}): "
+                             "a gateway cannot tell which calls another scope covers")
+        return self
 
     @model_validator(mode="after")
     def _one_limit(self) -> "Budget":

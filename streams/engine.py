@@ -75,7 +75,8 @@ class Slot:
     event's dimensions resolved once (cached per dimension values in ``Engine._match``)."""
 
     __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
-                 "has_rules", "needs_window", "detectors", "is_global", "period", "next_period", "next_at")
+                 "has_rules", "needs_window", "detectors", "is_global", "period", "next_period", "next_at",
+                 "reserve")
 
     def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
                  calendar: Calendar) -> None:
@@ -92,6 +93,7 @@ class Slot:
         self.needs_window = budget.needs_window
         self.detectors = budget.detectors if tkey != GLOBAL else frozenset()  # the ones its rules read
         self.is_global = tkey == GLOBAL
+        self.reserve = budget.spec.reservations and tkey != GLOBAL  # gateways reserve against it
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
         # (set after each evaluation; rules are monotone in spend apart from time).
@@ -110,6 +112,12 @@ class Engine:
         # emitted as (budget, instance, position, nanos, ts) for a second stage to sum.
         self.emit_cross_tenant = emit_cross_tenant
         self.deltas: list[tuple[str, tuple[str, ...], int, int, float]] = []
+        # Budgets gateways reserve against: (tenant, budget, instance) -> (spend, period, slot)
+        # changed since the caller last took them, and the cost events counted into them per
+        # tenant (their reservations are released when that spend is published). See
+        # streams/reservations.py.
+        self.reserved: dict[tuple[str, str, tuple[str, ...]], tuple[int, Period, Slot]] = {}
+        self.settled: dict[str, list[str]] = {}
         self.stats = EngineStats()
         self.facts = Facts(self.state)
         self._tick = 0.0
@@ -249,6 +257,9 @@ class Engine:
                 total = current[0] + cost
                 state[key] = (total, pos)
             applied = True
+            if slot.reserve:
+                self.reserved[(tkey, slot.name, slot.inst)] = (total, period, slot)
+                self.settled.setdefault(tkey, []).append(event.cost_event_id)
             if slot.is_global:
                 history_add(state, ("hist", tkey, slot.name, slot.inst), ts, cost)
             if slot.needs_window:

@@ -117,6 +117,47 @@ return 1
 """
 
 
+def spend_key(tenant: str) -> str:
+    """Hash of reservable budgets' spend (docs/redis.md "Reservations"); same slot as the decisions."""
+    _check_tenant(tenant)
+    return f"sw:{{{tenant}}}:spend"
+
+
+def reservations_key(tenant: str) -> str:
+    """Hash of open reservations, field = the call's cost_event_id; written by gateways."""
+    _check_tenant(tenant)
+    return f"sw:{{{tenant}}}:reservations"
+
+
+# KEYS[1] spend hash, KEYS[2] reservations hash (same hash tag). ARGV[1] generation, ARGV[2]
+# position, ARGV[3] n = fields to set, then n field/value pairs, then the cost_event_ids whose
+# reservations the published spend now includes. Fenced like decisions: a zombie or a replay of
+# older input cannot set spend back (which would let gateways reserve money already spent).
+SPEND_SCRIPT = """
+local gen = tonumber(ARGV[1])
+local pos = tonumber(ARGV[2])
+local stored = redis.call('HGET', KEYS[1], '_fence')
+if stored then
+  local g, p = string.match(stored, '^(%-?%d+):(%-?%d+)$')
+  if gen < tonumber(g) or (gen == tonumber(g) and pos < tonumber(p)) then return 0 end
+end
+local n = tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', KEYS[1], '_fence', ARGV[1] .. ':' .. ARGV[2])
+local j = i
+while j <= #ARGV do
+  local last = math.min(j + 999, #ARGV)
+  redis.call('HDEL', KEYS[2], unpack(ARGV, j, last))
+  j = last + 1
+end
+return 1
+"""
+
+
 class DecisionPublisher:
     """Publishes verdicts for the tenants a worker owns, fenced by its ``generation``.
 
@@ -139,6 +180,7 @@ class DecisionPublisher:
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self._clock = clock
         self._script = redis.register_script(FENCED_WRITE_SCRIPT)
+        self._spend_script = redis.register_script(SPEND_SCRIPT)
         self._healthy = True
         # Set by any failed call, cleared by the service once a republish went through: a
         # failed batch followed by a good one must not leave its decisions out of Redis.
@@ -179,6 +221,36 @@ class DecisionPublisher:
             calls.append((tenant, "replace", dict(fields)))
         if calls:
             await self._run(calls, position)
+
+    async def publish_spend(self, fields: Mapping[str, Mapping[str, dict[str, Any]]],
+                            settled: Mapping[str, Sequence[str]], position: int) -> bool:
+        """Set reservable budgets' absolute spend (never INCR: a replay cannot count twice) and
+        release the reservations of the cost events it now includes, atomically per tenant.
+        False when Redis failed (the caller republishes from its state later)."""
+        tenants = list(dict.fromkeys([*fields, *settled]))
+        if not tenants:
+            return True
+        calls = []
+        for tenant in tenants:
+            values = fields.get(tenant, {})
+            args: list[Any] = [self.generation, position, len(values)]
+            for name, value in values.items():
+                args += [name, orjson.dumps(value)]
+            args += list(settled.get(tenant, ()))
+            calls.append(([spend_key(tenant), reservations_key(tenant)], args))
+        if isinstance(self._redis, RedisCluster):
+            gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+            async def one(keys: list[str], args: list[Any]) -> Any:
+                async with gate:
+                    return await self._spend_script(keys=keys, args=args)
+            outcome = await self._guard(asyncio.gather(*(one(k, a) for k, a in calls)))
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args in calls:
+                await self._spend_script(keys=keys, args=args, client=pipe)
+            outcome = await self._guard(pipe.execute())
+        return outcome is not None
 
     async def read(self, tenant: str) -> dict[str, dict[str, Any]]:
         """A tenant's verdicts by field (meta ``_`` fields left out); for tests and ``status``."""

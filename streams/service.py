@@ -30,6 +30,7 @@ from spendwarden.kafka_security import aiokafka_options, faust_credentials
 from spendwarden.logs import get_logger
 from spendwarden.rules.loader import RuleStore, rule_files
 from spendwarden.settings import Settings
+from spendwarden.streams import reservations
 from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key, encode_value
 from spendwarden.streams.effects import AlertFiring, AlertResolved, DecisionChanged, Effect, TooLate
 from spendwarden.streams.ingest import Ingest
@@ -312,6 +313,7 @@ class Service:
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
                 await self.overrides.republish_partition(partition)
+                await self._republish_spend(partition)
         self.metrics.partitions.set(len(self.core.engines))
         self._ready = True
         log.info("partitions recovered", partitions=sorted(partitions), generation=self.publisher.generation)
@@ -332,6 +334,8 @@ class Service:
                 payload = {"budget": budget, "instance": list(inst), "source": partition, "entries": entries}
                 await self.deltas_topic.send(key=f"{budget}|{'/'.join(inst)}".encode(), value=orjson.dumps(payload))
         await self._publish(result.effects, result.positions)
+        for partition, (fields, settled) in result.reserved.items():
+            await self.publisher.publish_spend(fields, settled, result.positions[partition])
         await self._announce_progress(result)
         self._observe(result, len(records), started)
 
@@ -402,6 +406,7 @@ class Service:
             self.publisher.write_failed = False
             for partition in list(self.core.engines):
                 await self.overrides.republish_partition(partition)
+                await self._republish_spend(partition)
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
             self._last_heartbeat = now
@@ -549,6 +554,14 @@ class Service:
             log.info("alert " + ("firing" if firing else "resolved"), rule=effect.rule, tenant=effect.tenant_id)
         elif isinstance(effect, TooLate):
             await self.late_topic.send(key=effect.tenant_id.encode(), value=payload)
+
+    async def _republish_spend(self, partition: int) -> None:
+        """Reservable budgets' spend from the state (after a recovery or a Redis outage)."""
+        engine = self.core.engines.get(partition)
+        if engine is not None:
+            fields = reservations.snapshot(engine, None, time.time())
+            if fields:
+                await self.publisher.publish_spend(fields, {}, self.core.positions.get(partition, 0))
 
     async def _announce_progress(self, result: BatchResult) -> None:
         """After a batch's decisions are written, say which source offsets they cover.

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 
 from spendwarden.logs import get_logger
 from spendwarden.rules.compiler import RuleSet
+from spendwarden.streams import reservations
 from spendwarden.streams.checkpoint import DirtyState
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import GLOBAL, Engine
@@ -45,6 +46,8 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     too_late: int = 0
+    # Reservable budgets' spend per partition: ({tenant: {field: value}}, {tenant: settled event ids}).
+    reserved: dict[int, tuple[dict[str, Any], dict[str, list[str]]]] = field(default_factory=dict)
 
 
 class WorkerCore:
@@ -153,6 +156,10 @@ class WorkerCore:
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
             _advance(self.next_offset, record.partition, record.offset)
+        for partition in result.positions:
+            engine = self.engines[partition]
+            if engine.reserved or engine.settled:
+                result.reserved[partition] = reservations.take(engine)
         return result
 
     def apply_deltas(self, partition: int, payload: dict[str, Any], offset: Optional[int] = None) -> list[Effect]:
