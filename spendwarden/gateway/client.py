@@ -132,6 +132,32 @@ class _Core:
         self._retry_subscribe[tenant] = time.monotonic() + SUBSCRIBE_RETRY_S
 
 
+class _SyncChanges(redis.client.PubSub):
+    """PubSub that reports every (re)connect: whatever was published while away is lost."""
+
+    on_reconnect: Callable[[], None]
+
+    def on_connect(self, connection: Any) -> None:
+        self.on_reconnect()
+        super().on_connect(connection)
+
+
+class _AsyncChanges(aioredis.client.PubSub):
+    on_reconnect: Callable[[], None]
+
+    async def on_connect(self, connection: Any) -> None:
+        self.on_reconnect()
+        await super().on_connect(connection)
+
+
+def _pubsub(client: Any, cls: Any, on_reconnect: Callable[[], None]) -> Any:
+    """``client.pubsub()`` with our class (redis-py registers the bound ``on_connect``)."""
+    extra = {"event_dispatcher": client._event_dispatcher} if hasattr(client, "_event_dispatcher") else {}
+    pubsub = cls(client.connection_pool, **extra)
+    pubsub.on_reconnect = on_reconnect
+    return pubsub
+
+
 class GatewayClient(_Core):
     """Blocking client for threaded gateways. Give ``redis`` short socket timeouts: a check waits
     at most as long as the client's ``socket_timeout`` (then the stale policy answers)."""
@@ -192,15 +218,7 @@ class GatewayClient(_Core):
                 return
             try:
                 if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub()
-                    inner = self._pubsub.on_connect
-
-                    def on_connect(connection: Any) -> Any:
-                        cache.reset()  # every (re)connect: what was sent while away is lost
-                        return inner(connection)
-
-                    # redis-py registers ``self.on_connect`` on the connection it opens next
-                    self._pubsub.on_connect = on_connect
+                    self._pubsub = _pubsub(self._redis, _SyncChanges, cache.reset)
                 self._pubsub.ssubscribe(changes_channel(tenant))
                 self._subscribed.add(tenant)
             except REDIS_FAILURES:
@@ -290,14 +308,7 @@ class AsyncGatewayClient(_Core):
                 return
             try:
                 if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub()
-                    inner = self._pubsub.on_connect
-
-                    async def on_connect(connection: Any) -> None:
-                        cache.reset()  # every (re)connect: what was sent while away is lost
-                        await inner(connection)
-
-                    self._pubsub.on_connect = on_connect
+                    self._pubsub = _pubsub(self._redis, _AsyncChanges, cache.reset)
                 await self._pubsub.ssubscribe(changes_channel(tenant))
                 self._subscribed.add(tenant)
             except REDIS_FAILURES:
