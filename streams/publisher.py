@@ -123,6 +123,9 @@ def spend_key(tenant: str) -> str:
     return f"sw:{{{tenant}}}:spend"
 
 
+RESERVABLE_KEY = "sw:reservable"  # which budgets gateways reserve against, from the rules (one JSON string)
+
+
 def reservations_key(tenant: str) -> str:
     """Hash of open reservations, field = the call's cost_event_id; written by gateways."""
     _check_tenant(tenant)
@@ -251,6 +254,11 @@ class DecisionPublisher:
                 await self._spend_script(keys=keys, args=args, client=pipe)
             outcome = await self._guard(pipe.execute())
         return outcome is not None
+
+    async def publish_templates(self, templates: dict[str, Any]) -> bool:
+        """Which budgets gateways reserve against and their limits (``sw:reservable``); a plain SET:
+        it is a function of the rules alone, so every worker running them writes the same."""
+        return await self._guard(self._redis.set(RESERVABLE_KEY, orjson.dumps(templates))) is not None
 
     async def read(self, tenant: str) -> dict[str, dict[str, Any]]:
         """A tenant's verdicts by field (meta ``_`` fields left out); for tests and ``status``."""

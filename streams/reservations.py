@@ -7,7 +7,11 @@ the call's ``cost_event_id``) in the same atomic script. A gateway's reservation
 holds a call's expected cost against ``limit − spend − open reservations``, so concurrent
 gateways overshoot a budget by at most what calls cost beyond their reservations.
 
-Pure: turns what the engine recorded into field values; the publisher writes them.
+Which budgets cover a call, and their limits, come from the rules (``templates``, published
+as ``sw:reservable``): a budget instance nobody has spent in yet has no spend field, and
+its first calls must still be held against its limit.
+
+Pure: turns rules and what the engine recorded into values; the publisher writes them.
 """
 
 from __future__ import annotations
@@ -66,3 +70,22 @@ def snapshot(engine: Any, tenants: set[str] | None, now: float) -> dict[str, Fie
             continue
         fields.setdefault(tenant, {})[spend_field(budget, inst)] = spend_value(budget, value[0], limit, period.end)
     return fields
+
+
+def templates(rules: Any) -> dict[str, Any]:
+    """The reservable budgets for gateways: which calls each covers and its limit per tenant.
+
+    ``limit`` applies to tenants not listed in ``tenant_limits`` (None: the budget does not
+    apply to them, e.g. a ``limit_by_tier`` without their tier)."""
+    budgets = []
+    for budget in rules.budgets:
+        if not (budget.spec.reservations and budget.per_tenant):
+            continue
+        default = rules.limit_nanos(budget, None)
+        listed = {t: rules.limit_nanos(budget, t) for t in rules.tenants}
+        tiers, use_cases = budget.spec.scope_values("risk_tier"), budget.spec.scope_values("use_case_id")
+        budgets.append({"budget": budget.name, "per_use_case": "use_case_id" in budget.spec.for_each,
+                        "tiers": list(tiers) if tiers is not None else None,
+                        "use_cases": list(use_cases) if use_cases is not None else None,
+                        "limit": default, "tenant_limits": {t: v for t, v in listed.items() if v != default}})
+    return {"version": 1, "rules_version": rules.version, "budgets": budgets}

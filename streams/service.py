@@ -556,7 +556,8 @@ class Service:
             await self.late_topic.send(key=effect.tenant_id.encode(), value=payload)
 
     async def _republish_spend(self, partition: int) -> None:
-        """Reservable budgets' spend from the state (after a recovery or a Redis outage)."""
+        """Reservable budgets and their spend from the state (after a recovery or a Redis outage)."""
+        await self.publisher.publish_templates(reservations.templates(self.rules.current))
         engine = self.core.engines.get(partition)
         if engine is not None:
             fields = reservations.snapshot(engine, None, time.time())
@@ -608,6 +609,7 @@ class Service:
         effects = self.core.set_rules(self.rules.current)
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
+        await self.publisher.publish_templates(reservations.templates(self.rules.current))
         self.metrics.set_rules_version(self.rules.version)
         log.info("rules reloaded", rules_version=self.rules.version)
         return None
@@ -631,6 +633,7 @@ class Service:
         effects = self.core.set_rules(self.rules.current)
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
+        await self.publisher.publish_templates(reservations.templates(self.rules.current))
         self.metrics.set_rules_version(self.rules.version)
         log.info("pushed rules applied", rules_version=self.rules.version)
 

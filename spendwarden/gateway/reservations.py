@@ -5,9 +5,11 @@ Needs only redis-py. For budgets with ``reservations: true`` the worker publishe
 to ``sw:{tenant}:spend`` (fenced SET, never INCR) and, in the same atomic script, releases the
 reservations of the cost events that spend now includes. A reservation is a field of
 ``sw:{tenant}:reservations`` named by the call's ``cost_event_id``, so the gateway must send
-the call's cost event with that id (the LiteLLM plugin does). The reservation script checks,
-atomically, every reservable budget covering the call's use case and risk tier:
-``spend + open reservations + estimate ≤ limit``. A reservation is released when the worker
+the call's cost event with that id (the LiteLLM plugin does). Which budgets cover a call (by use
+case and risk tier) and their limits come from ``sw:reservable``, which the worker writes from
+the rules; the reservation script then checks, atomically, each of them:
+``spend + open reservations holding it + estimate ≤ limit`` (a budget nobody spent in yet has
+spent 0). A reservation is released when the worker
 counts the call's cost event, when the gateway reports the call failed (``release``), or when
 its TTL passes (set it above the pipeline's worst lag; 10 minutes by default).
 Contract: docs/redis.md, "Reservations".
@@ -16,6 +18,7 @@ Contract: docs/redis.md, "Reservations".
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,56 +30,58 @@ NANOS = Decimal(1_000_000_000)
 RISK_TIERS = ("low", "medium", "high")
 Money = Union[Decimal, float, int, str]
 
-# KEYS[1] spend hash, KEYS[2] reservations hash. ARGV: use case, risk tier, amount (nano-USD),
-# reservation id, ttl seconds, now (epoch seconds).
+# KEYS[1] spend hash, KEYS[2] reservations hash. ARGV: amount (nano-USD), reservation id, ttl
+# seconds, now (epoch seconds), then (field, limit) for each reservable budget covering the call
+# (from ``sw:reservable``). A budget with no spend field yet has spent 0. A reservation records
+# the fields it was held against, so each budget counts exactly the holds that cover it.
 # Returns {1} held, {2} no reservable budget covers the call (nothing held), {0, field, available}.
 RESERVE_SCRIPT = """
-local uc, tier, amount, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ttl, now = tonumber(ARGV[5]), tonumber(ARGV[6])
+local amount, id, ttl, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if #ARGV < 6 then return {2} end
 if redis.call('HEXISTS', KEYS[2], id) == 1 then return {1} end
-local function has(list, value)
-  if list == nil or list == cjson.null then return true end
-  for _, v in ipairs(list) do if v == value then return true end end
-  return false
-end
-local open, stale = {}, {}
+local reserved, stale = {}, {}
 local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do
-  local a, e, ruc, rtier = string.match(held[i + 1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  if a == nil or tonumber(e) <= now then
+  local ok, r = pcall(cjson.decode, held[i + 1])
+  if not ok or type(r) ~= 'table' or tonumber(r.e) == nil or tonumber(r.e) <= now then
     stale[#stale + 1] = held[i]
   else
-    open[#open + 1] = {tonumber(a), ruc, rtier}
+    for _, f in ipairs(r.f) do reserved[f] = (reserved[f] or 0) + tonumber(r.a) end
   end
 end
 if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
-local covering = 0
-local budgets = redis.call('HGETALL', KEYS[1])
-for i = 1, #budgets, 2 do
-  local field = budgets[i]
-  if string.sub(field, 1, 1) ~= '_' then
-    local buc = string.match(field, '^([^|]*)|')
-    local b = cjson.decode(budgets[i + 1])
-    local function covers(call_uc, call_tier)
-      return (buc == '*' or buc == call_uc) and has(b.use_cases, call_uc) and has(b.tiers, call_tier)
-    end
-    if covers(uc, tier) then
-      covering = covering + 1
-      local spend = 0
-      if tonumber(b['end']) > now then spend = tonumber(b.spend) end
-      local reserved = 0
-      for _, r in ipairs(open) do
-        if covers(r[2], r[3]) then reserved = reserved + r[1] end
-      end
-      local available = tonumber(b.limit) - spend - reserved
-      if amount > available then return {0, field, tostring(available)} end
-    end
+local fields = {}
+for j = 5, #ARGV - 1, 2 do
+  local field, limit = ARGV[j], tonumber(ARGV[j + 1])
+  local spend = 0
+  local raw = redis.call('HGET', KEYS[1], field)
+  if raw then
+    local b = cjson.decode(raw)
+    if tonumber(b['end']) > now then spend = tonumber(b.spend) end
+    limit = tonumber(b.limit)
   end
+  local available = limit - spend - (reserved[field] or 0)
+  if amount > available then return {0, field, string.format('%.0f', available)} end
+  fields[#fields + 1] = field
 end
-if covering == 0 then return {2} end
-redis.call('HSET', KEYS[2], id, string.format('%d|%.3f|%s|%s', amount, now + ttl, uc, tier))
+redis.call('HSET', KEYS[2], id, cjson.encode({a = amount, e = now + ttl, f = fields}))
 return {1}
 """
+TEMPLATES_KEY = "sw:reservable"
+
+
+def covering(templates: dict[str, Any], tenant: str, use_case: str, tier: str) -> list[Any]:
+    """(spend field, limit in nano-USD) of each reservable budget that counts this call."""
+    found: list[Any] = []
+    for budget in templates.get("budgets", []):
+        if budget["tiers"] is not None and tier not in budget["tiers"]:
+            continue
+        if budget["use_cases"] is not None and use_case not in budget["use_cases"]:
+            continue
+        limit = budget["tenant_limits"].get(tenant, budget["limit"])
+        if limit is not None:
+            found += [f"{use_case if budget['per_use_case'] else '*'}|{budget['budget']}", int(limit)]
+    return found
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,11 @@ def _answer(raw: Any, reservation_id: str) -> Reservation:
                        f"after spend and open reservations", field, available)
 
 
+def _parse(raw: Any) -> dict[str, Any]:
+    """``sw:reservable`` as published by the worker ({} when no worker published it yet)."""
+    return json.loads(raw) if raw else {}
+
+
 def _failed(reservation_id: str, on_error: str, exc: BaseException) -> Reservation:
     allowed = on_error == "open"
     return Reservation(allowed, False, reservation_id,
@@ -127,19 +137,25 @@ def _failed(reservation_id: str, on_error: str, exc: BaseException) -> Reservati
 class Reservations:
     """Reserve and release on a sync redis-py client; never raises on Redis errors."""
 
-    def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open",
+    def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis, self.ttl_s, self.on_error, self.clock = redis, ttl_s, on_error, clock
+        self.templates_ttl_s = templates_ttl_s
         self._script = redis.register_script(RESERVE_SCRIPT)
+        self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
         self.errors = 0
 
     def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                 reservation_id: str) -> Reservation:
         """Hold ``estimated_cost_usd`` under ``reservation_id`` (the call's cost_event_id)."""
-        args = [use_case, _tier(risk_tier), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, self.clock()]
         try:
+            now = self.clock()
+            if now - self._templates[0] > self.templates_ttl_s:
+                self._templates = (now, _parse(self.redis.get(TEMPLATES_KEY)))
+            budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
+            args = [_nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
             return _answer(self._script(keys=_keys(tenant), args=args), reservation_id)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ValueError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
 
@@ -154,18 +170,24 @@ class Reservations:
 class AsyncReservations:
     """The same on a redis.asyncio client."""
 
-    def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open",
+    def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis, self.ttl_s, self.on_error, self.clock = redis, ttl_s, on_error, clock
+        self.templates_ttl_s = templates_ttl_s
         self._script = redis.register_script(RESERVE_SCRIPT)
+        self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
         self.errors = 0
 
     async def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                       reservation_id: str) -> Reservation:
-        args = [use_case, _tier(risk_tier), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, self.clock()]
         try:
+            now = self.clock()
+            if now - self._templates[0] > self.templates_ttl_s:
+                self._templates = (now, _parse(await self.redis.get(TEMPLATES_KEY)))
+            budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
+            args = [_nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
             return _answer(await self._script(keys=_keys(tenant), args=args), reservation_id)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (RedisError, OSError, ValueError, asyncio.TimeoutError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
 

@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 
 from spendwarden.gateway.reservations import AsyncReservations, Reservations, estimate_cost
 from spendwarden.streams.publisher import DecisionPublisher, reservations_key, spend_key
+from spendwarden.streams.reservations import templates
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -26,12 +28,34 @@ def budget(spend_usd: str, limit_usd: str, end: float = FUTURE, tiers: list[str]
             "tiers": tiers, "use_cases": use_cases}
 
 
+RULES = """
+tenants:
+  gold-co: {tier: gold}
+budgets:
+  - {name: uc-daily, for_each: [tenant_id, use_case_id], period: day, limit_usd: 10, reservations: true}
+  - {name: tenant-daily, for_each: [tenant_id], period: day, limit_usd: 100, reservations: true}
+  - {name: low-only, for_each: [tenant_id], scope: {risk_tier: [low, medium]}, period: day,
+     limit_by_tier: {default: 10, gold: 50}, reservations: true}
+"""
+
+
+def ruleset(text: str = RULES) -> Any:
+    from spendwarden.rules.compiler import compile_ruleset
+    from spendwarden.rules.loader import SourceFile
+    from spendwarden.rules.schema import RuleFile
+
+    model = RuleFile.model_validate(yaml.safe_load(text))
+    return compile_ruleset([SourceFile("rules.yaml", model, lambda *_a, **_k: (None, None))])
+
+
 def publish(redis_url: str, fields: dict[str, dict[str, Any]], settled: dict[str, list[str]] | None = None,
-            position: int = 1, generation: int = 1) -> bool:
+            position: int = 1, generation: int = 1, rules: Any = None) -> bool:
+    """What the worker writes: the templates from the rules, then spend (and settled calls)."""
     async def run() -> bool:
         client = aioredis.Redis.from_url(redis_url)
         try:
             pub = DecisionPublisher(client, generation=generation)
+            await pub.publish_templates(templates(rules or ruleset()))
             return await pub.publish_spend(fields, settled or {}, position)
         finally:
             await client.aclose()
@@ -39,7 +63,9 @@ def publish(redis_url: str, fields: dict[str, dict[str, Any]], settled: dict[str
 
 
 def test_reserve_holds_until_spend_and_open_reservations_reach_the_limit(redis_url: str) -> None:
-    publish(redis_url, {"acme": {"chat|uc-daily": budget("7", "10"), "*|tenant-daily": budget("20", "100")}})
+    two_budgets = ruleset(RULES.split("  - {name: low-only")[0])
+    publish(redis_url, {"acme": {"chat|uc-daily": budget("7", "10"), "*|tenant-daily": budget("95", "100")}},
+            rules=two_budgets)
     client = redis.Redis.from_url(redis_url)
     res = Reservations(client)
     first = res.reserve("acme", "chat", "low", "2", "call-1")
@@ -49,10 +75,11 @@ def test_reserve_holds_until_spend_and_open_reservations_reach_the_limit(redis_u
     assert not second.allowed and second.budget == "chat|uc-daily"
     assert second.available_usd == Decimal("1")  # 10 - 7 - 2
     assert res.reserve("acme", "chat", "low", "1", "call-3").allowed  # exactly the rest
-    assert res.reserve("acme", "search", "low", "50", "call-4").allowed  # only the tenant budget covers it
-    assert not res.reserve("acme", "search", "low", "40", "call-5").allowed  # 20 + 50 + 2 + 1 + 40 > 100
+    assert res.reserve("acme", "search", "low", "1.5", "call-4").held  # its own use case budget is untouched
+    fifth = res.reserve("acme", "search", "low", "1", "call-5")  # the tenant's: 95 + 2 + 1 + 1.5 + 1 > 100
+    assert not fifth.allowed and fifth.budget == "*|tenant-daily" and fifth.available_usd == Decimal("0.5")
     res.release("acme", "call-3")
-    assert res.reserve("acme", "chat", "low", "1", "call-6").allowed
+    assert res.reserve("acme", "search", "low", "1", "call-6").held
     assert set(client.hkeys(reservations_key("acme"))) == {b"call-1", b"call-4", b"call-6"}
     client.close()
 
@@ -73,20 +100,35 @@ def test_the_worker_settles_reservations_in_the_same_write_as_the_spend(redis_ur
     client.close()
 
 
-def test_scope_period_end_expiry_and_uncovered_calls(redis_url: str) -> None:
+def test_a_budget_nobody_spent_in_yet_still_holds_calls_against_its_limit(redis_url: str) -> None:
+    publish(redis_url, {})  # the worker has counted nothing yet: only the templates exist
+    client = redis.Redis.from_url(redis_url)
+    res = Reservations(client)
+    assert res.reserve("new-co", "chat", "low", "6", "n1").held
+    refused = res.reserve("new-co", "chat", "low", "6", "n2")
+    assert not refused.allowed and refused.budget == "chat|uc-daily" and refused.available_usd == Decimal("4")
+    client.close()
+
+
+def test_scope_tiers_period_end_expiry_and_uncovered_calls(redis_url: str) -> None:
     now = time.time()
     publish(redis_url, {"acme": {"*|low-only": budget("9", "10", tiers=["low", "medium"]),
-                                 "*|ended": budget("100", "10", end=now - 1)}})
+                                 "*|tenant-daily": budget("500", "100", end=now - 1)},
+                        "gold-co": {"*|low-only": budget("40", "50")}})
     client = redis.Redis.from_url(redis_url)
     clock = [now]
     res = Reservations(client, ttl_s=60, clock=lambda: clock[0])
-    high = res.reserve("acme", "chat", "high", "5", "h1")  # "ended" covers it: its spend counts 0 now
-    assert high.allowed and high.held
+    assert res.reserve("acme", "chat", "high", "5", "h1").held  # low-only does not cover high; the ended day counts 0
     assert not res.reserve("acme", "chat", "medium", "5", "m1").allowed  # low-only: 9 + 5 > 10
+    assert res.reserve("gold-co", "chat", "low", "9", "g1").held  # the gold tier's limit is 50
     assert res.reserve("acme", "chat", None, "1", "n1").held  # no tier = high
-    assert res.reserve("beta", "chat", "low", "1000", "b1") == res.reserve("beta", "chat", "low", "1000", "b1")
-    assert not res.reserve("beta", "chat", "low", "1000", "b1").held  # no reservable budget: allowed, nothing held
+    publish(redis_url, {}, rules=ruleset("budgets: [{name: x, for_each: [tenant_id], period: day, limit_usd: 1}]"))
+    res._templates = (-1e18, {})
+    uncovered = res.reserve("acme", "chat", "low", "1000", "b1")  # no reservable budget at all now
+    assert uncovered.allowed and not uncovered.held
     clock[0] = now + 61  # the holds expire
+    publish(redis_url, {})
+    res._templates = (-1e18, {})
     assert res.reserve("acme", "chat", "high", "10", "h2").held
     assert set(client.hkeys(reservations_key("acme"))) == {b"h2"}
     client.close()

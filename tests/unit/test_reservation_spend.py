@@ -71,3 +71,20 @@ def test_a_budget_a_gateway_cannot_reserve_against_is_refused_at_load(budget: st
     with pytest.raises(RuleFileError, match=message) as found:
         load_ruleset(path)
     assert found.value.line == 2
+
+
+def test_templates_tell_gateways_which_budgets_cover_a_call_and_each_tenants_limit() -> None:
+    rules = build_ruleset("""
+tenants:
+  gold-co: {tier: gold}
+  plain: {}
+budgets:
+  - {name: uc-day, for_each: [tenant_id, use_case_id], scope: {use_case_id: [chat, search]}, period: day,
+     limit_by_tier: {default: 10, gold: 50}, reservations: true}
+  - {name: not-reserved, for_each: [tenant_id], period: day, limit_usd: 5}
+""")
+    doc = reservations.templates(rules)
+    assert doc["rules_version"] == rules.version
+    assert doc["budgets"] == [{"budget": "uc-day", "per_use_case": True, "tiers": None,
+                               "use_cases": ["chat", "search"], "limit": 10_000_000_000,
+                               "tenant_limits": {"gold-co": 50_000_000_000}}]
