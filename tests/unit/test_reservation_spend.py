@@ -79,12 +79,12 @@ tenants:
   gold-co: {tier: gold}
   plain: {}
 budgets:
-  - {name: uc-day, for_each: [tenant_id, use_case_id], scope: {use_case_id: [chat, search]}, period: day,
+  - {name: support-day, for_each: [tenant_id], scope: {use_case_id: [chat, search]}, period: day,
      limit_by_tier: {default: 10, gold: 50}, reservations: true}
   - {name: not-reserved, for_each: [tenant_id], period: day, limit_usd: 5}
 """)
     doc = reservations.templates(rules)
     assert doc["rules_version"] == rules.version
-    assert doc["budgets"] == [{"budget": "uc-day", "per_use_case": True, "tiers": None,
+    assert doc["budgets"] == [{"budget": "support-day", "per_use_case": False, "tiers": None,
                                "use_cases": ["chat", "search"], "limit": 10_000_000_000,
                                "tenant_limits": {"gold-co": 50_000_000_000}}]
