@@ -135,6 +135,7 @@ class Service:
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
+        self._templates_written = False
         # (next offset, next deltas offset) each partition's last end marker recorded
         self._marked: dict[int, tuple[Optional[int], Optional[int]]] = {}
         _patch_fetch_wait(settings.fetch_max_wait_ms)
@@ -555,9 +556,17 @@ class Service:
         elif isinstance(effect, TooLate):
             await self.late_topic.send(key=effect.tenant_id.encode(), value=payload)
 
+    async def _publish_templates(self) -> None:
+        """``sw:reservable`` when the rules have reservable budgets, or had them in this process
+        (then an empty list, so gateways stop holding against a removed budget). A deployment
+        without reservations never writes it (and needs no SET in the worker's ACL)."""
+        doc = reservations.templates(self.rules.current)
+        if doc["budgets"] or self._templates_written:
+            self._templates_written = await self.publisher.publish_templates(doc) or self._templates_written
+
     async def _republish_spend(self, partition: int) -> None:
         """Reservable budgets and their spend from the state (after a recovery or a Redis outage)."""
-        await self.publisher.publish_templates(reservations.templates(self.rules.current))
+        await self._publish_templates()
         engine = self.core.engines.get(partition)
         if engine is not None:
             fields = reservations.snapshot(engine, None, time.time())
@@ -609,7 +618,7 @@ class Service:
         effects = self.core.set_rules(self.rules.current)
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
-        await self.publisher.publish_templates(reservations.templates(self.rules.current))
+        await self._publish_templates()
         self.metrics.set_rules_version(self.rules.version)
         log.info("rules reloaded", rules_version=self.rules.version)
         return None
@@ -633,7 +642,7 @@ class Service:
         effects = self.core.set_rules(self.rules.current)
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
-        await self.publisher.publish_templates(reservations.templates(self.rules.current))
+        await self._publish_templates()
         self.metrics.set_rules_version(self.rules.version)
         log.info("pushed rules applied", rules_version=self.rules.version)
 
