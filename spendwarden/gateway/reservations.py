@@ -30,17 +30,20 @@ NANOS = Decimal(1_000_000_000)
 RISK_TIERS = ("low", "medium", "high")
 Money = Union[Decimal, float, int, str]
 
-# KEYS[1] spend hash, KEYS[2] reservations hash. ARGV: amount (nano-USD), reservation id, ttl
-# seconds, now (epoch seconds), then (field, limit) for each reservable budget covering the call
-# (from ``sw:reservable``). A budget with no spend field yet has spent 0. A reservation records
-# the fields it was held against, so each budget counts exactly the holds that cover it.
+# KEYS[1] reservations hash. ARGV: the spend hash (same hash tag, so same slot; an argument, not
+# a key, because Redis checks a script's declared keys for write access and gateways may only
+# read spend), amount (nano-USD), reservation id, ttl seconds, now (epoch seconds), then
+# (field, limit) for each reservable budget covering the call (from ``sw:reservable``). A budget
+# with no spend field yet has spent 0. A reservation records the fields it was held against, so
+# each budget counts exactly the holds that cover it.
 # Returns {1} held, {2} no reservable budget covers the call (nothing held), {0, field, available}.
 RESERVE_SCRIPT = """
-local amount, id, ttl, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if #ARGV < 6 then return {2} end
-if redis.call('HEXISTS', KEYS[2], id) == 1 then return {1} end
+local spend_key = ARGV[1]
+local amount, id, ttl, now = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if #ARGV < 7 then return {2} end
+if redis.call('HEXISTS', KEYS[1], id) == 1 then return {1} end
 local reserved, stale = {}, {}
-local held = redis.call('HGETALL', KEYS[2])
+local held = redis.call('HGETALL', KEYS[1])
 for i = 1, #held, 2 do
   local ok, r = pcall(cjson.decode, held[i + 1])
   if not ok or type(r) ~= 'table' or tonumber(r.e) == nil or tonumber(r.e) <= now then
@@ -49,12 +52,12 @@ for i = 1, #held, 2 do
     for _, f in ipairs(r.f) do reserved[f] = (reserved[f] or 0) + tonumber(r.a) end
   end
 end
-if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
 local fields = {}
-for j = 5, #ARGV - 1, 2 do
+for j = 6, #ARGV - 1, 2 do
   local field, limit = ARGV[j], tonumber(ARGV[j + 1])
   local spend = 0
-  local raw = redis.call('HGET', KEYS[1], field)
+  local raw = redis.call('HGET', spend_key, field)
   if raw then
     local b = cjson.decode(raw)
     if tonumber(b['end']) > now then spend = tonumber(b.spend) end
@@ -64,7 +67,7 @@ for j = 5, #ARGV - 1, 2 do
   if amount > available then return {0, field, string.format('%.0f', available)} end
   fields[#fields + 1] = field
 end
-redis.call('HSET', KEYS[2], id, cjson.encode({a = amount, e = now + ttl, f = fields}))
+redis.call('HSET', KEYS[1], id, cjson.encode({a = amount, e = now + ttl, f = fields}))
 return {1}
 """
 TEMPLATES_KEY = "sw:reservable"
@@ -97,8 +100,12 @@ class Reservation:
     error: bool = False  # Redis could not be asked; ``allowed`` is the on_error policy
 
 
-def _keys(tenant: str) -> list[str]:
-    return [f"sw:{{{tenant}}}:spend", f"sw:{{{tenant}}}:reservations"]
+def _spend_key(tenant: str) -> str:
+    return f"sw:{{{tenant}}}:spend"
+
+
+def _reservations_key(tenant: str) -> str:
+    return f"sw:{{{tenant}}}:reservations"
 
 
 def _tier(risk_tier: Optional[str]) -> str:
@@ -153,8 +160,8 @@ class Reservations:
             if now - self._templates[0] > self.templates_ttl_s:
                 self._templates = (now, _parse(self.redis.get(TEMPLATES_KEY)))
             budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
-            return _answer(self._script(keys=_keys(tenant), args=args), reservation_id)
+            args = [_spend_key(tenant), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
+            return _answer(self._script(keys=[_reservations_key(tenant)], args=args), reservation_id)
         except (RedisError, OSError, ValueError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
@@ -162,7 +169,7 @@ class Reservations:
     def release(self, tenant: str, reservation_id: str) -> None:
         """The call failed or was not made: free what it held."""
         try:
-            self.redis.hdel(_keys(tenant)[1], reservation_id)
+            self.redis.hdel(_reservations_key(tenant), reservation_id)
         except (RedisError, OSError):
             self.errors += 1  # it expires with its TTL
 
@@ -185,15 +192,15 @@ class AsyncReservations:
             if now - self._templates[0] > self.templates_ttl_s:
                 self._templates = (now, _parse(await self.redis.get(TEMPLATES_KEY)))
             budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
-            return _answer(await self._script(keys=_keys(tenant), args=args), reservation_id)
+            args = [_spend_key(tenant), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
+            return _answer(await self._script(keys=[_reservations_key(tenant)], args=args), reservation_id)
         except (RedisError, OSError, ValueError, asyncio.TimeoutError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
 
     async def release(self, tenant: str, reservation_id: str) -> None:
         try:
-            await self.redis.hdel(_keys(tenant)[1], reservation_id)
+            await self.redis.hdel(_reservations_key(tenant), reservation_id)
         except (RedisError, OSError, asyncio.TimeoutError):
             self.errors += 1
 

@@ -103,3 +103,42 @@ def test_gateway_user_reads_decisions_and_cannot_write_them(locked_redis: int) -
                        what="a change message")
     assert message["data"] == b"hello"
     pubsub.close()
+
+
+def test_with_the_reservation_grants_a_gateway_reserves_and_releases_but_cannot_touch_spend(
+        locked_redis: int) -> None:
+    """docs/security.md's grants for gateways: `%RW~sw:*:reservations` and the script's commands."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from spendwarden.gateway.reservations import Reservations
+    from spendwarden.streams.publisher import DecisionPublisher
+
+    admin = redis.Redis(port=locked_redis, password="admin-secret")
+    admin.execute_command("ACL", "SETUSER", "sw-gateway", *GATEWAY_ACL)
+    admin.execute_command("ACL", "SETUSER", "sw-gateway", "%RW~sw:*:reservations", "+get", "+hget", "+hexists",
+                          "+hset", "+hdel", "+evalsha", "+eval", "+script|load")
+    admin.execute_command("ACL", "SETUSER", "sw-worker", "+set")
+    templates = {"version": 1, "rules_version": "v", "budgets": [
+        {"budget": "uc", "per_use_case": True, "tiers": None, "use_cases": None, "limit": 10_000_000_000,
+         "tenant_limits": {}}]}
+
+    async def as_worker() -> None:
+        client = aioredis.Redis(port=locked_redis, username="sw-worker", password="worker-secret")
+        publisher = DecisionPublisher(client, generation=1)
+        assert await publisher.publish_templates(templates)
+        assert await publisher.publish_spend({"acme": {"chat|uc": {"spend": 9_000_000_000, "limit": 10_000_000_000,
+                                                                   "end": time.time() + 3600}}}, {}, 1)
+        assert publisher.healthy
+        await client.aclose()
+    asyncio.run(as_worker())
+
+    gateway = redis.Redis(port=locked_redis, username="sw-gateway", password="gateway-secret")
+    res = Reservations(gateway)
+    assert res.reserve("acme", "chat", "low", "0.75", "call-1").held
+    assert not res.reserve("acme", "chat", "low", "0.5", "call-2").allowed  # 9 + 0.75 + 0.5 > 10
+    res.release("acme", "call-1")
+    assert res.errors == 0 and admin.hlen("sw:{acme}:reservations") == 0
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        gateway.hset("sw:{acme}:spend", "chat|uc", "{}")
