@@ -64,9 +64,6 @@ class GatewayStats:
         return asdict(self)
 
 
-_ACTION_COUNTER = {"allow": "allows", "degrade": "degrades", "throttle": "throttles", "block": "blocks"}
-
-
 class _Core:
     """What both clients share: argument checks, decisions, the stale policy memory, counters."""
 
@@ -118,8 +115,15 @@ class _Core:
         return self._count(stale_verdict(self._policy.get(tenant, self.on_stale), why, tenant))
 
     def _count(self, verdict: Verdict) -> Verdict:
-        stats = self.stats
-        setattr(stats, _ACTION_COUNTER[verdict.action], getattr(stats, _ACTION_COUNTER[verdict.action]) + 1)
+        stats, action = self.stats, verdict.action
+        if action == "allow":
+            stats.allows += 1
+        elif action == "degrade":
+            stats.degrades += 1
+        elif action == "throttle":
+            stats.throttles += 1
+        else:
+            stats.blocks += 1
         if verdict.stale:
             stats.stale += 1
         return verdict

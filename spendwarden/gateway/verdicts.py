@@ -111,33 +111,57 @@ def decide(values: Mapping[str, Raw], tier: Optional[str], now: float, on_stale_
     if expires_at <= now:
         return stale_verdict(policy, f"heartbeat expired {now - expires_at:.1f} s ago", tenant)
 
-    best: Optional[Verdict] = None
+    best: Optional[_Parsed] = None
     best_rank = -1
     stale_why: Optional[str] = None
     for name, raw in values.items():
-        if name.startswith("_") or raw is None:
+        if raw is None or name[:1] == "_":
             continue
-        parsed = _parse(raw)
+        parsed = _parsed(raw)
         if parsed is None:
             stale_why = stale_why or f"unreadable verdict in {name}"
             continue
-        level, doc, ends = parsed
+        ends = parsed[3]
         if ends is not None and ends <= now:
-            stale_why = stale_why or f"verdict {name} expired at {doc.get('expires_at')}"
+            stale_why = stale_why or f"verdict {name} expired at {parsed[2].get('expires_at')}"
             continue
-        rank = LEVEL_ORDER[level]
-        if rank > best_rank:
-            best, best_rank = _map(level, doc, ends, now), rank
+        if parsed[1] > best_rank:
+            best, best_rank = parsed, parsed[1]
+    chosen = None
+    if best is not None:
+        chosen = best[4] if best[4] is not None else _map(best[0], best[2], best[3], now)
     if stale_why is not None:
         fallback = stale_verdict(policy, stale_why, tenant)
         # A valid verdict stricter than the policy's answer still counts (an expired L1 must not
         # lift a valid block); a valid block beats a closed policy's block for its Retry-After.
         fallback_rank = LEVEL_ORDER["block"] if fallback.action == "block" else LEVEL_ORDER["L0"]
-        if best_rank <= fallback_rank and not (best is not None and best.action == "block"):
+        if best_rank <= fallback_rank and not (chosen is not None and chosen.action == "block"):
             return fallback
-    if best is None:
-        return Verdict("allow", "L0", reason=f"no decision for this scope at tier {normalise_tier(tier)}")
-    return best
+    if chosen is None:
+        return _NO_DECISION[normalise_tier(tier)]
+    return chosen
+
+
+# (level, rank, verdict JSON, expires_at epoch, the Verdict when it does not depend on ``now``)
+_Parsed = tuple[str, int, dict[str, Any], Optional[float], Optional["Verdict"]]
+# Verdict bytes repeat across calls until the worker changes them: parse each text once.
+_MEMO: dict[Union[bytes, str], Optional[_Parsed]] = {}
+_MEMO_MAX = 4096
+_NO_DECISION = {t: Verdict("allow", "L0", reason=f"no decision for this scope at tier {t}") for t in RISK_TIERS}
+
+
+def _parsed(raw: Union[bytes, str]) -> Optional[_Parsed]:
+    try:
+        return _MEMO[raw]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: not something redis-py returns
+        return None
+    parsed = _parse(raw)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[raw] = parsed
+    return parsed
 
 
 def _map(level: str, doc: Mapping[str, Any], ends: Optional[float], now: float) -> Verdict:
@@ -161,8 +185,8 @@ def _map(level: str, doc: Mapping[str, Any], ends: Optional[float], now: float) 
     return Verdict("block", retry_after=retry, **common)
 
 
-def _parse(raw: Raw) -> Optional[tuple[str, dict[str, Any], Optional[float]]]:
-    """(level, verdict JSON, expires_at as epoch) or None when the field cannot be understood."""
+def _parse(raw: Raw) -> Optional[_Parsed]:
+    """The parsed verdict, or None when the field cannot be understood."""
     try:
         doc = json.loads(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -174,7 +198,9 @@ def _parse(raw: Raw) -> Optional[tuple[str, dict[str, Any], Optional[float]]]:
         ends = _iso_epoch(doc["expires_at"])
         if ends is None:
             return None
-    return doc["level"], doc, ends
+    level = doc["level"]
+    ready = None if level == "block" else _map(level, doc, ends, 0.0)  # only block depends on now
+    return level, LEVEL_ORDER[level], doc, ends, ready
 
 
 def _iso_epoch(value: Any) -> Optional[float]:

@@ -178,3 +178,13 @@ def test_cache_stores_only_confirmed_unchanged_reads() -> None:
     assert cache.get("acme", fields) is None
     assert not cache.store("acme", fields, {"support:low": b"z"}, cache.token("acme"))  # needs re-confirming
     assert channel_tenant("sw:{a:b}:changes") == "a:b" and channel_tenant("sw:progress") is None
+
+
+def test_parsed_verdicts_are_reused_but_time_is_judged_on_every_call() -> None:
+    """The same stored bytes, decided later: a block's Retry-After shrinks, an ended verdict goes stale."""
+    raw = v("block")
+    assert decide(answer(own=raw), "low", NOW, "open").retry_after == 3601.0
+    assert decide(answer(own=raw, expires=str(NOW + 3030)), "low", NOW + 3000, "open").retry_after == 601.0
+    later = NOW + 4000
+    stale = decide(answer(own=raw, expires=str(later + 30)), "low", later, "closed")
+    assert (stale.action, stale.stale, stale.level) == ("block", True, "stale")
