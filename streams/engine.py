@@ -105,7 +105,8 @@ class Engine:
     """Budgets, rules and decisions over a stream of priced cost events."""
 
     def __init__(self, rules: RuleSet, state: MutableMapping[Any, Any] | None = None, *,
-                 dedupe_horizon_s: float = DEFAULT_HORIZON_S, emit_cross_tenant: bool = False) -> None:
+                 dedupe_horizon_s: float = DEFAULT_HORIZON_S, emit_cross_tenant: bool = False,
+                 track_reservations: bool = False) -> None:
         self.state: MutableMapping[Any, Any] = {} if state is None else state
         self.horizon = dedupe_horizon_s
         # Stage one of two (the service): budgets spanning tenants are not counted here but
@@ -116,6 +117,8 @@ class Engine:
         # changed since the caller last took them, and the cost events counted into them per
         # tenant (their reservations are released when that spend is published). See
         # streams/reservations.py.
+        # Only a caller that drains them asks for them (the live worker; replay does not).
+        self.track_reservations = track_reservations
         self.reserved: dict[tuple[str, str, tuple[str, ...]], tuple[int, Period, Slot]] = {}
         self.settled: dict[str, list[str]] = {}
         self.stats = EngineStats()
@@ -429,6 +432,7 @@ class Engine:
 
     def _slot(self, budget: CompiledBudget, tkey: str, inst: tuple[str, ...], limit: int) -> Slot:
         slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))
+        slot.reserve = slot.reserve and self.track_reservations
         self._slots[(budget.index, tkey, inst)] = slot
         return slot
 

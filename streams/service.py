@@ -619,6 +619,8 @@ class Service:
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
         await self._publish_templates()
+        for partition in list(self.core.engines):  # limits may have changed
+            await self._republish_spend(partition)
         self.metrics.set_rules_version(self.rules.version)
         log.info("rules reloaded", rules_version=self.rules.version)
         return None
@@ -643,6 +645,8 @@ class Service:
         await self._checkpoint(effects.keys())
         await self._publish(effects, self.core.positions)
         await self._publish_templates()
+        for partition in list(self.core.engines):  # limits may have changed
+            await self._republish_spend(partition)
         self.metrics.set_rules_version(self.rules.version)
         log.info("pushed rules applied", rules_version=self.rules.version)
 

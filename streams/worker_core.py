@@ -76,7 +76,8 @@ class WorkerCore:
         marker); records must resume there or earlier, anything later is a gap (``gaps``).
         """
         state = DirtyState(items)
-        engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon, emit_cross_tenant=self.two_stage)
+        engine = Engine(self.rules, state, dedupe_horizon_s=self.horizon, emit_cross_tenant=self.two_stage,
+                        track_reservations=True)
         state.dirty.clear()
         self.engines[partition] = engine
         # The newest position the checkpoint reflects: Redis writes are fenced at or after it.

@@ -88,3 +88,13 @@ budgets:
     assert doc["budgets"] == [{"budget": "support-day", "per_use_case": False, "tiers": None,
                                "use_cases": ["chat", "search"], "limit": 10_000_000_000,
                                "tenant_limits": {"gold-co": 50_000_000_000}}]
+
+
+def test_an_engine_nobody_drains_keeps_no_reservation_bookkeeping(make_event) -> None:  # type: ignore[no-untyped-def]
+    from spendwarden.streams.engine import Engine
+
+    engine = Engine(build_ruleset(RULES))  # as replay builds it
+    for i in range(100):
+        engine.process(make_event("0.01", ts="2026-11-30T10:00:00Z", cost_event_id=f"e{i}"), i)
+    assert engine.spend_nanos("uc-day", {"tenant_id": "acme", "use_case_id": "chat"}, "2026-11-30") == 10**9
+    assert engine.reserved == {} and engine.settled == {}
