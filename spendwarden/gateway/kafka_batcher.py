@@ -100,8 +100,8 @@ class TenantBatcher:
         self.queued += 1
         self._trim()
         self._ensure_task()
-        if self._wake is not None and len(self._buffer) >= self.max_batch:
-            self._wake.set()
+        if self._wake is not None:
+            self._wake.set()  # the sender sleeps on it whenever the buffer ran empty
 
     def _trim(self) -> None:
         over = len(self._buffer) - self.buffer_max

@@ -142,11 +142,14 @@ def stamped_scope(metadata: Mapping[str, Any]) -> Optional[Scope]:
 
 
 def decimal_text(value: Any) -> Optional[str]:
-    """A cost as a plain decimal string (``1.35e-05`` → ``0.0000135``); None if not a finite number ≥ 0."""
+    """A cost as a plain decimal string (``1.35e-05`` → ``0.0000135``); None if not a finite number ≥ 0.
+
+    Floats keep 15 significant digits: LiteLLM sums per-token prices in binary floating point, so
+    ``0.000225`` arrives as ``0.00022500000000000002``; 15 digits is what a double holds exactly."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+        number = Decimal(f"{value:.15g}") if isinstance(value, float) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
     if not number.is_finite() or number < 0:

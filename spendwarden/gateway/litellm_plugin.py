@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - the plugin is only useful inside LiteL
 ENV_PREFIX = "SPENDWARDEN_LITELLM_"
 DEFAULT_RETRY_AFTER_S = 60.0  # a refusal without a period end: ask again in a minute
 REVIEW_FLAG = "spendwarden_review"
+REFUSED_FLAG = "spendwarden_refused"
 
 
 class BudgetRefused(Exception):
@@ -63,6 +64,7 @@ class PluginStats:
     default_tenant: int = 0  # calls no source named a tenant for
     check_errors: int = 0  # the pre-call hook failed: the call went ahead unchecked
     events: int = 0  # cost events handed to the batcher
+    refusals_not_reported: int = 0  # our own 429s, which LiteLLM reports as failed calls
     event_errors: int = 0  # logging hook failures: the event is lost
 
 
@@ -218,6 +220,8 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
         if not self.enforce:
             return data
         if verdict.action in ("block", "throttle"):
+            for metadata in _metadata_dicts(data):
+                metadata[REFUSED_FLAG] = verdict.action  # LiteLLM logs our 429 as a failed call: not a cost
             raise refusal(verdict, scope)
         try:
             if verdict.action == "degrade":
@@ -251,6 +255,9 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
 
     def _emit(self, kwargs: Any, end_time: Any, failed: bool) -> None:
         try:
+            if failed and metadata_of(kwargs.get("litellm_params") or {}).get(REFUSED_FLAG):
+                self.stats.refusals_not_reported += 1  # refused by us before any model ran
+                return
             event = build_cost_event(kwargs, end_time, self.mapping, failed=failed)
             self.batcher().add(event)
             self.stats.events += 1

@@ -162,6 +162,23 @@ def test_block_and_throttle_answer_429_naming_the_rule(action: str, retry_after:
     assert ("blocked" if action == "block" else "throttled") in exc.detail
 
 
+def test_a_refused_call_is_not_reported_as_a_failed_call() -> None:
+    """LiteLLM calls the failure hook for the 429 the pre-call hook raised; no model ran, no event."""
+    plugin = logger(Verdict("block", "block", rule="r", reason="x", retry_after=5))
+    data = body(tenant_id="acme", risk_tier="low")
+
+    async def run() -> None:
+        with pytest.raises(fastapi.HTTPException):
+            await plugin.async_pre_call_hook(KEY, None, data, "completion")
+        kwargs = logging_kwargs(0.0, status="failure")
+        kwargs["litellm_params"] = {"metadata": data["metadata"]}
+        await plugin.async_log_failure_event(kwargs, None, None, None)
+        await plugin.async_log_failure_event(logging_kwargs(0.0, status="failure"), None, None, None)
+
+    asyncio.run(run())
+    assert (plugin.stats.refusals_not_reported, plugin.stats.events) == (1, 1)
+
+
 def test_shadow_mode_and_own_failures_let_the_call_through() -> None:
     shadow = logger(Verdict("block", "block", rule="r", reason="x", retry_after=5), enforce=False)
     data = asyncio.run(shadow.async_pre_call_hook(KEY, None, body(tenant_id="acme"), "completion"))
@@ -245,8 +262,8 @@ def test_unknown_cost_is_left_to_the_pricebook() -> None:
     kwargs = logging_kwargs(None)
     kwargs["standard_logging_object"]["response_cost"] = None
     assert "allocated_cost_usd" not in build_cost_event(kwargs, None, ScopeMapping())
-    assert [decimal_text(v) for v in (0.000225, 0, "1e-9", float("nan"), -1.0, True)] == [
-        "0.000225", "0", "0.000000001", None, None, None]
+    assert [decimal_text(v) for v in (0.000225, 0.00022500000000000002, 0, "1e-9", float("nan"), -1.0, True)] == [
+        "0.000225", "0.000225", "0", "0.000000001", None, None, None]
 
 
 def test_logging_hooks_queue_and_never_raise() -> None:
@@ -294,6 +311,30 @@ def test_batches_by_tenant_at_most_50_per_record() -> None:
     assert acme == [f"acme-{i}" for i in range(120)]  # all, once, in order
     assert sum(len(events) for _, key, events in records if key == "globex") == 3
     assert len(records) < 123 and batcher.sent_records == len(records)
+
+
+def test_events_after_an_idle_spell_are_sent_without_a_flush() -> None:
+    producer = FakeProducer()
+    batcher = TenantBatcher("unused:1", "costs", linger_s=0.01, producer_factory=lambda: producer,
+                            flush_at_exit=False)
+
+    async def sent_within(count: int, seconds: float) -> int:
+        for _ in range(int(seconds / 0.01)):
+            if batcher.sent_events >= count:
+                break
+            await asyncio.sleep(0.01)
+        return batcher.sent_events
+
+    async def run() -> list[int]:
+        batcher.add(ev("acme", 0))
+        first = await sent_within(1, 1.0)
+        await asyncio.sleep(0.1)  # the sender is now waiting on an empty buffer
+        batcher.add(ev("acme", 1))
+        second = await sent_within(2, 1.0)
+        await batcher.aclose()
+        return [first, second]
+
+    assert asyncio.run(run()) == [1, 2]
 
 
 def test_failed_send_keeps_unsent_events_in_order() -> None:
