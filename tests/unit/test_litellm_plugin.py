@@ -378,3 +378,14 @@ def test_unreachable_broker_keeps_a_bounded_buffer_and_counts_drops() -> None:
     assert batcher.buffered == 100 and batcher.dropped == 150
     kept = [event["cost_event_id"] for _, event in batcher._buffer]
     assert kept == [f"acme-{i}" for i in range(150, 250)]  # the oldest were dropped
+
+
+def test_exit_flush_sends_what_no_loop_sent() -> None:
+    """Events added outside a running loop wait; the atexit hook sends them on a fresh loop."""
+    producer = FakeProducer()
+    batcher = TenantBatcher("unused:1", "costs", producer_factory=lambda: producer, flush_at_exit=False)
+    for i in range(3):
+        batcher.add(ev("acme", i))
+    assert batcher.buffered == 3 and producer.sent == []
+    batcher._flush_at_exit()
+    assert batcher.buffered == 0 and batcher.sent_events == 3 and producer.stopped == 1
