@@ -19,9 +19,11 @@ failed call. litellm is imported only if present, so ``spendwarden.gateway`` nev
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import uuid
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -30,6 +32,7 @@ from .litellm_events import (
     DEFAULT_RISK_TIER_FROM, DEFAULT_TENANT_FROM, DEFAULT_USE_CASE_FROM, STAMP_ID, STAMP_RISK_TIER, STAMP_TENANT,
     STAMP_USE_CASE, Scope, ScopeMapping, build_cost_event, metadata_of, resolve_scope, tags_of,
 )
+from .reservations import estimate_cost
 from .verdicts import Verdict
 
 try:
@@ -66,6 +69,9 @@ class PluginStats:
     events: int = 0  # cost events handed to the batcher
     refusals_not_reported: int = 0  # our own 429s, which LiteLLM reports as failed calls
     event_errors: int = 0  # logging hook failures: the event is lost
+    reserved: int = 0  # calls with money held for them (reserve on)
+    reservations_refused: int = 0  # 429s because a reservable budget had no room
+    released: int = 0  # holds given back by failed calls
 
 
 def _env_list(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -104,6 +110,9 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, 
         "linger_s": float(get("BATCH_MS", "50")) / 1000.0,
         "max_batch": int(get("BATCH_MAX", "50")),
         "buffer_max": int(get("BUFFER_MAX", "10000")),
+        "reserve": _env_bool(env.get(ENV_PREFIX + "RESERVE"), False),
+        "reserve_ttl_s": float(get("RESERVE_TTL_S", "600")),
+        "reserve_default_usd": get("RESERVE_DEFAULT_USD", "0.01"),
     }
 
 
@@ -130,7 +139,11 @@ def refusal(verdict: Verdict, scope: Scope) -> Exception:
     rule = verdict.rule or ("stale-decisions" if verdict.stale else "unknown")
     detail = (f"spendwarden {what} this call for tenant {scope.tenant!r} (use case {scope.use_case!r}, "
               f"risk tier {scope.risk_tier}): rule {rule!r}: {verdict.reason or verdict.level}")
-    headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+    return _refused(detail, retry)
+
+
+def _refused(detail: str, retry_after_s: float) -> Exception:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
     try:
         from fastapi import HTTPException
     except ImportError:  # pragma: no cover - the proxy always has fastapi
@@ -155,6 +168,7 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
         self.enforce: bool = settings["enforce"]
         self.stats = PluginStats()
         self._client = client
+        self._holds: Any = None
         self._client_loop: Optional[asyncio.AbstractEventLoop] = None
         self._batcher = batcher
         self.last_error: Optional[str] = None
@@ -173,11 +187,20 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
 
             from .client import AsyncGatewayClient
 
+            from .reservations import AsyncReservations
+
             redis = aioredis.Redis.from_url(self.settings["redis_url"], socket_timeout=0.5, socket_connect_timeout=0.5)
             self._client = AsyncGatewayClient(redis, on_stale=self.settings["on_stale"],
                                               cache_ttl_s=self.settings["cache_ttl_s"])
+            self._holds = AsyncReservations(redis, ttl_s=self.settings["reserve_ttl_s"],
+                                            on_error=self.settings["on_stale"])
             self._client_loop = loop
         return self._client
+
+    def holds(self) -> Any:
+        """Budget reservations on the client's connection (docs/redis.md, "Reservations")."""
+        self.client()
+        return self._holds
 
     def batcher(self) -> TenantBatcher:
         """The cost-event batcher; its sender task starts with the first event."""
@@ -231,7 +254,30 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
                     metadata[REVIEW_FLAG] = True
         except Exception as exc:  # noqa: BLE001
             self._error("pre_call", exc)
+        if self.settings["reserve"]:
+            await self._reserve(data, scope)
         return data
+
+    async def _reserve(self, data: dict[str, Any], scope: Scope) -> None:
+        """Hold the call's most it can cost under its cost_event_id; refuse when a budget has no room.
+
+        The worker releases the hold when it counts the call's cost event; a failed call
+        releases it in the failure hook; otherwise it expires after ``reserve_ttl_s``."""
+        try:
+            event_id = _metadata_dicts(data)[0][STAMP_ID]
+            estimate = estimate_call(data, self.settings["reserve_default_usd"])
+            answer = await self.holds().reserve(scope.tenant, scope.use_case, scope.risk_tier, estimate, event_id)
+        except Exception as exc:  # noqa: BLE001 - our failure must not fail the call
+            self._error("reserve", exc)
+            return
+        self.stats.reserved += int(answer.held)
+        if answer.allowed:
+            return
+        self.stats.reservations_refused += 1
+        for metadata in _metadata_dicts(data):
+            metadata[REFUSED_FLAG] = "reservation"
+        raise _refused(f"spendwarden: call refused for tenant {scope.tenant} (use case {scope.use_case}, "
+                       f"risk tier {scope.risk_tier}): {answer.reason}", DEFAULT_RETRY_AFTER_S)
 
     def _count(self, verdict: Verdict) -> None:
         stats = self.stats
@@ -250,8 +296,16 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
         self._emit(kwargs, end_time, failed=False)
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        """Queue a failed call's event (reported cost, else zero) under its own id."""
+        """Queue a failed call's event (reported cost, else zero) under its own id; give its hold back."""
         self._emit(kwargs, end_time, failed=True)
+        if self.settings["reserve"]:
+            try:
+                metadata = metadata_of(kwargs.get("litellm_params") or {})
+                if metadata.get(STAMP_ID) and not metadata.get(REFUSED_FLAG):
+                    await self.holds().release(metadata[STAMP_TENANT], metadata[STAMP_ID])
+                    self.stats.released += 1
+            except Exception as exc:  # noqa: BLE001 - the hold expires with its TTL anyway
+                self._error("release", exc)
 
     def _emit(self, kwargs: Any, end_time: Any, failed: bool) -> None:
         try:
@@ -291,3 +345,21 @@ def _stamp(data: dict[str, Any], scope: Scope) -> None:
 
 
 proxy_handler = SpendwardenLogger()
+
+
+def estimate_call(data: Mapping[str, Any], default_usd: str) -> Decimal:
+    """The most a call can cost: its prompt (about 4 characters a token) at the model's input
+    price plus its output cap at the output price, from LiteLLM's price map; ``default_usd``
+    when the model has no price there."""
+    try:
+        import litellm
+
+        prices = litellm.model_cost.get(str(data.get("model")), {})
+    except ImportError:  # pragma: no cover - only inside LiteLLM
+        prices = {}
+    input_price, output_price = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
+    if not input_price or not output_price:
+        return Decimal(default_usd)
+    prompt_tokens = len(json.dumps(data.get("messages") or data.get("input") or "", default=str)) // 4 + 1
+    cap = data.get("max_tokens") or data.get("max_completion_tokens") or prices.get("max_output_tokens") or 4096
+    return estimate_cost(prompt_tokens, int(cap), input_price, output_price)

@@ -32,7 +32,14 @@ GPT_4O_CALL = Decimal("0.000225")  # 10 prompt + 20 completion tokens of a mocke
 
 # Budgets on top of the harness' uc-daily ($100 per tenant and use case, never reached here).
 RULES = """
+tenants:
+  held: {tier: reserve-demo}
 budgets:
+  - name: held-daily
+    for_each: [tenant_id, use_case_id]
+    period: day
+    limit_by_tier: {reserve-demo: 0.0022}
+    reservations: true
   - name: tiny-daily
     scope: {tenant_id: tiny}
     period: day
@@ -137,6 +144,7 @@ def stack(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iter
         "SPENDWARDEN_KAFKA_BOOTSTRAP": broker,
         "SPENDWARDEN_COST_TOPIC": worker.topics["events"],
         "SPENDWARDEN_LITELLM_BATCH_MS": "20",
+        "SPENDWARDEN_LITELLM_RESERVE": "true",
     })
     proxy = Proxy(tmp_path, env)
     try:
@@ -254,4 +262,19 @@ def test_budget_blocks_and_degrades_through_a_real_litellm_proxy(stack: tuple[Wo
     assert not [e for e in late if ":failed:" in e.cost_event_id]  # the refused call cost nothing, sent nothing
     minis = [e for e in late if e.tenant_id == "frugal" and e.model_or_service == "gpt-4o-mini"]
     assert len(minis) == 1 and minis[0].allocated_cost_usd < GPT_4O_CALL
+
+    # Reservations: tenant held's budget ($0.0022) has room for one call's most (200 output tokens
+    # at gpt-4o's price, $0.002025), so the next call is refused before any cost is counted, and
+    # also after (0.000225 spent + 0.002025 > 0.0022). The worker then releases the first hold.
+    status, _, answer = proxy.chat("held")
+    assert status == 200, answer
+    status, headers, answer = proxy.chat("held")
+    assert status == 429 and "held-daily" in json.dumps(answer) and headers.get("retry-after") == "60", answer
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(redis_url)
+    wait_for(lambda: client.hlen("sw:{held}:reservations") == 0, "the worker to settle held's first call")
+    spent = json.loads(client.hget("sw:{held}:spend", "support|held-daily"))
+    client.close()
+    assert spent["spend"] == int(GPT_4O_CALL * 10**9) and spent["limit"] == 2_200_000
     print(f"\nLiteLLM E2E: calls and decisions took {time.monotonic() - started:.1f}s")

@@ -389,3 +389,55 @@ def test_exit_flush_sends_what_no_loop_sent() -> None:
     assert batcher.buffered == 3 and producer.sent == []
     batcher._flush_at_exit()
     assert batcher.buffered == 0 and batcher.sent_events == 3 and producer.stopped == 1
+
+
+# --- reservations ---------------------------------------------------------------------------------
+
+class FakeHolds:
+    """Stands in for AsyncReservations: allows until ``room`` USD is held, records releases."""
+
+    def __init__(self, room: str) -> None:
+        from decimal import Decimal
+
+        self.room = Decimal(room)
+        self.held: dict[str, Any] = {}
+        self.released: list[tuple[str, str]] = []
+
+    async def reserve(self, tenant: str, use_case: str, risk_tier: str, estimate: Any, call_id: str) -> Any:
+        from spendwarden.gateway.reservations import Reservation
+
+        if sum(self.held.values()) + estimate > self.room:
+            return Reservation(False, False, call_id, "budget uc-daily has 0.000100 USD left", "support|uc-daily")
+        self.held[call_id] = estimate
+        return Reservation(True, True, call_id, "reserved")
+
+    async def release(self, tenant: str, call_id: str) -> None:
+        self.released.append((tenant, call_id))
+        self.held.pop(call_id, None)
+
+
+def test_with_reserve_on_a_call_holds_its_most_and_a_full_budget_answers_429() -> None:
+    from decimal import Decimal
+
+    from spendwarden.gateway.litellm_plugin import estimate_call
+
+    plugin = logger(reserve=True)
+    plugin._holds = FakeHolds("0.0003")
+    plugin._client_loop = None
+    first = body(tenant_id="acme", use_case_id="support", risk_tier="low") | {"max_tokens": 20}
+    estimate = estimate_call(first, "0.01")
+    assert Decimal("0.0002") < estimate < Decimal("0.00025")  # 20 output tokens at gpt-4o's price, a short prompt
+    out = asyncio.run(plugin.async_pre_call_hook(KEY, None, first, "completion"))
+    call_id = out["metadata"]["cost_event_id"]
+    assert plugin._holds.held == {call_id: estimate} and plugin.stats.reserved == 1
+    second = body(tenant_id="acme", use_case_id="support", risk_tier="low") | {"max_tokens": 20}
+    with pytest.raises(Exception) as refused:
+        asyncio.run(plugin.async_pre_call_hook(KEY, None, second, "completion"))
+    assert refused.value.status_code == 429 and "uc-daily" in refused.value.detail
+    assert refused.value.headers["Retry-After"] == "60" and plugin.stats.reservations_refused == 1
+    # the first call fails: its hold is given back (the refused one held nothing)
+    kwargs = {"litellm_params": {"metadata": out["metadata"]}, "response_cost": 0.0,
+              "standard_logging_object": None}
+    asyncio.run(plugin.async_log_failure_event(kwargs, None, None, None))
+    assert plugin._holds.released == [("acme", call_id)] and plugin._holds.held == {}
+    assert estimate_call({"model": "no-such-model", "messages": []}, "0.01") == Decimal("0.01")
