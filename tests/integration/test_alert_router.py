@@ -245,3 +245,41 @@ def test_restarts_neither_resend_what_was_delivered_nor_lose_where_alerts_went(d
     run.wait_ready()
     time.sleep(4)
     assert len(hook.requests) == 2
+
+
+def test_two_routers_share_the_groups_and_each_notification_is_sent_once(
+        deployment: Any, broker: str, redis_url: str) -> None:
+    """Exactly one sender per group with several routers: the group topic's partitions are split
+    between the two processes of one consumer group, and every group is notified once."""
+    from dataclasses import replace as clone
+
+    from spendwarden.embedded import free_port
+
+    run, receivers = deployment
+    hook = receivers["hook"]
+    other = clone(run, port=free_port(), log_path=run.log_path.with_name("router-2.log"),
+                  data_dir=run.data_dir.with_name("data-2"), process=None)
+    run.start()
+    other.start()
+    try:
+        run.wait_ready()
+        other.wait_ready()
+        time.sleep(3)  # both in the group, partitions split
+        send(broker, run.topics["alerts"], [firing(f"t{i:02d}", f"tenant{i:02d}") for i in range(20)])
+        hook.wait(lambda r: len(r.accepted()) >= 20, what="20 notifications")
+        time.sleep(3)
+        delivered = sorted(a["fingerprint"] for q in hook.accepted() for a in alerts_of(q))
+        assert delivered == [f"t{i:02d}" for i in range(20)]  # each group once, by one of the two
+        owners = [b"router partitions recovered" in path.read_bytes() for path in (run.log_path, other.log_path)]
+        assert all(owners)
+        groups = [orjson.loads(urlopen_json(r.port))["groups"] for r in (run, other)]
+        assert sum(groups) == 20 and min(groups) > 0, groups  # both own some groups
+    finally:
+        other.kill()
+
+
+def urlopen_json(port: int) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+        return response.read()
