@@ -261,7 +261,10 @@ class Engine:
                 state[key] = (total, pos)
             applied = True
             if slot.reserve:
-                self.reserved[(tkey, slot.name, slot.inst)] = (total, period, slot)
+                rkey = (tkey, slot.name, slot.inst)
+                known = self.reserved.get(rkey)
+                if known is None or known[1].end <= period.end:  # a late event never hides the current period
+                    self.reserved[rkey] = (total, period, slot)
                 self.settled.setdefault(tkey, []).append(event.cost_event_id)
             if slot.is_global:
                 history_add(state, ("hist", tkey, slot.name, slot.inst), ts, cost)

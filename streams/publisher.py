@@ -29,6 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from spendwarden.gateway.reservations import HOLD_LUA, hold_keys
 from spendwarden.logs import get_logger
 from spendwarden.streams.effects import DecisionChanged
 
@@ -126,17 +127,13 @@ def spend_key(tenant: str) -> str:
 RESERVABLE_KEY = "sw:reservable"  # which budgets gateways reserve against, from the rules (one JSON string)
 
 
-def reservations_key(tenant: str) -> str:
-    """Hash of open reservations, field = the call's cost_event_id; written by gateways."""
-    _check_tenant(tenant)
-    return f"sw:{{{tenant}}}:reservations"
-
-
-# KEYS[1] spend hash, KEYS[2] reservations hash (same hash tag). ARGV[1] generation, ARGV[2]
-# position, ARGV[3] n = fields to set, then n field/value pairs, then the cost_event_ids whose
-# reservations the published spend now includes. Fenced like decisions: a zombie or a replay of
-# older input cannot set spend back (which would let gateways reserve money already spent).
-SPEND_SCRIPT = """
+# KEYS[1] spend hash, then the tenant's holds, their expiries and the held totals (same hash
+# tag; spendwarden.gateway.reservations). ARGV[1] generation, ARGV[2] position, ARGV[3] n = fields
+# to set, then n field/value pairs, then the cost_event_ids whose holds the published spend now
+# includes. Fenced like decisions: a zombie or a replay of older input cannot set spend back
+# (which would let gateways reserve money already spent); and a value of an earlier period (a
+# late event) never replaces the current period's.
+SPEND_SCRIPT = HOLD_LUA + """
 local gen = tonumber(ARGV[1])
 local pos = tonumber(ARGV[2])
 local stored = redis.call('HGET', KEYS[1], '_fence')
@@ -147,15 +144,19 @@ end
 local n = tonumber(ARGV[3])
 local i = 4
 for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  local new = cjson.decode(ARGV[i + 1])
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  local keep = false
+  if old then
+    local ok, o = pcall(cjson.decode, old)
+    keep = ok and type(o) == 'table' and tonumber(o['end']) ~= nil and tonumber(o['end']) > tonumber(new['end'])
+  end
+  if not keep then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
   i = i + 2
 end
 redis.call('HSET', KEYS[1], '_fence', ARGV[1] .. ':' .. ARGV[2])
-local j = i
-while j <= #ARGV do
-  local last = math.min(j + 999, #ARGV)
-  redis.call('HDEL', KEYS[2], unpack(ARGV, j, last))
-  j = last + 1
+for j = i, #ARGV do
+  drop_hold(KEYS[2], KEYS[3], KEYS[4], ARGV[j])
 end
 return 1
 """
@@ -240,7 +241,7 @@ class DecisionPublisher:
             for name, value in values.items():
                 args += [name, orjson.dumps(value)]
             args += list(settled.get(tenant, ()))
-            calls.append(([spend_key(tenant), reservations_key(tenant)], args))
+            calls.append(([spend_key(tenant), *hold_keys(tenant)], args))
         if isinstance(self._redis, RedisCluster):
             gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
 
@@ -253,7 +254,13 @@ class DecisionPublisher:
             for keys, args in calls:
                 await self._spend_script(keys=keys, args=args, client=pipe)
             outcome = await self._guard(pipe.execute())
-        return outcome is not None
+        if outcome is None:
+            return False
+        refused = sum(1 for r in outcome if int(r) != 1)
+        if refused:
+            self.rejected += refused
+            log.warning("spend_write_fenced", rejected=refused, generation=self.generation)
+        return True
 
     async def publish_templates(self, templates: dict[str, Any]) -> bool:
         """Which budgets gateways reserve against and their limits (``sw:reservable``); a plain SET:

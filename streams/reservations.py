@@ -52,6 +52,19 @@ def take(engine: Any) -> tuple[dict[str, Fields], dict[str, list[str]]]:
     return fields, settled
 
 
+def restore(engine: Any, settled: dict[str, list[str]]) -> None:
+    """Give back settled ids whose release failed, so the next publication releases them."""
+    for tenant, ids in settled.items():
+        engine.settled.setdefault(tenant, []).extend(ids)
+
+
+def pending_settled(engine: Any) -> dict[str, list[str]]:
+    """Settled ids waiting for a publication (after a failed one), drained."""
+    settled = {tenant: list(dict.fromkeys(ids)) for tenant, ids in engine.settled.items()}
+    engine.settled.clear()
+    return settled
+
+
 def snapshot(engine: Any, tenants: set[str] | None, now: float) -> dict[str, Fields]:
     """Every reservable budget instance's spend in its current period, from the engine state
     (after a partition was recovered: what Redis holds may predate a crash)."""

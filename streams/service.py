@@ -336,7 +336,10 @@ class Service:
                 await self.deltas_topic.send(key=f"{budget}|{'/'.join(inst)}".encode(), value=orjson.dumps(payload))
         await self._publish(result.effects, result.positions)
         for partition, (fields, settled) in result.reserved.items():
-            await self.publisher.publish_spend(fields, settled, result.positions[partition])
+            if not await self.publisher.publish_spend(fields, settled, result.positions[partition]):
+                # Redis away: the spend is republished from the state when it returns; the holds
+                # these calls settle are released then too (until then they only refuse early).
+                reservations.restore(self.core.engines[partition], settled)
         await self._announce_progress(result)
         self._observe(result, len(records), started)
 
@@ -410,6 +413,7 @@ class Service:
                 await self._republish_spend(partition)
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
             await self.publisher.heartbeat(tenants)
+            await self._publish_templates()  # a flushed or evicted sw:reservable comes back
             self._last_heartbeat = now
         self.metrics.redis_healthy.set(1 if self.publisher.healthy else 0)
         self._measure_lag()
@@ -570,8 +574,10 @@ class Service:
         engine = self.core.engines.get(partition)
         if engine is not None:
             fields = reservations.snapshot(engine, None, time.time())
-            if fields:
-                await self.publisher.publish_spend(fields, {}, self.core.positions.get(partition, 0))
+            settled = reservations.pending_settled(engine)
+            if (fields or settled) and not await self.publisher.publish_spend(
+                    fields, settled, self.core.positions.get(partition, 0)):
+                reservations.restore(engine, settled)
 
     async def _announce_progress(self, result: BatchResult) -> None:
         """After a batch's decisions are written, say which source offsets they cover.

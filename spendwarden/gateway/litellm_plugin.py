@@ -113,6 +113,7 @@ def settings_from_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, 
         "reserve": _env_bool(env.get(ENV_PREFIX + "RESERVE"), False),
         "reserve_ttl_s": float(get("RESERVE_TTL_S", "600")),
         "reserve_default_usd": get("RESERVE_DEFAULT_USD", "0.01"),
+        "reserve_output_tokens": int(get("RESERVE_OUTPUT_TOKENS", "1024")),
     }
 
 
@@ -265,7 +266,7 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
         releases it in the failure hook; otherwise it expires after ``reserve_ttl_s``."""
         try:
             event_id = _metadata_dicts(data)[0][STAMP_ID]
-            estimate = estimate_call(data, self.settings["reserve_default_usd"])
+            estimate = estimate_call(data, self.settings["reserve_default_usd"], self.settings["reserve_output_tokens"])
             answer = await self.holds().reserve(scope.tenant, scope.use_case, scope.risk_tier, estimate, event_id)
         except Exception as exc:  # noqa: BLE001 - our failure must not fail the call
             self._error("reserve", exc)
@@ -296,16 +297,23 @@ class SpendwardenLogger(_Base):  # type: ignore[misc,valid-type]
         self._emit(kwargs, end_time, failed=False)
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        """Queue a failed call's event (reported cost, else zero) under its own id; give its hold back."""
+        """Queue a failed call's event (reported cost, else zero) under its own id."""
         self._emit(kwargs, end_time, failed=True)
-        if self.settings["reserve"]:
-            try:
-                metadata = metadata_of(kwargs.get("litellm_params") or {})
-                if metadata.get(STAMP_ID) and not metadata.get(REFUSED_FLAG):
-                    await self.holds().release(metadata[STAMP_TENANT], metadata[STAMP_ID])
-                    self.stats.released += 1
-            except Exception as exc:  # noqa: BLE001 - the hold expires with its TTL anyway
-                self._error("release", exc)
+
+    async def async_post_call_failure_hook(self, request_data: dict[str, Any], original_exception: Exception,
+                                           user_api_key_dict: Any, traceback_str: Optional[str] = None) -> None:
+        """The request failed for good (after the router's retries and fallbacks, or refused by a
+        later hook): give its hold back. Not per attempt: a retry that succeeds still needs it."""
+        if not self.settings["reserve"]:
+            return None
+        try:
+            metadata = metadata_of(request_data)
+            if metadata.get(STAMP_ID) and not metadata.get(REFUSED_FLAG):
+                await self.holds().release(metadata[STAMP_TENANT], metadata[STAMP_ID])
+                self.stats.released += 1
+        except Exception as exc:  # noqa: BLE001 - the hold expires with its TTL anyway
+            self._error("release", exc)
+        return None
 
     def _emit(self, kwargs: Any, end_time: Any, failed: bool) -> None:
         try:
@@ -347,19 +355,34 @@ def _stamp(data: dict[str, Any], scope: Scope) -> None:
 proxy_handler = SpendwardenLogger()
 
 
-def estimate_call(data: Mapping[str, Any], default_usd: str) -> Decimal:
+def estimate_call(data: Mapping[str, Any], default_usd: str, output_tokens: int = 1024) -> Decimal:
     """The most a call can cost: its prompt (about 4 characters a token) at the model's input
-    price plus its output cap at the output price, from LiteLLM's price map; ``default_usd``
-    when the model has no price there."""
-    try:
-        import litellm
-
-        prices = litellm.model_cost.get(str(data.get("model")), {})
-    except ImportError:  # pragma: no cover - only inside LiteLLM
-        prices = {}
-    input_price, output_price = prices.get("input_cost_per_token"), prices.get("output_cost_per_token")
-    if not input_price or not output_price:
+    price plus its output cap (``max_tokens``, else ``output_tokens``) at the output price, from
+    LiteLLM's price map for the deployments behind the requested model name (the priciest);
+    ``default_usd`` when none of them has a price there."""
+    prices = [p for p in _prices(str(data.get("model"))) if p.get("input_cost_per_token") and
+              p.get("output_cost_per_token")]
+    if not prices:
         return Decimal(default_usd)
     prompt_tokens = len(json.dumps(data.get("messages") or data.get("input") or "", default=str)) // 4 + 1
-    cap = data.get("max_tokens") or data.get("max_completion_tokens") or prices.get("max_output_tokens") or 4096
-    return estimate_cost(prompt_tokens, int(cap), input_price, output_price)
+    cap = int(data.get("max_tokens") or data.get("max_completion_tokens") or output_tokens)
+    return max(estimate_cost(prompt_tokens, cap, p["input_cost_per_token"], p["output_cost_per_token"])
+               for p in prices)
+
+
+def _prices(model: str) -> list[dict[str, Any]]:
+    """Price-map entries for a proxy model name: its own, or those of the deployments it routes to."""
+    try:
+        import litellm
+    except ImportError:  # pragma: no cover - only inside LiteLLM
+        return []
+    names = [model]
+    try:
+        from litellm.proxy.proxy_server import llm_router
+
+        for deployment in (llm_router.get_model_list(model_name=model) or []) if llm_router else []:
+            target = str((deployment.get("litellm_params") or {}).get("model") or "")
+            names += [target, target.split("/", 1)[-1]]
+    except Exception:  # noqa: BLE001 - outside a proxy, or an older router API: the name alone
+        pass
+    return [litellm.model_cost[name] for name in dict.fromkeys(names) if name in litellm.model_cost]

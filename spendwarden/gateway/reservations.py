@@ -30,45 +30,78 @@ NANOS = Decimal(1_000_000_000)
 RISK_TIERS = ("low", "medium", "high")
 Money = Union[Decimal, float, int, str]
 
-# KEYS[1] reservations hash. ARGV: the spend hash (same hash tag, so same slot; an argument, not
-# a key, because Redis checks a script's declared keys for write access and gateways may only
-# read spend), amount (nano-USD), reservation id, ttl seconds, now (epoch seconds), then
-# (field, limit) for each reservable budget covering the call (from ``sw:reservable``). A budget
-# with no spend field yet has spent 0. A reservation records the fields it was held against, so
-# each budget counts exactly the holds that cover it.
-# Returns {1} held, {2} no reservable budget covers the call (nothing held), {0, field, available}.
-RESERVE_SCRIPT = """
-local spend_key = ARGV[1]
-local amount, id, ttl, now = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-if #ARGV < 7 then return {2} end
-if redis.call('HEXISTS', KEYS[1], id) == 1 then return {1} end
-local reserved, stale = {}, {}
-local held = redis.call('HGETALL', KEYS[1])
-for i = 1, #held, 2 do
-  local ok, r = pcall(cjson.decode, held[i + 1])
-  if not ok or type(r) ~= 'table' or tonumber(r.e) == nil or tonumber(r.e) <= now then
-    stale[#stale + 1] = held[i]
-  else
-    for _, f in ipairs(r.f) do reserved[f] = (reserved[f] or 0) + tonumber(r.a) end
+# The holds of one tenant live in three keys of its hash slot: a hash id -> {"a": nano-USD,
+# "e": expiry, "f": [budget fields]}, a sorted set of expiries, and a hash of the running total
+# held per budget field, so a reservation costs the same however many holds are open. Both the
+# gateway's scripts and the worker's settle script drop a hold with this function.
+HOLD_LUA = """
+local function drop_hold(holds, expiries, totals, id)
+  local raw = redis.call('HGET', holds, id)
+  if raw then
+    local ok, r = pcall(cjson.decode, raw)
+    local a = ok and type(r) == 'table' and type(r.f) == 'table' and math.floor(tonumber(r.a) or 0) or 0
+    if a > 0 then  -- integers as text: '%.14g' would give 1e+15, and Redis refuses "-0"
+      for _, f in ipairs(r.f) do
+        if redis.call('HINCRBY', totals, f, string.format('%d', -a)) <= 0 then redis.call('HDEL', totals, f) end
+      end
+    end
+    redis.call('HDEL', holds, id)
+  end
+  redis.call('ZREM', expiries, id)
+end
+local function expire_holds(holds, expiries, totals, now)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 200)) do
+    drop_hold(holds, expiries, totals, id)
   end
 end
-if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# KEYS: holds, expiries, totals. ARGV: the spend hash (same hash tag, so same slot; an argument,
+# not a key, because Redis checks a script's declared keys for write access and gateways may
+# only read spend), amount (nano-USD), reservation id, ttl seconds, then (field, limit) for each
+# reservable budget covering the call (from ``sw:reservable``). Time is Redis' own (TIME), so a
+# gateway with a wrong clock cannot expire others' holds. A budget instance nobody spent in yet,
+# or whose period ended, has spent 0 against the template's limit.
+# Returns {1} held, {2} no reservable budget covers the call (nothing held), {0, field, available}.
+RESERVE_SCRIPT = HOLD_LUA + """
+local spend_key, id, ttl = ARGV[1], ARGV[3], tonumber(ARGV[4])
+local amount = math.max(0, math.floor(tonumber(ARGV[2])))
+if #ARGV < 6 then return {2} end
+local now = redis_now()
+expire_holds(KEYS[1], KEYS[2], KEYS[3], now)
+if redis.call('HEXISTS', KEYS[1], id) == 1 then return {1} end
 local fields = {}
-for j = 6, #ARGV - 1, 2 do
+for j = 5, #ARGV - 1, 2 do
   local field, limit = ARGV[j], tonumber(ARGV[j + 1])
   local spend = 0
   local raw = redis.call('HGET', spend_key, field)
   if raw then
-    local b = cjson.decode(raw)
-    if tonumber(b['end']) > now then spend = tonumber(b.spend) end
-    limit = tonumber(b.limit)
+    local ok, b = pcall(cjson.decode, raw)
+    if ok and type(b) == 'table' and tonumber(b['end']) and tonumber(b['end']) > now then
+      spend = tonumber(b.spend) or 0
+      limit = tonumber(b.limit) or limit
+    end
   end
-  local available = limit - spend - (reserved[field] or 0)
+  local available = limit - spend - (tonumber(redis.call('HGET', KEYS[3], field)) or 0)
   if amount > available then return {0, field, string.format('%.0f', available)} end
   fields[#fields + 1] = field
 end
-redis.call('HSET', KEYS[1], id, cjson.encode({a = amount, e = now + ttl, f = fields}))
+redis.call('HSET', KEYS[1], id, cjson.encode({a = string.format('%d', amount), e = now + ttl, f = fields}))
+redis.call('ZADD', KEYS[2], string.format('%.3f', now + ttl), id)
+if amount > 0 then
+  for _, f in ipairs(fields) do redis.call('HINCRBY', KEYS[3], f, string.format('%d', amount)) end
+end
 return {1}
+"""
+
+# KEYS: holds, expiries, totals. ARGV: the reservation id.
+RELEASE_SCRIPT = HOLD_LUA + """
+drop_hold(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+return 1
 """
 TEMPLATES_KEY = "sw:reservable"
 
@@ -104,8 +137,10 @@ def _spend_key(tenant: str) -> str:
     return f"sw:{{{tenant}}}:spend"
 
 
-def _reservations_key(tenant: str) -> str:
-    return f"sw:{{{tenant}}}:reservations"
+def hold_keys(tenant: str) -> list[str]:
+    """The tenant's holds, their expiries and the running totals per budget field (one slot)."""
+    base = f"sw:{{{tenant}}}:reservations"
+    return [base, base + ":expiries", base + ":held"]
 
 
 def _tier(risk_tier: Optional[str]) -> str:
@@ -135,13 +170,22 @@ def _parse(raw: Any) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+class _Templates:
+    def _read(self, raw: Any) -> dict[str, Any]:
+        """The templates; a missing key (no worker wrote it, or Redis lost it) is counted: every
+        call then goes ahead unheld, which is right only when no budget is reservable."""
+        if not raw:
+            self.templates_missing += 1  # type: ignore[attr-defined]
+        return _parse(raw)
+
+
 def _failed(reservation_id: str, on_error: str, exc: BaseException) -> Reservation:
     allowed = on_error == "open"
     return Reservation(allowed, False, reservation_id,
                        f"reservation not checked ({type(exc).__name__}); on_error {on_error}", error=True)
 
 
-class Reservations:
+class Reservations(_Templates):
     """Reserve and release on a sync redis-py client; never raises on Redis errors."""
 
     def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
@@ -149,8 +193,10 @@ class Reservations:
         self.redis, self.ttl_s, self.on_error, self.clock = redis, ttl_s, on_error, clock
         self.templates_ttl_s = templates_ttl_s
         self._script = redis.register_script(RESERVE_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
         self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
         self.errors = 0
+        self.templates_missing = 0
 
     def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                 reservation_id: str) -> Reservation:
@@ -158,10 +204,10 @@ class Reservations:
         try:
             now = self.clock()
             if now - self._templates[0] > self.templates_ttl_s:
-                self._templates = (now, _parse(self.redis.get(TEMPLATES_KEY)))
+                self._templates = (now, self._read(self.redis.get(TEMPLATES_KEY)))
             budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_spend_key(tenant), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
-            return _answer(self._script(keys=[_reservations_key(tenant)], args=args), reservation_id)
+            args = [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+            return _answer(self._script(keys=hold_keys(tenant), args=args), reservation_id)
         except (RedisError, OSError, ValueError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
@@ -169,12 +215,12 @@ class Reservations:
     def release(self, tenant: str, reservation_id: str) -> None:
         """The call failed or was not made: free what it held."""
         try:
-            self.redis.hdel(_reservations_key(tenant), reservation_id)
+            self._release(keys=hold_keys(tenant), args=[reservation_id])
         except (RedisError, OSError):
             self.errors += 1  # it expires with its TTL
 
 
-class AsyncReservations:
+class AsyncReservations(_Templates):
     """The same on a redis.asyncio client."""
 
     def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
@@ -182,25 +228,27 @@ class AsyncReservations:
         self.redis, self.ttl_s, self.on_error, self.clock = redis, ttl_s, on_error, clock
         self.templates_ttl_s = templates_ttl_s
         self._script = redis.register_script(RESERVE_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
         self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
         self.errors = 0
+        self.templates_missing = 0
 
     async def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                       reservation_id: str) -> Reservation:
         try:
             now = self.clock()
             if now - self._templates[0] > self.templates_ttl_s:
-                self._templates = (now, _parse(await self.redis.get(TEMPLATES_KEY)))
+                self._templates = (now, self._read(await self.redis.get(TEMPLATES_KEY)))
             budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_spend_key(tenant), _nanos(estimated_cost_usd), reservation_id, self.ttl_s, now, *budgets]
-            return _answer(await self._script(keys=[_reservations_key(tenant)], args=args), reservation_id)
+            args = [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+            return _answer(await self._script(keys=hold_keys(tenant), args=args), reservation_id)
         except (RedisError, OSError, ValueError, asyncio.TimeoutError) as exc:
             self.errors += 1
             return _failed(reservation_id, self.on_error, exc)
 
     async def release(self, tenant: str, reservation_id: str) -> None:
         try:
-            await self.redis.hdel(_reservations_key(tenant), reservation_id)
+            await self._release(keys=hold_keys(tenant), args=[reservation_id])
         except (RedisError, OSError, asyncio.TimeoutError):
             self.errors += 1
 

@@ -105,6 +105,10 @@ def test_gateway_user_reads_decisions_and_cannot_write_them(locked_redis: int) -
     pubsub.close()
 
 
+GATEWAY_RESERVATION_GRANTS = ["%RW~sw:*:reservations*", "+get", "+hget", "+hexists", "+hset", "+hdel", "+hincrby",
+                              "+zadd", "+zrem", "+zrangebyscore", "+time", "+evalsha", "+eval", "+script|load"]
+
+
 def test_with_the_reservation_grants_a_gateway_reserves_and_releases_but_cannot_touch_spend(
         locked_redis: int) -> None:
     """docs/security.md's grants for gateways: `%RW~sw:*:reservations` and the script's commands."""
@@ -117,9 +121,8 @@ def test_with_the_reservation_grants_a_gateway_reserves_and_releases_but_cannot_
 
     admin = redis.Redis(port=locked_redis, password="admin-secret")
     admin.execute_command("ACL", "SETUSER", "sw-gateway", *GATEWAY_ACL)
-    admin.execute_command("ACL", "SETUSER", "sw-gateway", "%RW~sw:*:reservations", "+get", "+hget", "+hexists",
-                          "+hset", "+hdel", "+evalsha", "+eval", "+script|load")
-    admin.execute_command("ACL", "SETUSER", "sw-worker", "+set")
+    admin.execute_command("ACL", "SETUSER", "sw-gateway", *GATEWAY_RESERVATION_GRANTS)
+    admin.execute_command("ACL", "SETUSER", "sw-worker", "+set", "+hincrby", "+zrem")
     templates = {"version": 1, "rules_version": "v", "budgets": [
         {"budget": "uc", "per_use_case": True, "tiers": None, "use_cases": None, "limit": 10_000_000_000,
          "tenant_limits": {}}]}
@@ -139,6 +142,17 @@ def test_with_the_reservation_grants_a_gateway_reserves_and_releases_but_cannot_
     assert res.reserve("acme", "chat", "low", "0.75", "call-1").held
     assert not res.reserve("acme", "chat", "low", "0.5", "call-2").allowed  # 9 + 0.75 + 0.5 > 10
     res.release("acme", "call-1")
-    assert res.errors == 0 and admin.hlen("sw:{acme}:reservations") == 0
+    assert res.errors == 0 and admin.hlen("sw:{acme}:reservations") == 0 and admin.hlen("sw:{acme}:reservations:held") == 0
+    assert res.reserve("acme", "chat", "low", "0.75", "call-3").held
+
+    async def settle() -> None:  # the worker counts call-3: spend and release in one script, as its user
+        client = aioredis.Redis(port=locked_redis, username="sw-worker", password="worker-secret")
+        publisher = DecisionPublisher(client, generation=1)
+        assert await publisher.publish_spend({"acme": {"chat|uc": {"spend": 9_750_000_000, "limit": 10_000_000_000,
+                                                                   "end": time.time() + 3600}}}, {"acme": ["call-3"]}, 2)
+        assert publisher.healthy and publisher.rejected == 0
+        await client.aclose()
+    asyncio.run(settle())
+    assert admin.hlen("sw:{acme}:reservations") == 0 and admin.zcard("sw:{acme}:reservations:expiries") == 0
     with pytest.raises(redis.exceptions.NoPermissionError):
         gateway.hset("sw:{acme}:spend", "chat|uc", "{}")

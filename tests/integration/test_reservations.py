@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 import yaml
 
 from spendwarden.gateway.reservations import AsyncReservations, Reservations, estimate_cost
-from spendwarden.streams.publisher import DecisionPublisher, reservations_key, spend_key
+from spendwarden.gateway.reservations import hold_keys
+from spendwarden.streams.publisher import DecisionPublisher, spend_key
 from spendwarden.streams.reservations import templates
 
 pytestmark = pytest.mark.integration
@@ -80,7 +81,7 @@ def test_reserve_holds_until_spend_and_open_reservations_reach_the_limit(redis_u
     assert not fifth.allowed and fifth.budget == "*|tenant-daily" and fifth.available_usd == Decimal("0.5")
     res.release("acme", "call-3")
     assert res.reserve("acme", "search", "low", "1", "call-6").held
-    assert set(client.hkeys(reservations_key("acme"))) == {b"call-1", b"call-4", b"call-6"}
+    assert set(client.hkeys(hold_keys("acme")[0])) == {b"call-1", b"call-4", b"call-6"}
     client.close()
 
 
@@ -92,7 +93,7 @@ def test_the_worker_settles_reservations_in_the_same_write_as_the_spend(redis_ur
     assert not res.reserve("acme", "chat", "low", "6", "call-2").allowed
     # the worker counted call-1 (it cost 5.5): spend and release in one script
     publish(redis_url, {"acme": {"chat|uc-daily": budget("5.5", "10")}}, {"acme": ["call-1", "unknown"]}, position=2)
-    assert client.hkeys(reservations_key("acme")) == []
+    assert client.hkeys(hold_keys("acme")[0]) == []
     assert res.reserve("acme", "chat", "low", "4.5", "call-2").allowed
     # a zombie or a replay of older input cannot set spend back
     assert publish(redis_url, {"acme": {"chat|uc-daily": budget("0", "10")}}, position=1)
@@ -116,21 +117,23 @@ def test_scope_tiers_period_end_expiry_and_uncovered_calls(redis_url: str) -> No
                                  "*|tenant-daily": budget("500", "100", end=now - 1)},
                         "gold-co": {"*|low-only": budget("40", "50")}})
     client = redis.Redis.from_url(redis_url)
-    clock = [now]
-    res = Reservations(client, ttl_s=60, clock=lambda: clock[0])
+    res = Reservations(client, ttl_s=1)
     assert res.reserve("acme", "chat", "high", "5", "h1").held  # low-only does not cover high; the ended day counts 0
     assert not res.reserve("acme", "chat", "medium", "5", "m1").allowed  # low-only: 9 + 5 > 10
     assert res.reserve("gold-co", "chat", "low", "9", "g1").held  # the gold tier's limit is 50
     assert res.reserve("acme", "chat", None, "1", "n1").held  # no tier = high
+    assert res.reserve("acme", "chat", "medium", "-100", "neg").held  # clamped to 0: it frees no room
+    assert not res.reserve("acme", "chat", "medium", "5", "m2").allowed
     publish(redis_url, {}, rules=ruleset("budgets: [{name: x, for_each: [tenant_id], period: day, limit_usd: 1}]"))
     res._templates = (-1e18, {})
     uncovered = res.reserve("acme", "chat", "low", "1000", "b1")  # no reservable budget at all now
     assert uncovered.allowed and not uncovered.held
-    clock[0] = now + 61  # the holds expire
+    time.sleep(1.2)  # the holds expire (by Redis' clock)
     publish(redis_url, {})
     res._templates = (-1e18, {})
     assert res.reserve("acme", "chat", "high", "10", "h2").held
-    assert set(client.hkeys(reservations_key("acme"))) == {b"h2"}
+    assert set(client.hkeys(hold_keys("acme")[0])) == {b"h2"}
+    assert client.hgetall(hold_keys("acme")[2]) == {b"*|tenant-daily": b"10000000000", b"chat|uc-daily": b"10000000000"}
     client.close()
 
 
@@ -154,3 +157,38 @@ def test_redis_unreachable_applies_the_error_policy_without_raising() -> None:
 
 def test_estimate_is_prompt_at_input_price_plus_output_cap_at_output_price() -> None:
     assert estimate_cost(1000, 500, "0.0000025", "0.00001") == Decimal("0.0075")
+
+
+def test_a_late_event_of_an_earlier_period_never_replaces_the_current_spend(redis_url: str) -> None:
+    today_end, yesterday_end = time.time() + 3600, time.time() - 82800
+    publish(redis_url, {"acme": {"chat|uc-daily": budget("9", "10", end=today_end)}}, position=5)
+    client = redis.Redis.from_url(redis_url)
+    res = Reservations(client)
+    assert res.reserve("acme", "chat", "low", "0.5", "late-call").held
+    # the worker counts a late event of yesterday (settling that call): today's 9 USD must stay
+    publish(redis_url, {"acme": {"chat|uc-daily": budget("0.1", "10", end=yesterday_end)}},
+            {"acme": ["late-call"]}, position=6)
+    assert b'"spend":9000000000' in client.hget(spend_key("acme"), "chat|uc-daily")
+    assert client.hlen(hold_keys("acme")[0]) == 0  # the settled hold is released all the same
+    assert not res.reserve("acme", "chat", "low", "1.5", "next").allowed
+    client.close()
+
+
+def test_thousands_of_expired_holds_neither_break_nor_slow_a_reservation(redis_url: str) -> None:
+    publish(redis_url, {"acme": {"chat|uc-daily": budget("0", "10")}})
+    client = redis.Redis.from_url(redis_url)
+    res = Reservations(client, ttl_s=1)
+    pipe = client.pipeline(transaction=False)
+    for i in range(9000):  # leaked holds: calls whose cost events never came
+        res._script(keys=hold_keys("acme"), args=["sw:{acme}:spend", 1000, f"leak-{i}", 1, "chat|uc-daily",
+                                                  10**10], client=pipe)
+    pipe.execute()
+    assert client.hlen(hold_keys("acme")[0]) == 9000
+    time.sleep(1.2)
+    started = time.perf_counter()
+    answer = res.reserve("acme", "chat", "low", "9.99", "fresh")  # the expired ones hold nothing any more
+    elapsed = time.perf_counter() - started
+    assert answer.held and res.errors == 0, answer
+    assert client.hlen(hold_keys("acme")[0]) == 9000 - 200 + 1  # expired holds are pruned 200 a call
+    print(f"\nreserve with 8,800 expired holds left: {elapsed * 1000:.1f} ms")
+    client.close()

@@ -435,9 +435,15 @@ def test_with_reserve_on_a_call_holds_its_most_and_a_full_budget_answers_429() -
         asyncio.run(plugin.async_pre_call_hook(KEY, None, second, "completion"))
     assert refused.value.status_code == 429 and "uc-daily" in refused.value.detail
     assert refused.value.headers["Retry-After"] == "60" and plugin.stats.reservations_refused == 1
-    # the first call fails: its hold is given back (the refused one held nothing)
+    # a failed attempt that the router retries keeps the hold; the request's final failure gives it back
     kwargs = {"litellm_params": {"metadata": out["metadata"]}, "response_cost": 0.0,
               "standard_logging_object": None}
     asyncio.run(plugin.async_log_failure_event(kwargs, None, None, None))
+    assert plugin._holds.released == []
+    asyncio.run(plugin.async_post_call_failure_hook(out, RuntimeError("upstream 500"), KEY))
     assert plugin._holds.released == [("acme", call_id)] and plugin._holds.held == {}
+    asyncio.run(plugin.async_post_call_failure_hook(second, RuntimeError("refused by us"), KEY))
+    assert len(plugin._holds.released) == 1  # the refused call held nothing
     assert estimate_call({"model": "no-such-model", "messages": []}, "0.01") == Decimal("0.01")
+    no_cap = estimate_call({"model": "gpt-4o", "messages": []}, "0.01", output_tokens=1000)
+    assert Decimal("0.01") <= no_cap < Decimal("0.0101")  # 1000 output tokens at $10 per million

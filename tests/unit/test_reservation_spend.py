@@ -98,3 +98,16 @@ def test_an_engine_nobody_drains_keeps_no_reservation_bookkeeping(make_event) ->
         engine.process(make_event("0.01", ts="2026-11-30T10:00:00Z", cost_event_id=f"e{i}"), i)
     assert engine.spend_nanos("uc-day", {"tenant_id": "acme", "use_case_id": "chat"}, "2026-11-30") == 10**9
     assert engine.reserved == {} and engine.settled == {}
+
+
+def test_a_late_event_of_yesterday_in_the_batch_does_not_hide_todays_spend() -> None:
+    from datetime import timedelta
+
+    worker = WorkerCore(build_ruleset(RULES), Ingest(Pricebook.default()))
+    now = datetime.now(timezone.utc)
+    yesterday = {"cost_event_id": "late", "ts": (now - timedelta(days=1)).isoformat(), "tenant_id": "acme",
+                 "use_case_id": "chat", "risk_tier": "low", "allocated_cost_usd": "0.1"}
+    batch = [record(0, "9"), Record(0, 1, b"acme", orjson.dumps(yesterday), "events")]
+    fields, settled = worker.handle(batch).reserved[0]
+    assert fields["acme"]["chat|uc-day"]["spend"] == 9 * 10**9 and fields["acme"]["chat|uc-day"]["end"] > time.time()
+    assert settled == {"acme": ["call-0", "late"]}
