@@ -170,23 +170,8 @@ def _parse(raw: Any) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-class _Templates:
-    def _read(self, raw: Any) -> dict[str, Any]:
-        """The templates; a missing key (no worker wrote it, or Redis lost it) is counted: every
-        call then goes ahead unheld, which is right only when no budget is reservable."""
-        if not raw:
-            self.templates_missing += 1  # type: ignore[attr-defined]
-        return _parse(raw)
-
-
-def _failed(reservation_id: str, on_error: str, exc: BaseException) -> Reservation:
-    allowed = on_error == "open"
-    return Reservation(allowed, False, reservation_id,
-                       f"reservation not checked ({type(exc).__name__}); on_error {on_error}", error=True)
-
-
-class Reservations(_Templates):
-    """Reserve and release on a sync redis-py client; never raises on Redis errors."""
+class _Holds:
+    """What the sync and asyncio classes share: settings, the cached templates, the script arguments."""
 
     def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
@@ -196,21 +181,40 @@ class Reservations(_Templates):
         self._release = redis.register_script(RELEASE_SCRIPT)
         self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
         self.errors = 0
-        self.templates_missing = 0
+        self.templates_missing = 0  # times sw:reservable was missing: calls then go ahead unheld
+
+    def _templates_due(self) -> bool:
+        return self.clock() - self._templates[0] > self.templates_ttl_s
+
+    def _keep_templates(self, raw: Any) -> None:
+        if not raw:
+            self.templates_missing += 1
+        self._templates = (self.clock(), _parse(raw))
+
+    def _args(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
+              reservation_id: str) -> list[Any]:
+        budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
+        return [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+
+    def _failed(self, reservation_id: str, exc: BaseException) -> Reservation:
+        self.errors += 1
+        return Reservation(self.on_error == "open", False, reservation_id,
+                           f"reservation not checked ({type(exc).__name__}); on_error {self.on_error}", error=True)
+
+
+class Reservations(_Holds):
+    """Reserve and release on a sync redis-py client; never raises on Redis errors."""
 
     def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                 reservation_id: str) -> Reservation:
         """Hold ``estimated_cost_usd`` under ``reservation_id`` (the call's cost_event_id)."""
         try:
-            now = self.clock()
-            if now - self._templates[0] > self.templates_ttl_s:
-                self._templates = (now, self._read(self.redis.get(TEMPLATES_KEY)))
-            budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+            if self._templates_due():
+                self._keep_templates(self.redis.get(TEMPLATES_KEY))
+            args = self._args(tenant, use_case, risk_tier, estimated_cost_usd, reservation_id)
             return _answer(self._script(keys=hold_keys(tenant), args=args), reservation_id)
         except (RedisError, OSError, ValueError) as exc:
-            self.errors += 1
-            return _failed(reservation_id, self.on_error, exc)
+            return self._failed(reservation_id, exc)
 
     def release(self, tenant: str, reservation_id: str) -> None:
         """The call failed or was not made: free what it held."""
@@ -220,31 +224,18 @@ class Reservations(_Templates):
             self.errors += 1  # it expires with its TTL
 
 
-class AsyncReservations(_Templates):
+class AsyncReservations(_Holds):
     """The same on a redis.asyncio client."""
-
-    def __init__(self, redis: Any, *, ttl_s: float = 600.0, on_error: str = "open", templates_ttl_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.redis, self.ttl_s, self.on_error, self.clock = redis, ttl_s, on_error, clock
-        self.templates_ttl_s = templates_ttl_s
-        self._script = redis.register_script(RESERVE_SCRIPT)
-        self._release = redis.register_script(RELEASE_SCRIPT)
-        self._templates: tuple[float, dict[str, Any]] = (-1e18, {})
-        self.errors = 0
-        self.templates_missing = 0
 
     async def reserve(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
                       reservation_id: str) -> Reservation:
         try:
-            now = self.clock()
-            if now - self._templates[0] > self.templates_ttl_s:
-                self._templates = (now, self._read(await self.redis.get(TEMPLATES_KEY)))
-            budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-            args = [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+            if self._templates_due():
+                self._keep_templates(await self.redis.get(TEMPLATES_KEY))
+            args = self._args(tenant, use_case, risk_tier, estimated_cost_usd, reservation_id)
             return _answer(await self._script(keys=hold_keys(tenant), args=args), reservation_id)
         except (RedisError, OSError, ValueError, asyncio.TimeoutError) as exc:
-            self.errors += 1
-            return _failed(reservation_id, self.on_error, exc)
+            return self._failed(reservation_id, exc)
 
     async def release(self, tenant: str, reservation_id: str) -> None:
         try:

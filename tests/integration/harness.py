@@ -42,8 +42,54 @@ rules:
 """
 
 
+class ChildProcess:
+    """A `spendwarden <command>` child in its own session, logging to ``log_path``, serving
+    ``/readyz`` on ``port``; subclasses give ``command`` and ``env()``."""
+
+    command = "worker"
+    process: Optional[subprocess.Popen[bytes]]
+    log_path: Path
+    port: int
+
+    def env(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([SPENDWARDEN, self.command], env=self.env(), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.tail()
+            try:
+                status, body = http(self.port, "/readyz")
+                if status == 200 and body.get("ready"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"{self.command} not ready after {timeout_s}s\n{self.tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
 @dataclass
-class WorkerRun:
+class WorkerRun(ChildProcess):
     """One worker deployment (consumer group, topics, rules dir) that can be started many times."""
 
     bootstrap: str
@@ -77,24 +123,6 @@ class WorkerRun:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([SPENDWARDEN, "worker"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.tail()
-            try:
-                status, body = http(self.port, "/readyz")
-                if status == 200 and body.get("ready"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"worker not ready after {timeout_s}s\n{self.tail()}")
-
     def wait_ready_or_serving(self, timeout_s: float = 60) -> None:
         """Wait until partitions are recovered, even when Redis is unusable (/readyz then says 503)."""
         deadline = time.monotonic() + timeout_s
@@ -107,21 +135,6 @@ class WorkerRun:
                 pass
             time.sleep(0.25)
         raise AssertionError(f"worker did not recover partitions after {timeout_s}s\n{self.tail()}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def budgets(self) -> dict[str, Any]:
         return http(self.port, "/budgets")[1]

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -17,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from spendwarden.embedded import free_port
+from harness import ChildProcess
 
-from harness import SPENDWARDEN, http
+from spendwarden.embedded import free_port
 
 
 @dataclass
@@ -99,8 +98,10 @@ def verify_signature(request: Request, key: bytes) -> bool:
 
 
 @dataclass
-class RouterRun:
+class RouterRun(ChildProcess):
     """One router deployment (consumer group, topics, routing file) that can be started many times."""
+
+    command = "router"
 
     bootstrap: str
     redis_url: str
@@ -132,39 +133,6 @@ class RouterRun:
         })
         env.update(self.extra_env)
         return env
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([SPENDWARDEN, "router"], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.tail()
-            try:
-                status, body = http(self.port, "/readyz")
-                if status == 200 and body.get("ready"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"router not ready after {timeout_s}s\n{self.tail()}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def metrics(self) -> str:
         import urllib.request

@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from harness import WorkerRun, new_run
+from test_worker import wait_for
 from spendwarden.embedded import free_port
 from spendwarden.streams.events import CostEvent
 
@@ -167,17 +168,6 @@ def verdict(redis_url: str, tenant: str, field: str) -> Optional[dict[str, Any]]
     return json.loads(raw) if raw else None
 
 
-def wait_for(check: Any, what: str, timeout_s: float = 20) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
-
-
 def read_events(bootstrap: str, topic: str, expect: int, timeout_s: float = 20) -> list[Any]:
     """Every record of the topic (arrays of events) once it holds ``expect`` events, or at the timeout.
 
@@ -233,7 +223,7 @@ def test_budget_blocks_and_degrades_through_a_real_litellm_proxy(stack: tuple[Wo
     assert len({e.cost_event_id for e in events}) == 4
 
     # The worker's block lands in Redis; the next low-risk call is refused with Retry-After.
-    block = wait_for(lambda: verdict(redis_url, "tiny", "*:low"), "tiny's block in Redis")
+    block = wait_for(lambda: verdict(redis_url, "tiny", "*:low"), what="tiny's block in Redis")
     assert block["level"] == "block" and block["rule"] == "tiny-cap"
     spend = [value for (budget, _, _), value in worker.totals().items() if budget == "tiny-daily"]
     assert spend == [3 * GPT_4O_CALL]
@@ -247,7 +237,7 @@ def test_budget_blocks_and_degrades_through_a_real_litellm_proxy(stack: tuple[Wo
     assert status == 200 and content(answer) == "answer from gpt-4o"
 
     # frugal spent twice its budget: the L1 decision routes its low-risk calls to the fallback model.
-    degrade = wait_for(lambda: verdict(redis_url, "frugal", "*:low"), "frugal's L1 in Redis")
+    degrade = wait_for(lambda: verdict(redis_url, "frugal", "*:low"), what="frugal's L1 in Redis")
     assert degrade["level"] == "L1" and degrade["model_alias"] == "gpt-4o-mini"
     status, headers, answer = proxy.chat("frugal")
     assert status == 200 and content(answer) == "answer from gpt-4o-mini"
@@ -273,7 +263,7 @@ def test_budget_blocks_and_degrades_through_a_real_litellm_proxy(stack: tuple[Wo
     import redis as redis_sync
 
     client = redis_sync.Redis.from_url(redis_url)
-    wait_for(lambda: client.hlen("sw:{held}:reservations") == 0, "the worker to settle held's first call")
+    wait_for(lambda: client.hlen("sw:{held}:reservations") == 0, what="the worker to settle held's first call")
     spent = json.loads(client.hget("sw:{held}:spend", "support|held-daily"))
     client.close()
     assert spent["spend"] == int(GPT_4O_CALL * 10**9) and spent["limit"] == 2_200_000
