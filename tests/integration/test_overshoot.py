@@ -131,7 +131,13 @@ def test_reservations_bound_the_overshoot_that_decision_checks_alone_allow(
           f"beyond estimates), {reserved_run.calls} calls, {reserved_run.failed} failed, {reserved_run.denied} refused")
     print(f"decision checks only: spend ${beta} of ${BUDGET} (overshoot ${beta - BUDGET}), "
           f"{checked_run.calls} calls, {checked_run.denied} refused; {time.monotonic() - started:.1f} s")
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(redis_url)
+    open_holds = client.hlen("sw:{acme}:reservations")
+    client.close()
     run.stop()
+    assert open_holds == 0  # every hold was settled by the worker or released by its failed call
     assert acme == reserved_run.spent  # every call that went ahead was counted, once
     assert acme <= bound
     assert acme >= BUDGET - Decimal("1")  # the budget was used, not refused early
