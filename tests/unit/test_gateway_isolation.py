@@ -12,7 +12,7 @@ from pathlib import Path
 import spendwarden.gateway
 
 GATEWAY_DIR = Path(spendwarden.gateway.__file__).parent
-CLIENT_MODULES = ("__init__.py", "cache.py", "client.py", "verdicts.py")
+CLIENT_MODULES = ("__init__.py", "cache.py", "client.py", "verdicts.py", "reservations.py")
 
 
 def run_python(code: str, cwd: Path) -> dict:
@@ -28,7 +28,7 @@ def test_import_pulls_in_nothing_but_redis_and_stdlib(tmp_path: Path) -> None:
         import json, sys
         import redis, redis.asyncio
         before = set(sys.modules)
-        import spendwarden.gateway, spendwarden.gateway.client
+        import spendwarden.gateway, spendwarden.gateway.client, spendwarden.gateway.reservations
         new = sorted(set(sys.modules) - before)
         print(json.dumps({"new": new, "stdlib": sorted(sys.stdlib_module_names)}))
     """, tmp_path)
@@ -36,7 +36,7 @@ def test_import_pulls_in_nothing_but_redis_and_stdlib(tmp_path: Path) -> None:
     foreign = [m for m in out["new"] if m.split(".")[0] not in stdlib and m != "spendwarden"
                and not m.startswith("spendwarden.gateway")]
     assert foreign == []
-    assert "spendwarden.gateway.client" in out["new"]
+    assert "spendwarden.gateway.client" in out["new"] and "spendwarden.gateway.reservations" in out["new"]
 
 
 def test_vendored_copy_works_with_the_rest_of_spendwarden_blocked(tmp_path: Path) -> None:
@@ -60,6 +60,8 @@ def test_vendored_copy_works_with_the_rest_of_spendwarden_blocked(tmp_path: Path
                   "*:low": None, "_expires_at": b"9999999999", "_on_stale": None}
         verdict = gw.decide(values, "low", 1.0, "open")
         client = gw.GatewayClient.__name__
-        print(json.dumps({"action": verdict.action, "alias": verdict.model_alias, "client": client}))
+        from acme_gateway_sw.reservations import estimate_cost
+        print(json.dumps({"action": verdict.action, "alias": verdict.model_alias, "client": client,
+                          "estimate": str(estimate_cost(100, 10, "0.000001", "0.00001"))}))
     """, tmp_path)
-    assert out == {"action": "degrade", "alias": "mini", "client": "GatewayClient"}
+    assert out == {"action": "degrade", "alias": "mini", "client": "GatewayClient", "estimate": "0.000200"}
