@@ -29,7 +29,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from spendwarden.gateway.reservations import HOLD_LUA, hold_keys
+from spendwarden.gateway.reservations import HOLD_LUA, TEMPLATES_KEY, hold_keys, spend_key
 from spendwarden.logs import get_logger
 from spendwarden.streams.effects import DecisionChanged
 
@@ -116,15 +116,6 @@ if #changed > 0 then
 end
 return 1
 """
-
-
-def spend_key(tenant: str) -> str:
-    """Hash of reservable budgets' spend (docs/redis.md "Reservations"); same slot as the decisions."""
-    _check_tenant(tenant)
-    return f"sw:{{{tenant}}}:spend"
-
-
-RESERVABLE_KEY = "sw:reservable"  # which budgets gateways reserve against, from the rules (one JSON string)
 
 
 # KEYS[1] spend hash, then the tenant's holds, their expiries and the held totals (same hash
@@ -241,6 +232,7 @@ class DecisionPublisher:
             for name, value in values.items():
                 args += [name, orjson.dumps(value)]
             args += list(settled.get(tenant, ()))
+            _check_tenant(tenant)
             calls.append(([spend_key(tenant), *hold_keys(tenant)], args))
         if isinstance(self._redis, RedisCluster):
             gate = asyncio.Semaphore(CLUSTER_CONCURRENCY)
@@ -265,7 +257,7 @@ class DecisionPublisher:
     async def publish_templates(self, templates: dict[str, Any]) -> bool:
         """Which budgets gateways reserve against and their limits (``sw:reservable``); a plain SET:
         it is a function of the rules alone, so every worker running them writes the same."""
-        return await self._guard(self._redis.set(RESERVABLE_KEY, orjson.dumps(templates))) is not None
+        return await self._guard(self._redis.set(TEMPLATES_KEY, orjson.dumps(templates))) is not None
 
     async def read(self, tenant: str) -> dict[str, dict[str, Any]]:
         """A tenant's verdicts by field (meta ``_`` fields left out); for tests and ``status``."""

@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendwarden.exceptions import ConfigError
 from spendwarden.gc_policy import use_engine_thresholds
@@ -35,7 +34,7 @@ from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key,
 from spendwarden.streams.effects import AlertFiring, AlertResolved, DecisionChanged, Effect, TooLate
 from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.engine_state import split_position
-from spendwarden.streams.metrics import WorkerMetrics
+from spendwarden.streams.metrics import WorkerMetrics, add_health_pages
 from spendwarden.streams.money import usd_text
 from spendwarden.streams.override_layer import OverrideLayer
 from spendwarden.streams.pricebook import Pricebook
@@ -216,13 +215,7 @@ class Service:
         async def tick() -> None:
             await self.on_tick()
 
-        @app.page("/metrics")
-        async def metrics_page(web: Any, request: Any) -> Any:
-            return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-        @app.page("/healthz")
-        async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok"})
+        add_health_pages(app, self.metrics.registry)
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:

@@ -26,8 +26,9 @@ from typing import Any, Callable, Optional, Union
 
 from redis.exceptions import RedisError
 
+from .verdicts import normalise_tier
+
 NANOS = Decimal(1_000_000_000)
-RISK_TIERS = ("low", "medium", "high")
 Money = Union[Decimal, float, int, str]
 
 # The holds of one tenant live in three keys of its hash slot: a hash id -> {"a": nano-USD,
@@ -133,7 +134,8 @@ class Reservation:
     error: bool = False  # Redis could not be asked; ``allowed`` is the on_error policy
 
 
-def _spend_key(tenant: str) -> str:
+def spend_key(tenant: str) -> str:
+    """The tenant's reservable budgets' spend, written by the worker (same slot as its holds)."""
     return f"sw:{{{tenant}}}:spend"
 
 
@@ -141,11 +143,6 @@ def hold_keys(tenant: str) -> list[str]:
     """The tenant's holds, their expiries and the running totals per budget field (one slot)."""
     base = f"sw:{{{tenant}}}:reservations"
     return [base, base + ":expiries", base + ":held"]
-
-
-def _tier(risk_tier: Optional[str]) -> str:
-    tier = (risk_tier or "").strip().lower()
-    return tier if tier in RISK_TIERS else "high"  # an unknown risk tier is high
 
 
 def _nanos(usd: Money) -> int:
@@ -193,8 +190,8 @@ class _Holds:
 
     def _args(self, tenant: str, use_case: str, risk_tier: Optional[str], estimated_cost_usd: Money,
               reservation_id: str) -> list[Any]:
-        budgets = covering(self._templates[1], tenant, use_case, _tier(risk_tier))
-        return [_spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
+        budgets = covering(self._templates[1], tenant, use_case, normalise_tier(risk_tier))
+        return [spend_key(tenant), max(0, _nanos(estimated_cost_usd)), reservation_id, self.ttl_s, *budgets]
 
     def _failed(self, reservation_id: str, exc: BaseException) -> Reservation:
         self.errors += 1

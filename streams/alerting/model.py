@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 Status = Literal["firing", "resolved"]
@@ -137,7 +137,15 @@ class Notification:
 def _check_time(value: Any) -> None:
     if not isinstance(value, str):
         raise ValueError(f"at: expected an ISO 8601 time, got {type(value).__name__}")
-    datetime.fromisoformat(value.replace("Z", "+00:00"))  # raises ValueError with the bad text
+    epoch_of(value)
+
+
+def epoch_of(text: str) -> float:
+    """Epoch seconds of ISO 8601 text (``...Z`` allowed, no zone means UTC); ValueError otherwise."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:

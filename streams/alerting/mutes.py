@@ -17,6 +17,7 @@ import orjson
 
 from spendwarden.logs import get_logger
 from spendwarden.streams.alerting.inhibit import Inhibitor
+from spendwarden.streams.alerting.model import epoch_of
 from spendwarden.streams.alerting.silences import AsyncSilenceStore, Silence, silenced_by
 from spendwarden.streams.alerting.tree import matches_all
 
@@ -89,9 +90,7 @@ class Mutes:
 
 
 def _epoch(iso: Optional[str], default: float) -> float:
-    from datetime import datetime
-
     try:
-        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+        return epoch_of(str(iso))
     except ValueError:
         return default + 86400.0

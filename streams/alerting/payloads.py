@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 from urllib.parse import quote
 
-from spendwarden.streams.alerting.model import Alert, Notification
+from spendwarden.streams.alerting.model import Alert, Notification, epoch_of
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: Alertmanager's endsAt of a firing alert
 
@@ -297,11 +297,11 @@ def alertmanager_alerts(n: Notification, hold_s: float, now: float) -> list[dict
     """
     body = []
     for a in n.alerts:
-        starts = _epoch(a.starts_at)
+        starts = epoch_of(a.starts_at)
         if a.status == "firing":
             ends = max(now + hold_s, starts + 1)
         else:
-            ends = max(_epoch(a.ends_at) if a.ends_at else now, starts)
+            ends = max(epoch_of(a.ends_at) if a.ends_at else now, starts)
         item: dict[str, Any] = {"labels": sanitise_labels(a.labels), "annotations": sanitise_labels(a.annotations),
                                 "startsAt": rfc3339(starts), "endsAt": rfc3339(ends)}
         if a.generator_url:
@@ -329,15 +329,10 @@ def sanitise_labels(labels: dict[str, str]) -> dict[str, str]:
 
 def rfc3339(value: str | float) -> str:
     """RFC 3339 UTC text (millisecond precision) of ISO 8601 text with a zone or epoch seconds."""
-    ts = _epoch(value) if isinstance(value, str) else float(value)
+    ts = epoch_of(value) if isinstance(value, str) else float(value)
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _epoch(text: str) -> float:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def _ends_at(a: Alert, fallback: float) -> str:

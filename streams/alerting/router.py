@@ -37,6 +37,7 @@ from spendwarden.streams.alerting.router_core import GroupBook, Routed, merge_ro
 from spendwarden.streams.alerting.router_metrics import RouterMetrics
 from spendwarden.streams.alerting.router_store import recovered
 from spendwarden.streams.alerting.tree import compile_tree
+from spendwarden.streams.service import _redis_client  # the worker's: one quick retry, short timeouts
 
 log = get_logger("spendwarden.router")
 RELOAD_EVERY_S = 5.0
@@ -273,15 +274,6 @@ def _log_notification(notification: Notification) -> None:
     log.info("notification (receiver without destinations)", receiver=notification.receiver,
              group=notification.group_key, status=notification.status,
              alerts=[a.labels.get("alertname") for a in notification.alerts][:10])
-
-
-def _redis_client(settings: Settings) -> Any:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from spendwarden.redis_client import async_client, redis_target
-
-    return async_client(redis_target(settings), connect_timeout_s=1.0, timeout_s=2.0, retry=Retry(NoBackoff(), 1))
 
 
 def run_router(settings: Settings) -> None:

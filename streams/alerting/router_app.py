@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendwarden.streams.alerting.router_store import StateWriter
+from spendwarden.streams.metrics import add_health_pages
 from spendwarden.streams.service import CheckpointTable, _patch_fetch_wait, faust_app_settings
 
 if TYPE_CHECKING:
@@ -46,13 +46,7 @@ def build_app(router: "Router") -> faust.App:
     async def tick() -> None:
         await router.on_tick()
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(router.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+    add_health_pages(app, router.metrics.registry)
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:

@@ -51,7 +51,26 @@ class ChildProcess:
     log_path: Path
     port: int
 
+    bootstrap: str
+    redis_url: str
+    data_dir: Path
+    extra_env: dict[str, str]
+
     def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SPENDWARDEN_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SPENDWARDEN_REDIS_URL": self.redis_url,
+            "SPENDWARDEN_DATA_DIR": str(self.data_dir),
+            "SPENDWARDEN_PARTITIONS": "4",
+            "SPENDWARDEN_LOG_JSON": "true",
+        })
+        env.update(self.own_env())
+        env.update(self.extra_env)
+        return env
+
+    def own_env(self) -> dict[str, str]:
+        """The settings of this kind of process (topics, ports, ...)."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -103,11 +122,8 @@ class WorkerRun(ChildProcess):
     app_id: str = field(default_factory=lambda: f"sw-test-{uuid.uuid4().hex[:8]}")
     process: Optional[subprocess.Popen[bytes]] = None
 
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({
-            "SPENDWARDEN_KAFKA_BOOTSTRAP": self.bootstrap,
-            "SPENDWARDEN_REDIS_URL": self.redis_url,
+    def own_env(self) -> dict[str, str]:
+        return {
             "SPENDWARDEN_APP_ID": self.app_id,
             "SPENDWARDEN_COST_TOPIC": self.topics["events"],
             "SPENDWARDEN_DEAD_LETTER_TOPIC": self.topics["dead"],
@@ -115,13 +131,8 @@ class WorkerRun(ChildProcess):
             "SPENDWARDEN_DECISIONS_TOPIC": self.topics["decisions"],
             "SPENDWARDEN_LATE_TOPIC": self.topics["late"],
             "SPENDWARDEN_RULES_DIR": str(self.rules_dir),
-            "SPENDWARDEN_DATA_DIR": str(self.data_dir),
             "SPENDWARDEN_HTTP_PORT": str(self.port),
-            "SPENDWARDEN_PARTITIONS": "4",
-            "SPENDWARDEN_LOG_JSON": "true",
-        })
-        env.update(self.extra_env)
-        return env
+        }
 
     def wait_ready_or_serving(self, timeout_s: float = 60) -> None:
         """Wait until partitions are recovered, even when Redis is unusable (/readyz then says 503)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import subprocess
 import threading
 import time
@@ -114,25 +113,17 @@ class RouterRun(ChildProcess):
     app_id: str = field(default_factory=lambda: f"sw-router-{uuid.uuid4().hex[:8]}")
     process: Optional[subprocess.Popen[bytes]] = None
 
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({
-            "SPENDWARDEN_KAFKA_BOOTSTRAP": self.bootstrap,
-            "SPENDWARDEN_REDIS_URL": self.redis_url,
+    def own_env(self) -> dict[str, str]:
+        return {
             "SPENDWARDEN_ROUTER_APP_ID": self.app_id,
             "SPENDWARDEN_ALERTS_TOPIC": self.topics["alerts"],
             "SPENDWARDEN_DEAD_LETTER_TOPIC": self.topics["dead"],
             "SPENDWARDEN_ROUTING_FILE": str(self.routing_file),
-            "SPENDWARDEN_DATA_DIR": str(self.data_dir),
             "SPENDWARDEN_ROUTER_HTTP_PORT": str(self.port),
-            "SPENDWARDEN_PARTITIONS": "4",
             "SPENDWARDEN_ROUTER_TICK_S": "0.2",
             "SPENDWARDEN_DELIVERY_MAX_BACKOFF_S": "1.0",
             "SPENDWARDEN_DELIVERY_TIMEOUT_S": "5",
-            "SPENDWARDEN_LOG_JSON": "true",
-        })
-        env.update(self.extra_env)
-        return env
+        }
 
     def metrics(self) -> str:
         import urllib.request

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 import yaml
 
 from spendwarden.gateway.reservations import AsyncReservations, Reservations, estimate_cost
-from spendwarden.gateway.reservations import hold_keys
-from spendwarden.streams.publisher import DecisionPublisher, spend_key
+from spendwarden.gateway.reservations import hold_keys, spend_key
+from spendwarden.streams.publisher import DecisionPublisher
 from spendwarden.streams.reservations import templates
 
 pytestmark = pytest.mark.integration
