@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".spendwarden-data"), description="Faust's local data folder")
     http_host: str = "127.0.0.1"
     http_port: int = Field(6066, ge=0, le=65535, description="/metrics, /healthz, /readyz, POST /-/reload")
+    metrics_max_tenants: int = Field(1000, ge=1, description="distinct tenants with their own spend series; "
+                                     "later ones fold into tenant=\"other\" (tenants in the rules' tenants: always get one)")
+    metrics_max_models: int = Field(200, ge=1, description="distinct models with their own spend series; later "
+                                    "ones fold into model=\"other\"")
+    metrics_max_services: int = Field(500, ge=1, description="distinct use cases (the service label) with their own "
+                                      "spend series; later ones fold into service=\"other\"")
 
     routing_file: Optional[Path] = Field(None, description="alert routing YAML (docs/alerts.md): routes, receivers, "
                                          "inhibition; reloaded on change; unset: the router logs alerts only")

@@ -34,6 +34,7 @@ from spendwarden.streams.history import history_add, history_hours
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 from spendwarden.streams.seen import SeenIds
+from spendwarden.streams.usage import add_usage
 
 __all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
 
@@ -213,6 +214,7 @@ class Engine:
         self.stats.events += 1
 
         cost = priced.cost_nanos
+        add_usage(state, tenant, event, cost, pos)
         hour = int(ts // 3600)
         day, hour_slot = divmod(hour, 24)
         hour_slot += 1  # index in a day's history list, after its fence

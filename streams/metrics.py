@@ -46,6 +46,8 @@ class WorkerMetrics:
                          registry=r)
         self.redis_healthy = Gauge("spendwarden_redis_healthy", "1 when the last Redis write succeeded",
                                    registry=r)
+        self.heartbeat = Gauge("spendwarden_heartbeat_timestamp_seconds",
+                               "Unix time of the last decision heartbeat Redis accepted", registry=r)
         self.redis_rejected = Counter("spendwarden_redis_fenced_writes_total",
                                       "Redis writes refused by the fence (a newer owner wrote)", registry=r)
         self.rules_version = Gauge("spendwarden_rules_info", "Active rule set (version label)", ["version"],

@@ -39,6 +39,8 @@ from spendwarden.streams.money import usd_text
 from spendwarden.streams.override_layer import OverrideLayer
 from spendwarden.streams.pricebook import Pricebook
 from spendwarden.streams.refetch import Refetcher
+from spendwarden.streams.spend_metrics import SpendMetrics
+from spendwarden.streams.usage import KIND as USAGE
 from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, route_by_tenant
 
 log = get_logger("spendwarden.service")
@@ -124,6 +126,11 @@ class Service:
         self.core = WorkerCore(self.rules.current, self.ingest)
         self.metrics = WorkerMetrics()
         self.metrics.set_rules_version(self.rules.version)
+        self.spend_metrics = SpendMetrics(lambda: self.core.engines, max_tenants=settings.metrics_max_tenants,
+                                          max_models=settings.metrics_max_models,
+                                          max_services=settings.metrics_max_services,
+                                          pinned_tenants=self.rules.current.tenants)
+        self.metrics.registry.register(self.spend_metrics)
         self.redis = redis_client if redis_client is not None else _redis_client(settings)
         from spendwarden.streams.publisher import DecisionPublisher
 
@@ -272,6 +279,7 @@ class Service:
     def on_revoked(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.core.drop_partition(partition)
+            self.spend_metrics.dropped(partition)
             self._marked.pop(partition, None)
         self.metrics.partitions.set(len(self.core.engines))
 
@@ -304,6 +312,7 @@ class Service:
                 self._marked[partition] = (next_offset, deltas_next)
                 self.core.load_partition(partition, items, next_offset=resume.get(partition, next_offset),
                                          next_delta_offset=resume_deltas.get(partition, deltas_next))
+                self.spend_metrics.restored(partition, items)
                 log.debug("partition loaded", partition=partition, keys=len(items),
                           next_offset=self.core.next_offset.get(partition))
                 await self.overrides.republish_partition(partition)
@@ -393,8 +402,7 @@ class Service:
         heartbeat_due = now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3
         tenants = self._owned_tenants() if heartbeat_due or not self.publisher.healthy else []
         if not self.publisher.healthy:  # the heartbeat is the probe
-            await self.publisher.heartbeat(tenants)
-            self._last_heartbeat = now
+            await self._heartbeat(tenants, now)
         if self.publisher.write_failed and self.publisher.healthy:
             # A write failed (Redis away, a refusal, a cluster slot moving), even if a later one
             # went through: the whole owned decision set is written again, stale fields removed.
@@ -405,13 +413,20 @@ class Service:
                 await self.overrides.republish_partition(partition)
                 await self._republish_spend(partition)
         if heartbeat_due and now - self._last_heartbeat >= self.settings.heartbeat_ttl_s / 3:
-            await self.publisher.heartbeat(tenants)
+            await self._heartbeat(tenants, now)
             await self._publish_templates()  # a flushed or evicted sw:reservable comes back
-            self._last_heartbeat = now
         self.metrics.redis_healthy.set(1 if self.publisher.healthy else 0)
         self._measure_lag()
         if not self.settings.rules_topic and self._stamp() != self._rules_stamp:
             await self.reload_rules()
+
+    async def _heartbeat(self, tenants: list[str], now: float) -> None:
+        """Keep owned tenants' decisions fresh; the metric says when Redis last took it (an alert
+        fires when it stops: deploy/prometheus)."""
+        await self.publisher.heartbeat(tenants)
+        self._last_heartbeat = now
+        if self.publisher.healthy:
+            self.metrics.heartbeat.set(now)
 
     def _measure_lag(self) -> None:
         """Records between what each owned partition has processed and its end (the broker's highwater)."""
@@ -480,6 +495,7 @@ class Service:
             producer = self.app.producer
             topic = self._changelog_name
             taken: list[tuple[int, list[tuple[Any, ...]]]] = []
+            sent_usage: dict[int, list[tuple[Any, Any]]] = {}  # exported once acknowledged
             pending: list[Any] = []
             markers: dict[int, tuple[Optional[int], Optional[int]]] = {}
             try:
@@ -495,6 +511,8 @@ class Service:
                         keys.append(key)
                         if key[0] in _NOT_CHECKPOINTED:
                             continue
+                        if key[0] == USAGE:
+                            sent_usage.setdefault(partition, []).append((key, value))
                         raw = None if value is None else encode_value(value)
                         pending.append(await producer.send(topic, encode_key(partition, key), raw, partition,
                                                            None, None))
@@ -523,6 +541,8 @@ class Service:
                 raise
             for partition, covered in markers.items():
                 self._marked[partition] = covered
+            for partition, items in sent_usage.items():
+                self.spend_metrics.checkpointed(partition, items)
 
     async def _publish(self, effects: dict[int, list[Effect]], positions: dict[int, int]) -> None:
         for partition, found in effects.items():
@@ -621,6 +641,7 @@ class Service:
         for partition in list(self.core.engines):  # limits may have changed
             await self._republish_spend(partition)
         self.metrics.set_rules_version(self.rules.version)
+        self.spend_metrics.set_pinned_tenants(self.rules.current.tenants)
         log.info("rules reloaded", rules_version=self.rules.version)
         return None
 
@@ -647,6 +668,7 @@ class Service:
         for partition in list(self.core.engines):  # limits may have changed
             await self._republish_spend(partition)
         self.metrics.set_rules_version(self.rules.version)
+        self.spend_metrics.set_pinned_tenants(self.rules.current.tenants)
         log.info("pushed rules applied", rules_version=self.rules.version)
 
     def install_sighup(self) -> None:
