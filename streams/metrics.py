@@ -19,6 +19,10 @@ def add_health_pages(app: Any, registry: CollectorRegistry) -> None:
         return web.json({"status": "ok"})
 
 
+# The reasons of spendwarden.exceptions.RejectedEvent (streams/ingest.py).
+DEAD_LETTER_REASONS = ("decode", "too_large", "invalid", "future", "unpriced")
+
+
 class WorkerMetrics:
     """Everything /metrics exports; names documented in docs/service.md."""
 
@@ -30,6 +34,8 @@ class WorkerMetrics:
         self.duplicates = Counter("spendwarden_duplicate_events_total", "Producer duplicates ignored", registry=r)
         self.dead_letters = Counter("spendwarden_dead_letters_total", "Records sent to the dead-letter topic",
                                     ["reason"], registry=r)
+        for reason in DEAD_LETTER_REASONS:  # at 0 from the start, so increase() sees the first one
+            self.dead_letters.labels(reason=reason)
         self.too_late = Counter("spendwarden_too_late_events_total", "Events older than the dedupe horizon",
                                 registry=r)
         self.decisions = Counter("spendwarden_decision_changes_total", "Decision changes by level",
