@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
-def add_health_pages(app: Any, registry: CollectorRegistry) -> None:
-    """``/metrics`` (this registry) and ``/healthz`` on a Faust app: the worker's and the router's."""
+def add_health_pages(app: Any, registry: CollectorRegistry,
+                     frozen: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
+    """``/metrics`` (this registry) and ``/healthz`` on a Faust app: the worker's and the router's.
+
+    The exposition is formatted in a thread: at full label caps it is hundreds of thousands of
+    lines (docs/metrics.md), which must not stall the event loop. ``frozen`` copies what needs
+    the loop's state first (the worker's spend series).
+    """
+    lock = asyncio.Lock()  # one scrape at a time: the snapshot is shared
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        async with lock:
+            with frozen():
+                body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

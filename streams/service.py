@@ -222,7 +222,7 @@ class Service:
         async def tick() -> None:
             await self.on_tick()
 
-        add_health_pages(app, self.metrics.registry)
+        add_health_pages(app, self.metrics.registry, self.spend_metrics.frozen)
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:

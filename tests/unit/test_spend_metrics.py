@@ -143,3 +143,19 @@ def test_cost_series_are_exposed_under_their_exact_names(ruleset_from_yaml: Any)
     assert 'token_cost_total_usd{model="model-a",service="chat",tenant="acme"} 1.0' in text
     assert "token_cost_total_usd_total" not in text
     assert "# TYPE token_usage_total counter" in text
+
+
+def test_a_frozen_snapshot_is_what_a_scrape_renders_while_the_loop_moves_on(ruleset_from_yaml: Any) -> None:
+    engine = Engine(ruleset_from_yaml(RULES), DirtyState())
+    metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0 + 3600)
+    engine.process(event("4", T0 + 60), position(1))
+    metrics.checkpointed(0, engine.state.take_dirty())
+    chat = ("spendwarden_budget_spend_usd", labels(tenant="acme", use_case="chat", period="day", budget="uc-day"))
+    cost = ("token_cost_total_usd", labels(tenant="acme", model="model-a", service="chat"))
+    with metrics.frozen():  # the handler then renders in a thread
+        engine.process(event("6", T0 + 61), position(2))
+        metrics.checkpointed(0, engine.state.take_dirty())
+        during = scrape(metrics)
+    after = scrape(metrics)
+    assert (during[chat], during[cost]) == (4.0, 4.0)
+    assert (after[chat], after[cost]) == (10.0, 10.0)
