@@ -125,6 +125,14 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
         assert annotations.get("runbook_url") == RUNBOOK + name.lower(), name
 
 
+def test_every_runbook_link_lands_on_a_section_of_the_operations_guide() -> None:
+    """The anchor GitHub makes of ``### <AlertName>`` is the name in lower case."""
+    headings = {line[4:].strip() for line in (ROOT / "docs" / "operations.md").read_text().splitlines()
+                if line.startswith("### ")}
+    missing = sorted(set(_alerts()) - headings)
+    assert not missing, f"docs/operations.md has no '### <name>' section for {missing}"
+
+
 def _metric_names(expr: str) -> set[str]:
     """Every metric name an expression selects (vector and range selectors, subqueries included)."""
     import promql_parser
