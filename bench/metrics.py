@@ -1,9 +1,11 @@
 """What a scrape of the worker's /metrics costs at a given number of spend series.
 
     .venv/bin/python bench/metrics.py [--tenants 1000] [--use-cases 10] [--models 5] [--rounds 3]
+        [--extra-state-keys 1000000]
 
 An engine counts one event per (tenant, use case, model), so the spend series exist as they would
-after a day of traffic, then a scrape is measured in its two parts (docs/metrics.md):
+after a day of traffic (``--extra-state-keys`` pads the state with inert keys, as a week of
+dedupe ids and hourly history would: the snapshot scans every key), then a scrape is measured in its two parts (docs/metrics.md):
 
   snapshot     SpendMetrics.snapshot(): what runs on the event loop (reads the engine state)
   scrape       generate_latest of the registry with the frozen snapshot: label folding, samples
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--use-cases", type=int, default=10)
     parser.add_argument("--models", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--extra-state-keys", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "rules.yaml").write_text(RULES)
@@ -100,8 +103,10 @@ def main() -> None:
     print(f"building {args.tenants * args.use_cases * args.models:,} (tenant, use case, model) rows ...",
           file=sys.stderr, flush=True)
     engine = build(args.tenants, args.use_cases, args.models, rules)
+    for i in range(args.extra_state_keys):
+        engine.state[("pad", i)] = i
     metrics = SpendMetrics(lambda: {0: engine}, max_tenants=args.tenants, clock=lambda: T0 + 3600)
-    metrics.checkpointed(0, engine.state.take_dirty())
+    metrics.restored(0, engine.state.items())
     registry = CollectorRegistry()
     registry.register(metrics)
     body = generate_latest(registry)
@@ -116,7 +121,7 @@ def main() -> None:
     plain = baseline_registry(metrics)
     baseline_s = timed(lambda: generate_latest(plain), args.rounds)
 
-    print(f"{"part":<48}{'seconds':>10}")
+    print(f"{'part':<48}{'seconds':>10}")
     print(f"{'snapshot (on the event loop)':<48}{snapshot_s:>10.3f}")
     print(f"{'scrape: snapshot + render (render in a thread)':<48}{scrape_s:>10.3f}")
     print(f"{'baseline: plain prometheus-client, same series':<48}{baseline_s:>10.3f}")

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     alerts_topic: str = "spendwarden.alerts"
     decisions_topic: str = "spendwarden.decisions"
     late_topic: str = "spendwarden.late"
+    topic_replication_factor: int = Field(1, ge=1, description="replicas of the topics the worker and router create "
+                                          "(state changelogs, cross-tenant deltas, the router's); 3 in production")
     partitions: int = Field(4, ge=1, description="partitions of the cost topic (and of the state changelog)")
     repartition: bool = Field(False, description="producers do not key records by tenant: re-key every record "
                               "by tenant through an internal topic first (one more hop per record)")
@@ -77,12 +79,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".spendwarden-data"), description="Faust's local data folder")
     http_host: str = "127.0.0.1"
     http_port: int = Field(6066, ge=0, le=65535, description="/metrics, /healthz, /readyz, POST /-/reload")
-    metrics_max_tenants: int = Field(1000, ge=1, description="distinct tenants with their own spend series; "
-                                     "later ones fold into tenant=\"other\" (tenants in the rules' tenants: always get one)")
-    metrics_max_models: int = Field(200, ge=1, description="distinct models with their own spend series; later "
-                                    "ones fold into model=\"other\"")
-    metrics_max_services: int = Field(500, ge=1, description="distinct use cases (the service label) with their own "
-                                      "spend series; later ones fold into service=\"other\"")
+    metrics_max_tenants_per_partition: int = Field(250, ge=1, description="tenants of one partition with their own "
+                                                   "spend series (first seen first; tenants in the rules' tenants: "
+                                                   "always); later ones fold into tenant=\"other\" (docs/metrics.md)")
+    metrics_max_models_per_partition: int = Field(50, ge=1, description="models of one partition with their own "
+                                                  "spend series; later ones fold into model=\"other\"")
+    metrics_max_services_per_partition: int = Field(100, ge=1, description="use cases (the service label) of one "
+                                                    "partition with their own spend series; later ones fold into "
+                                                    "service=\"other\"")
 
     routing_file: Optional[Path] = Field(None, description="alert routing YAML (docs/alerts.md): routes, receivers, "
                                          "inhibition; reloaded on change; unset: the router logs alerts only")

@@ -101,7 +101,7 @@ def faust_app_settings(s: Settings) -> dict[str, Any]:
     """The Faust app settings of the worker (also used by bench/service.py's bare agent)."""
     return dict(
         broker=f"kafka://{s.kafka_bootstrap}", store=s.store, datadir=str(s.data_dir),
-        topic_partitions=s.partitions, topic_replication_factor=1,
+        topic_partitions=s.partitions, topic_replication_factor=s.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
         broker_max_poll_records=max(s.batch_max_records, 500),
@@ -126,9 +126,10 @@ class Service:
         self.core = WorkerCore(self.rules.current, self.ingest)
         self.metrics = WorkerMetrics()
         self.metrics.set_rules_version(self.rules.version)
-        self.spend_metrics = SpendMetrics(lambda: self.core.engines, max_tenants=settings.metrics_max_tenants,
-                                          max_models=settings.metrics_max_models,
-                                          max_services=settings.metrics_max_services,
+        self.spend_metrics = SpendMetrics(lambda: self.core.engines,
+                                          max_tenants=settings.metrics_max_tenants_per_partition,
+                                          max_models=settings.metrics_max_models_per_partition,
+                                          max_services=settings.metrics_max_services_per_partition,
                                           pinned_tenants=self.rules.current.tenants)
         self.metrics.registry.register(self.spend_metrics)
         self.redis = redis_client if redis_client is not None else _redis_client(settings)
@@ -280,6 +281,10 @@ class Service:
         for partition in partitions:
             self.core.drop_partition(partition)
             self.spend_metrics.dropped(partition)
+            try:  # its lag is the new owner's to report
+                self.metrics.lag.remove(str(partition))
+            except KeyError:
+                pass
             self._marked.pop(partition, None)
         self.metrics.partitions.set(len(self.core.engines))
 

@@ -71,6 +71,9 @@ class Router:
         self.tree = compile_tree(config)
         self.mutes = Mutes(self.redis, Inhibitor(config.inhibit_rules))
         self.receivers = {r.name: r for r in config.receivers}
+        for receiver in config.receivers:  # at 0 from the start, so increase() sees a first refusal
+            for spec in receiver.destinations():
+                self.metrics.delivery_failures.labels(receiver=receiver.name, type=spec.type)
         self.external_url = (config.external_url or self.settings.alerts_external_url).rstrip("/")
         # Alertmanager holds a posted alert until endsAt: past the longest repeat, when it is re-posted
         self.sender.alertmanager_hold_s = max(r.repeat_interval_s for r in self.tree.routes()) + 300.0

@@ -25,6 +25,8 @@ class RouterMetrics:
                              registry=r)
         self.dead_letters = Counter("spendwarden_router_dead_letters_total", "Alert records dead-lettered",
                                     ["reason"], registry=r)
+        for reason in ("decode", "invalid"):  # at 0 from the start, so increase() sees the first one
+            self.dead_letters.labels(reason=reason)
         self.reload_failures = Counter("spendwarden_routing_reload_failures_total",
                                        "Routing files refused (the last good one stays)", registry=r)
         self.groups = Gauge("spendwarden_alert_groups", "Alert groups owned by this router", registry=r)

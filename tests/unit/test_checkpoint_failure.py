@@ -51,3 +51,43 @@ def test_failed_delivery_stops_the_checkpoint_and_keeps_its_keys_dirty(tmp_path:
     assert not any(b"checkpoint" in key for _, key, _, _ in producer.sent), "no end marker after a failed key"
     assert set(service.core.engines[0].state.dirty) == changed  # everything will be sent again
     assert 0 not in service._marked
+
+
+class AckingProducer(FailingProducer):
+    """Every delivery succeeds."""
+
+    async def send(self, topic: str, key: bytes, value: Any, partition: int, *_: Any) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def test_spend_counters_advance_only_when_the_changelog_acknowledged_the_checkpoint(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(RULES)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", rules_dir=rules, data_dir=tmp_path / "data",
+                        redis_url="redis://127.0.0.1:9/0", app_id="sw-unit-checkpoint")
+    service = Service(settings)
+
+    async def no_flush() -> None:
+        return None
+
+    service._flush_producer = no_flush
+    service.core.load_partition(0, ())
+    service.spend_metrics.restored(0, ())
+
+    def exported() -> float:
+        rows = [(k, v) for k, v in service.spend_metrics.snapshot().rows.get(0, [])]
+        return sum(row[5] for _, row in rows) / 1e9
+
+    service.core.handle([record(0, 0), record(0, 1)])
+    service.app.producer = FailingProducer()
+    with pytest.raises(RuntimeError, match="delivery failed"):
+        asyncio.run(service._checkpoint([0]))
+    assert exported() == 0  # counted, sent, not acknowledged: a restart would not restore it
+    service.app.producer = AckingProducer()
+    asyncio.run(service._checkpoint([0]))
+    counted = sum(v[0] for k, v in service.core.engines[0].state.items() if k[0] == "spend") / 1e9
+    assert exported() > 0 and exported() == counted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -10,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import build_event
 from spendwarden.streams.checkpoint import DirtyState
 from spendwarden.streams.engine import Engine, position
-from spendwarden.streams.spend_metrics import LabelCap, SpendMetrics
+from spendwarden.streams.spend_metrics import SpendMetrics, admitted
 
 RULES = """
 tenants:
@@ -51,7 +52,7 @@ def test_usage_rows_count_tokens_and_cost_once_per_position(ruleset_from_yaml: A
                    position(2))  # a producer duplicate: same id, new offset
     engine.process(event("-0.5", T0 + 62, component="adjustment"), position(3))
     row = engine.state[("usage", "acme", "chat", "model-a")]
-    assert row[1:] == (1000, 200, 300, 1_500_000_000, 500_000_000)
+    assert row[1:] == (position(1), 1000, 200, 300, 1_500_000_000, 500_000_000)  # first position, then sums
 
 
 def test_replayed_positions_below_a_restored_fence_are_not_counted_again(ruleset_from_yaml: Any) -> None:
@@ -64,30 +65,34 @@ def test_replayed_positions_below_a_restored_fence_are_not_counted_again(ruleset
     for i, e in enumerate(events):  # Kafka redelivers from before the checkpoint
         restored.process(e, position(i))
     row = restored.state[("usage", "acme", "chat", "model-a")]
-    assert row[1] == 50 and row[4] == 5_000_000_000
+    assert row[2] == 50 and row[5] == 5_000_000_000
 
 
 def test_counters_show_checkpointed_rows_only_and_never_go_down(ruleset_from_yaml: Any) -> None:
     engine = Engine(ruleset_from_yaml(RULES), DirtyState())
     metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0 + 3600)
     engine.process(event("2", T0 + 60, input_tokens=100, output_tokens=40, cached_tokens=20), position(1))
-    cost_key = ("token_cost_total_usd", labels(tenant="acme", model="model-a", service="chat"))
+    cost_key = ("token_cost_total_usd", labels(tenant="acme", model="model-a", service="chat", partition="0"))
     assert cost_key not in scrape(metrics)  # counted but not checkpointed yet: not exported
 
+    metrics.restored(0, ())  # the partition was assigned (nothing checkpointed before)
     metrics.checkpointed(0, engine.state.take_dirty())
     engine.process(event("3", T0 + 61, input_tokens=1), position(2))  # live state moves on
     samples = scrape(metrics)
     assert samples[cost_key] == 2.0
-    assert samples[("token_usage_total", labels(tenant="acme", model="model-a", type="input", service="chat"))] == 100
-    assert samples[("token_usage_total", labels(tenant="acme", model="model-a", type="output", service="chat"))] == 40
-    assert samples[("token_usage_total", labels(tenant="acme", model="model-a", type="cached", service="chat"))] == 20
+    for token_type, count in (("input", 100), ("output", 40), ("cached", 20)):
+        key = labels(tenant="acme", model="model-a", type=token_type, service="chat", partition="0")
+        assert samples[("token_usage_total", key)] == count
+    assert samples[("spendwarden_cost_credits_total_usd", cost_key[1])] == 0.0  # there from the start
 
     metrics.checkpointed(0, engine.state.take_dirty())
     assert scrape(metrics)[cost_key] == 5.0
     metrics.dropped(0)  # rebalanced away: the new owner exports it
+    engine.process(event("1", T0 + 62), position(3))
+    metrics.checkpointed(0, engine.state.take_dirty())  # a checkpoint that was in flight at the revocation
     assert cost_key not in scrape(metrics)
     metrics.restored(0, engine.state.items())
-    assert scrape(metrics)[cost_key] == 5.0
+    assert scrape(metrics)[cost_key] == 6.0
 
 
 def test_budget_and_decision_gauges_read_the_current_period(ruleset_from_yaml: Any) -> None:
@@ -96,9 +101,10 @@ def test_budget_and_decision_gauges_read_the_current_period(ruleset_from_yaml: A
     metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: now[0])
     engine.process(event("10", T0 + 60, risk_tier="low"), position(1))
     engine.process(event("30", T0 + 120, use_case="search"), position(2))
+    metrics.restored(0, engine.state.items())
     samples = scrape(metrics)
-    chat = labels(tenant="acme", use_case="chat", period="day", budget="uc-day")
-    month = labels(tenant="acme", use_case="*", period="month", budget="tenant-month")
+    chat = labels(tenant="acme", use_case="chat", period="day", budget="uc-day", scope="*")
+    month = labels(tenant="acme", use_case="*", period="month", budget="tenant-month", scope="*")
     assert samples[("spendwarden_budget_used_ratio", chat)] == 0.1
     assert samples[("spendwarden_budget_spend_usd", chat)] == 10.0
     assert samples[("spendwarden_budget_limit_usd", chat)] == 100.0
@@ -112,35 +118,57 @@ def test_budget_and_decision_gauges_read_the_current_period(ruleset_from_yaml: A
     assert samples[("spendwarden_budget_used_ratio", month)] == 0.04
 
 
-def test_tenants_beyond_the_cap_fold_into_other_and_are_counted(ruleset_from_yaml: Any) -> None:
+def test_instances_of_a_budget_per_model_have_label_sets_of_their_own(ruleset_from_yaml: Any) -> None:
+    rules = RULES.replace("budgets:\n", "budgets:\n  - {name: per-model, for_each: [tenant_id, model_or_service], "
+                          "period: month, limit_usd: 10}\n")
+    engine = Engine(ruleset_from_yaml(rules))
+    metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0 + 3600)
+    engine.process(event("9", T0 + 60, model="big"), position(1))
+    engine.process(event("0.1", T0 + 61, model="small"), position(2))
+    metrics.restored(0, engine.state.items())
+    ratios = {dict(key[1])["scope"]: value for key, value in scrape(metrics).items()
+              if key[0] == "spendwarden_budget_used_ratio" and dict(key[1])["budget"] == "per-model"}
+    assert ratios == {"model_or_service=big": 0.9, "model_or_service=small": 0.01}
+
+
+def test_caps_fold_per_partition_by_first_appearance_and_pinned_tenants_always_count(
+        ruleset_from_yaml: Any) -> None:
     engine = Engine(ruleset_from_yaml(RULES), DirtyState())
     metrics = SpendMetrics(lambda: {0: engine}, max_tenants=2, pinned_tenants=["acme"], clock=lambda: T0 + 3600)
-    for i, tenant in enumerate(["t1", "t2", "t3", "t4", "acme"]):
+    for i, tenant in enumerate(["t3", "t1", "t4", "t2", "acme"]):
         engine.process(event("1", T0 + 60 + i, tenant=tenant), position(i))
-    metrics.checkpointed(0, engine.state.take_dirty())
+    metrics.restored(0, engine.state.items())
     samples = scrape(metrics)
     costs = {dict(key[1])["tenant"]: value for key, value in samples.items() if key[0] == "token_cost_total_usd"}
-    assert costs == {"acme": 1.0, "t1": 1.0, "t2": 1.0, "other": 2.0}
+    assert costs == {"acme": 1.0, "t3": 1.0, "t1": 1.0, "other": 2.0}  # t3 and t1 came first
     assert samples[("spendwarden_metrics_label_overflow", labels(label="tenant"))] == 2
     budget_tenants = {dict(key[1])["tenant"] for key in samples if key[0] == "spendwarden_budget_used_ratio"}
-    assert budget_tenants == {"acme", "t1", "t2"}  # a ratio of "other" would mean nothing
+    assert budget_tenants == {"acme", "t3", "t1"}  # a ratio of "other" would mean nothing
+
+    # Another worker restoring the same partition decides alike, and later tenants never
+    # displace admitted ones.
+    engine.process(event("1", T0 + 70, tenant="t0"), position(10))
+    other_worker = SpendMetrics(lambda: {0: engine}, max_tenants=2, pinned_tenants=["acme"], clock=lambda: T0 + 3600)
+    other_worker.restored(0, engine.state.items())
+    costs = {dict(key[1])["tenant"]: value for key, value in scrape(other_worker).items()
+             if key[0] == "token_cost_total_usd"}
+    assert costs == {"acme": 1.0, "t3": 1.0, "t1": 1.0, "other": 3.0}
 
 
-def test_label_cap_is_sticky() -> None:
-    cap = LabelCap("model", 1)
-    assert cap("a") == "a" and cap("b") == "other" and cap("a") == "a" and cap("b") == "other"
-    assert cap.folded == {"b"}
+def test_admission_ranks_by_first_position() -> None:
+    assert admitted({"b": 5, "a": 9, "c": 1}, 2) == {"c", "b"}
+    assert admitted({"b": 5, "a": 9, "c": 1}, 1, frozenset({"a"})) == {"a", "c"}
 
 
 def test_cost_series_are_exposed_under_their_exact_names(ruleset_from_yaml: Any) -> None:
     engine = Engine(ruleset_from_yaml(RULES), DirtyState())
     metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0)
     engine.process(event("1", T0 + 1), position(1))
-    metrics.checkpointed(0, engine.state.take_dirty())
+    metrics.restored(0, engine.state.items())
     registry = CollectorRegistry()
     registry.register(metrics)
     text = generate_latest(registry).decode()
-    assert 'token_cost_total_usd{model="model-a",service="chat",tenant="acme"} 1.0' in text
+    assert 'token_cost_total_usd{model="model-a",partition="0",service="chat",tenant="acme"} 1.0' in text
     assert "token_cost_total_usd_total" not in text
     assert "# TYPE token_usage_total counter" in text
 
@@ -149,9 +177,10 @@ def test_a_frozen_snapshot_is_what_a_scrape_renders_while_the_loop_moves_on(rule
     engine = Engine(ruleset_from_yaml(RULES), DirtyState())
     metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0 + 3600)
     engine.process(event("4", T0 + 60), position(1))
-    metrics.checkpointed(0, engine.state.take_dirty())
-    chat = ("spendwarden_budget_spend_usd", labels(tenant="acme", use_case="chat", period="day", budget="uc-day"))
-    cost = ("token_cost_total_usd", labels(tenant="acme", model="model-a", service="chat"))
+    metrics.restored(0, engine.state.take_dirty())
+    chat = ("spendwarden_budget_spend_usd",
+            labels(tenant="acme", use_case="chat", period="day", budget="uc-day", scope="*"))
+    cost = ("token_cost_total_usd", labels(tenant="acme", model="model-a", service="chat", partition="0"))
     with metrics.frozen():  # the handler then renders in a thread
         engine.process(event("6", T0 + 61), position(2))
         metrics.checkpointed(0, engine.state.take_dirty())
@@ -159,3 +188,20 @@ def test_a_frozen_snapshot_is_what_a_scrape_renders_while_the_loop_moves_on(rule
     after = scrape(metrics)
     assert (during[chat], during[cost]) == (4.0, 4.0)
     assert (after[chat], after[cost]) == (10.0, 10.0)
+
+
+def test_another_thread_never_reads_the_engines_without_a_frozen_snapshot(ruleset_from_yaml: Any) -> None:
+    engine = Engine(ruleset_from_yaml(RULES), DirtyState())
+    metrics = SpendMetrics(lambda: {0: engine}, clock=lambda: T0 + 3600)
+    engine.process(event("4", T0 + 60), position(1))
+    metrics.restored(0, engine.state.items())
+    found: list[list[Any]] = []
+    thread = threading.Thread(target=lambda: found.append(list(metrics.collect())))
+    thread.start()
+    thread.join()
+    assert found == [[]]
+    with metrics.frozen():
+        thread = threading.Thread(target=lambda: found.append(list(metrics.collect())))
+        thread.start()
+        thread.join()
+    assert len(found[1]) == 8 and any(f.samples for f in found[1])
