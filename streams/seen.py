@@ -19,6 +19,9 @@ import orjson
 from spendwarden.streams.engine_state import Position
 
 BUCKET_S = 600
+# Copies of one id whose event times differ by up to this many seconds are still found (across
+# a bucket edge): clock drift between a gateway and the span of the same call.
+EDGE_S = 60.0
 # A chunk closes at whichever comes first. The byte cap keeps a chunk far under 1 MB whatever
 # the ids hold (200 control characters encode to 1,202 bytes); the id cap keeps the record a
 # checkpoint rewrites small for ordinary ids (~60 KB at 36 characters).
@@ -61,15 +64,25 @@ class SeenIds:
 
     def first_position(self, tenant: str, ts: float, event_id: str, pos: Position) -> Position | None:
         """The position ``event_id`` was first counted at, or None after remembering ``pos``."""
-        where = (tenant, int(ts // BUCKET_S))
+        number = int(ts // BUCKET_S)
+        where = (tenant, number)
         bucket = self._buckets.get(where)
         if bucket is None:
             bucket = self._buckets[where] = _Bucket()
-            self._tenants_by_bucket.setdefault(where[1], set()).add(tenant)
+            self._tenants_by_bucket.setdefault(number, set()).add(tenant)
         else:
             previous = bucket.ids.get(event_id)
             if previous is not None:
                 return previous
+        # Two copies of one call may carry slightly different times (a gateway's cost event and
+        # the OTel span of the same call, docs/traces.md): near a bucket edge, look next door too.
+        into = ts - number * BUCKET_S
+        if into < EDGE_S or into > BUCKET_S - EDGE_S:
+            neighbour = self._buckets.get((tenant, number - 1 if into < EDGE_S else number + 1))
+            if neighbour is not None:
+                previous = neighbour.ids.get(event_id)
+                if previous is not None:
+                    return previous
         bucket.ids[event_id] = pos
         key = ("seen", tenant, where[1], bucket.chunk)
         chunk = self.state.get(key)

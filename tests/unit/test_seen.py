@@ -99,3 +99,14 @@ def test_prune_drops_buckets_that_ended_before_the_horizon_per_tenant() -> None:
     assert sorted(key[1:] for key in seen_values(state)) == [
         ("acme", int(T0 // BUCKET_S) + 1, 0), ("beta", int(T0 // BUCKET_S), 0)]
     assert seen.first_position("acme", T0, "old-0", 50) is None  # forgotten: the engine reports it too late
+
+
+def test_copies_of_one_call_across_a_bucket_edge_are_found_within_the_edge_window() -> None:
+    seen = SeenIds({})
+    edge = T0 + BUCKET_S
+    assert seen.first_position("acme", edge - 0.004, "span-1", 1) is None  # the span ends just before
+    assert seen.first_position("acme", edge + 0.002, "span-1", 2) == 1  # the gateway's copy, just after
+    assert seen.first_position("acme", edge + 30, "span-2", 3) is None
+    assert seen.first_position("acme", edge - 20, "span-2", 4) == 3  # and the other way round
+    assert seen.first_position("acme", edge - 100, "span-3", 5) is None
+    assert seen.first_position("acme", edge + 100, "span-3", 6) is None  # 200 s apart: two events
