@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, description="replicas of the topics the worker and router create "
                                           "(state changelogs, cross-tenant deltas, the router's); 3 in production")
     partitions: int = Field(4, ge=1, description="partitions of the cost topic (and of the state changelog)")
+    traces_topic: Optional[str] = Field(None, description="OTLP trace exports to price into cost events (docs/traces.md), "
+                                        "e.g. ai.traces; unset: no traces are read")
+    traces_encoding: Literal["otlp_json", "otlp_proto"] = Field("otlp_json", description="how the collector's Kafka "
+                                                                "exporter encodes them (otlp_proto needs opentelemetry-proto)")
+    traces_mapping: Optional[Path] = Field(None, description="YAML mapping span/resource attributes to tenant, use case "
+                                           "and the other cost-event fields; unset: the defaults of docs/traces.md")
     repartition: bool = Field(False, description="producers do not key records by tenant: re-key every record "
                               "by tenant through an internal topic first (one more hop per record)")
 

@@ -189,6 +189,8 @@ def _start(stack: Stack, settings: Settings, rules_dir: Path) -> str:
     specs = [TopicSpec(settings.cost_topic, settings.partitions), TopicSpec(settings.dead_letter_topic),
              TopicSpec(settings.alerts_topic), TopicSpec(settings.decisions_topic, compacted=True),
              TopicSpec(settings.late_topic)]
+    if settings.traces_topic:
+        specs.append(TopicSpec(settings.traces_topic, settings.partitions))
     try:
         asyncio.run(asyncio.wait_for(create_topics(bootstrap, specs), 30))
     except SpendwardenError:

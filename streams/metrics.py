@@ -80,6 +80,9 @@ class WorkerMetrics:
                                    registry=r)
         self.refetched = Counter("spendwarden_refetched_records_total",
                                  "Records the stream skipped, read directly before counting", registry=r)
+        self.trace_spans = Counter("spendwarden_trace_spans_total",
+                                   "Spans read from the traces topic, by what became of them (docs/traces.md)",
+                                   ["kind"], registry=r)
         self.partitions = Gauge("spendwarden_partitions_owned", "Partitions this worker owns", registry=r)
         self.overrides_active = Gauge("spendwarden_overrides_active", "Manual overrides in force, by action",
                                       ["action"], registry=r)

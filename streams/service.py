@@ -121,6 +121,7 @@ class Service:
             raise ConfigError("no Kafka configured: set SPENDWARDEN_KAFKA_BOOTSTRAP (or use `spendwarden up`)")
         self.rules = RuleStore(settings.rules_dir)
         pricebook = Pricebook.load(settings.pricebook) if settings.pricebook else Pricebook.default()
+        self.trace_bridge = _trace_bridge(settings, pricebook) if settings.traces_topic else None
         self.ingest = Ingest(pricebook, max_record_bytes=settings.max_record_bytes,
                              max_future_skew_s=settings.max_future_skew_s)
         self.core = WorkerCore(self.rules.current, self.ingest)
@@ -177,6 +178,14 @@ class Service:
             async def route(stream: Any) -> None:
                 async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
                     await self.route_events(events)
+
+        if s.traces_topic:
+            traces_topic = app.topic(s.traces_topic, key_serializer="raw", value_serializer="raw")
+
+            @app.agent(traces_topic, name="bridge-traces")
+            async def bridge_traces(stream: Any) -> None:
+                async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                    await self.bridge_traces(events)
 
         self.refetcher = Refetcher(s.kafka_bootstrap or "", self.counted_topic.get_topic_name(),
                                    client_options=aiokafka_options(s),
@@ -392,6 +401,21 @@ class Service:
             for key, value in routed:
                 await self.counted_topic.send(key=key, value=value)
             for rejection in rejections:
+                source = {"topic": e.message.topic, "partition": e.message.partition, "offset": e.message.offset}
+                self.metrics.dead_letters.labels(reason=rejection.reason).inc()
+                await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(rejection.to_dead_letter(e.value, source)))
+
+    async def bridge_traces(self, events: list[Any]) -> None:
+        """OTLP exports → cost-event records keyed by tenant, into the cost topic (streams/trace_bridge.py)."""
+        assert self.trace_bridge is not None
+        for e in events:
+            bridged = self.trace_bridge.convert(e.value)
+            for key, value in bridged.records:
+                await self.cost_topic.send(key=key, value=value)
+            for kind, count in bridged.stats.items():
+                if count:
+                    self.metrics.trace_spans.labels(kind=kind).inc(count)
+            for rejection in bridged.rejections:
                 source = {"topic": e.message.topic, "partition": e.message.partition, "offset": e.message.offset}
                 self.metrics.dead_letters.labels(reason=rejection.reason).inc()
                 await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(rejection.to_dead_letter(e.value, source)))
@@ -682,6 +706,15 @@ class Service:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload_rules()))
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on this platform
             pass
+
+
+def _trace_bridge(settings: Settings, pricebook: Pricebook) -> Any:
+    from spendwarden.streams.otlp_mapping import TraceMapping, load_mapping
+    from spendwarden.streams.trace_bridge import TraceBridge
+
+    mapping = load_mapping(settings.traces_mapping) if settings.traces_mapping else TraceMapping()
+    return TraceBridge(mapping, pricebook, encoding=settings.traces_encoding,
+                       max_events_per_record=settings.batch_max_records, max_record_bytes=settings.max_record_bytes)
 
 
 def _redis_client(settings: Settings) -> Any:

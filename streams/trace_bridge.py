@@ -1,0 +1,77 @@
+"""One OTLP trace export in, cost-event records keyed by tenant out (docs/traces.md).
+
+Why a bridge to the cost topic rather than counting spans where they arrive: the engine needs a
+tenant's events in one partition, in one offset space (its position fences); an OTLP export
+mixes tenants and arrives keyed by trace or not at all. So each export is split by tenant into
+JSON-array records of cost events and produced to the cost topic keyed by tenant, where they are
+counted like any other. A re-sent export (a crash before the commit) produces the same
+``cost_event_id``s (the span ids), which the engine counts once.
+
+Pure: bytes in, records and rejections out; the worker (streams/service.py) sends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from spendwarden.exceptions import RejectedEvent
+from spendwarden.streams.ingest import Rejection
+from spendwarden.streams.otlp import check_encoding, decode_export, spans_to_events
+from spendwarden.streams.otlp_mapping import TraceMapping
+from spendwarden.streams.pricebook import Pricebook
+
+
+@dataclass
+class Bridged:
+    """What one export became: (key, value) records for the cost topic, and what was refused."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class TraceBridge:
+    """Converts OTLP exports with one mapping, pricebook and encoding."""
+
+    def __init__(self, mapping: TraceMapping, pricebook: Pricebook, *, encoding: str = "otlp_json",
+                 max_events_per_record: int = 500, max_record_bytes: int = 1_048_576) -> None:
+        check_encoding(encoding)
+        self.mapping = mapping
+        self.pricebook = pricebook
+        self.encoding = encoding
+        self.max_events = max_events_per_record
+        self.max_bytes = max_record_bytes
+
+    def convert(self, raw: bytes) -> Bridged:
+        """Never raises on input: an unreadable export is one rejection."""
+        found = Bridged()
+        try:
+            request = decode_export(raw, self.encoding, max_bytes=None)
+        except RejectedEvent as exc:
+            found.rejections.append(Rejection.of(exc))
+            return found
+        by_tenant, found.rejections = spans_to_events(request, self.mapping, pricebook=self.pricebook,
+                                                      stats=found.stats)
+        for tenant, events in by_tenant.items():
+            key = tenant.encode()
+            for chunk in self._chunks(events):
+                found.records.append((key, chunk))
+        return found
+
+    def _chunks(self, events: list[dict[str, Any]]) -> list[bytes]:
+        """JSON arrays of at most ``max_events`` events and under ``max_bytes`` each (the cost
+        topic's reader refuses bigger records); split in halves until they fit."""
+        pending = [events[i:i + self.max_events] for i in range(0, len(events), self.max_events)]
+        out: list[bytes] = []
+        while pending:
+            part = pending.pop(0)
+            body = orjson.dumps(part)
+            if len(body) <= self.max_bytes or len(part) == 1:
+                out.append(body)  # a single event over the limit is the reader's to refuse, with its reason
+            else:
+                half = len(part) // 2
+                pending[:0] = [part[:half], part[half:]]
+        return out
