@@ -403,6 +403,7 @@ from spendwarden.cli_alerts import alerts_group, silence_group  # noqa: E402 - r
 from spendwarden.cli_overrides import override_group  # noqa: E402
 from spendwarden.cli_router import router_command  # noqa: E402
 from spendwarden.cli_scenario import scenario_command  # noqa: E402
+from spendwarden.cli_showback import report_group  # noqa: E402
 from spendwarden.cli_status import status_command  # noqa: E402
 
 main.add_command(override_group)
@@ -411,6 +412,7 @@ main.add_command(scenario_command)
 main.add_command(alerts_group)
 main.add_command(silence_group)
 main.add_command(router_command)
+main.add_command(report_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
