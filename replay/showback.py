@@ -72,13 +72,15 @@ class ReportPeriod:
         """``2026-11``, ``2026-11-25`` or ``2026-W48``; ValueError naming the accepted forms."""
         value = text.strip()
         try:
+            if value[:4].isdigit() and not 1970 <= int(value[:4]) <= 9998:
+                raise ValueError("year out of range")  # the period's end must exist too
             if match := _MONTH.match(value):
                 return cls(value, "month", date(int(match[1]), int(match[2]), 1))
             if _DAY.match(value):
                 return cls(value, "day", date.fromisoformat(value))
             if match := _WEEK.match(value):
                 return cls(value, "week", date.fromisocalendar(int(match[1]), int(match[2]), 1))
-        except ValueError:
+        except (ValueError, OverflowError):
             pass  # a month 13, a 31 November or a week 54: the same message below
         raise ValueError(f"{text!r} is not a period: use {PERIOD_HELP}")
 
@@ -250,13 +252,13 @@ class Showback:
         """The outcomes each cell's events join (cells that join none are left out)."""
         by_trace: dict[tuple[str, str], list[OutcomeKey]] = {}
         for key, outcome in self._outcomes.items():
-            if outcome.trace_id is not None:
+            if outcome.trace_id:
                 by_trace.setdefault((outcome.tenant_id, outcome.trace_id), []).append(key)
         joins: dict[CellKey, frozenset[OutcomeKey]] = {}
         for cell_key in self._cells:
             dims, trace_id, outcome_id = cell_key
             tenant = dims[_TENANT]
-            matches = set(by_trace.get((tenant, trace_id), ())) if trace_id is not None else set()
+            matches = set(by_trace.get((tenant, trace_id), ())) if trace_id else set()  # "" is no trace
             if outcome_id is not None and (tenant, outcome_id) in self._outcomes:
                 matches.add((tenant, outcome_id))
             if matches:

@@ -172,7 +172,7 @@ def _read(attrs: dict[str, Any], key: str) -> Any:
         return None
     try:
         value = decode_any_value(raw)
-    except (ValueError, binascii.Error, RecursionError) as exc:
+    except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise RejectedEvent("invalid", f"attribute {key}: {str(exc)[:200]}", key) from None
     return None if value == "" else value
 

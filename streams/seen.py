@@ -100,10 +100,11 @@ class SeenIds:
         ``newest_limit`` for every tenant; returns how many."""
         dropped = 0
         for bucket_no in sorted(self._tenants_by_bucket):
-            if (bucket_no + 1) * BUCKET_S > newest_limit:
+            # A bucket is kept EDGE_S past its end: its ids are still looked up from the next one.
+            if (bucket_no + 1) * BUCKET_S + EDGE_S > newest_limit:
                 break
             tenants = self._tenants_by_bucket[bucket_no]
-            for tenant in [t for t in tenants if (bucket_no + 1) * BUCKET_S <= oldest(t)]:
+            for tenant in [t for t in tenants if (bucket_no + 1) * BUCKET_S + EDGE_S <= oldest(t)]:
                 bucket = self._buckets.pop((tenant, bucket_no))
                 self.state.pop(("seen", tenant, bucket_no), None)  # layout before chunks
                 for chunk in range(bucket.chunk + 1):

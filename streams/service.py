@@ -47,6 +47,7 @@ log = get_logger("spendwarden.service")
 PROGRESS_CHANNEL = "sw:progress"
 _NOT_CHECKPOINTED = frozenset({"facts", "facts_index"})
 CHECKPOINT_MARKER = ("checkpoint",)
+DEAD_LETTER_RAW_BYTES = 64 * 1024
 
 
 class CheckpointTable(faust.Table):  # type: ignore[misc]
@@ -64,11 +65,13 @@ class CheckpointTable(faust.Table):  # type: ignore[misc]
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         if self.service is not None:
-            self.service.on_revoked({tp.partition for tp in revoked})
+            counted = getattr(self.service, "counted_partitions", None)  # the router counts every topic's
+            self.service.on_revoked(counted(revoked) if counted else {tp.partition for tp in revoked})
 
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.service is not None:
+            # active_tps are this table's changelog partitions, numbered as the counted topic's
             await self.service.on_recovered({tp.partition for tp in active_tps})
 
 
@@ -127,6 +130,9 @@ class Service:
         self.core = WorkerCore(self.rules.current, self.ingest)
         self.metrics = WorkerMetrics()
         self.metrics.set_rules_version(self.rules.version)
+        if self.trace_bridge is not None:  # at 0 from the start, so increase() sees the first
+            for kind in ("spans", "events", "rejected", "not_genai", "no_cost_operation", "unpriced_tool"):
+                self.metrics.trace_spans.labels(kind=kind)
         self.spend_metrics = SpendMetrics(lambda: self.core.engines,
                                           max_tenants=settings.metrics_max_tenants_per_partition,
                                           max_models=settings.metrics_max_models_per_partition,
@@ -143,6 +149,8 @@ class Service:
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
+        self._bridge_sends: list[Any] = []  # trace records sent since the last commit
+        self._bridge_error: Optional[BaseException] = None
         self._templates_written = False
         # (next offset, next deltas offset) each partition's last end marker recorded
         self._marked: dict[int, tuple[Optional[int], Optional[int]]] = {}
@@ -184,7 +192,8 @@ class Service:
 
             @app.agent(traces_topic, name="bridge-traces")
             async def bridge_traces(stream: Any) -> None:
-                async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                # Few exports per batch: one can hold thousands of spans (~40 ms per MB to convert).
+                async for events in stream.take_events(min(s.batch_max_records, 16), within=s.batch_within_s):
                     await self.bridge_traces(events)
 
         self.refetcher = Refetcher(s.kafka_bootstrap or "", self.counted_topic.get_topic_name(),
@@ -286,6 +295,12 @@ class Service:
         return app
 
     # ---------------------------------------------------------------- rebalancing
+    def counted_partitions(self, tps: Any) -> set[int]:
+        """Partitions of the counted topic among assigned or revoked ones: another topic (the
+        traces topic) may have other partition numbers, which own no engine."""
+        name = self.counted_topic.get_topic_name()
+        return {tp.partition for tp in tps if tp.topic == name}
+
     def on_revoked(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.core.drop_partition(partition)
@@ -406,19 +421,51 @@ class Service:
                 await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(rejection.to_dead_letter(e.value, source)))
 
     async def bridge_traces(self, events: list[Any]) -> None:
-        """OTLP exports → cost-event records keyed by tenant, into the cost topic (streams/trace_bridge.py)."""
+        """OTLP exports → cost-event records keyed by tenant, into the cost topic (streams/trace_bridge.py).
+
+        The sends are settled before the next commit (``_settle_bridge_sends``): aiokafka's flush
+        waits for them but never raises, and a traces offset committed past a record that did
+        not land would lose its spend.
+        """
         assert self.trace_bridge is not None
         for e in events:
             bridged = self.trace_bridge.convert(e.value)
             for key, value in bridged.records:
-                await self.cost_topic.send(key=key, value=value)
+                self._bridge_sends.append(await self.cost_topic.send(key=key, value=value))
             for kind, count in bridged.stats.items():
                 if count:
                     self.metrics.trace_spans.labels(kind=kind).inc(count)
-            for rejection in bridged.rejections:
-                source = {"topic": e.message.topic, "partition": e.message.partition, "offset": e.message.offset}
-                self.metrics.dead_letters.labels(reason=rejection.reason).inc()
-                await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(rejection.to_dead_letter(e.value, source)))
+            if bridged.rejections:
+                await self._bridge_dead_letter(e, bridged.rejections)
+            await asyncio.sleep(0)  # let the counting agent and the tick run between exports
+
+    async def _bridge_dead_letter(self, e: Any, rejections: list[Any]) -> None:
+        """One dead letter per export, listing its refused spans; the raw export is cut at 64 KiB
+        (a whole export per refused span would multiply a 1 MB record)."""
+        for rejection in rejections:
+            self.metrics.dead_letters.labels(reason=rejection.reason).inc()
+        raw = bytes(e.value or b"")
+        source = {"topic": e.message.topic, "partition": e.message.partition, "offset": e.message.offset}
+        payload = rejections[0].to_dead_letter(raw[:DEAD_LETTER_RAW_BYTES], source)
+        payload["rejections"] = [{"reason": r.reason, "detail": r.detail, "field": r.field, "index": r.index}
+                                 for r in rejections[:100]]
+        payload["rejected_spans"] = len(rejections)
+        payload["raw_truncated"] = len(raw) > DEAD_LETTER_RAW_BYTES
+        self._bridge_sends.append(await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(payload)))
+
+    async def _settle_bridge_sends(self) -> None:
+        """Raise (and so stop the commit) if a bridged record did not land; for good, so a later
+        commit cannot pass it either: the worker must restart and convert those exports again."""
+        if self._bridge_error is not None:
+            raise self._bridge_error
+        sends, self._bridge_sends = self._bridge_sends, []
+        try:
+            await asyncio.gather(*sends)
+        except Exception as exc:
+            self._bridge_error = exc
+            log.error("a bridged trace record did not reach Kafka; no more commits until a restart",
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+            raise
 
     async def on_tick(self) -> None:
         effects = self.core.tick()
@@ -503,6 +550,7 @@ class Service:
         async def checkpoint_then_flush() -> None:
             await self._checkpoint(list(self.core.engines))
             await self._flush_producer()
+            await self._settle_bridge_sends()
 
         producer.flush = checkpoint_then_flush
 
@@ -713,8 +761,10 @@ def _trace_bridge(settings: Settings, pricebook: Pricebook) -> Any:
     from spendwarden.streams.trace_bridge import TraceBridge
 
     mapping = load_mapping(settings.traces_mapping) if settings.traces_mapping else TraceMapping()
+    # Faust's producer refuses requests over 1,000,000 bytes (producer_max_request_size).
     return TraceBridge(mapping, pricebook, encoding=settings.traces_encoding,
-                       max_events_per_record=settings.batch_max_records, max_record_bytes=settings.max_record_bytes)
+                       max_events_per_record=min(settings.batch_max_records, 10_000),
+                       max_record_bytes=min(settings.max_record_bytes, 900_000))
 
 
 def _redis_client(settings: Settings) -> Any:

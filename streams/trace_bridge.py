@@ -45,32 +45,41 @@ class TraceBridge:
         self.max_events = max_events_per_record
         self.max_bytes = max_record_bytes
 
-    def convert(self, raw: bytes) -> Bridged:
+    def convert(self, raw: bytes | None) -> Bridged:
         """Never raises on input: an unreadable export is one rejection."""
         found = Bridged()
         try:
+            if raw is None:
+                raise RejectedEvent("decode", "empty record (no value): not an OTLP export")
             request = decode_export(raw, self.encoding, max_bytes=None)
+            by_tenant, found.rejections = spans_to_events(request, self.mapping, pricebook=self.pricebook,
+                                                          stats=found.stats)
         except RejectedEvent as exc:
             found.rejections.append(Rejection.of(exc))
             return found
-        by_tenant, found.rejections = spans_to_events(request, self.mapping, pricebook=self.pricebook,
-                                                      stats=found.stats)
+        except Exception as exc:  # noqa: BLE001 - a shape the converter did not foresee must not stop the worker
+            found.rejections.append(Rejection("invalid", f"unreadable export: {type(exc).__name__}: {exc}"[:300]))
+            return found
         for tenant, events in by_tenant.items():
             key = tenant.encode()
-            for chunk in self._chunks(events):
+            for chunk in self._chunks(events, found.rejections):
                 found.records.append((key, chunk))
         return found
 
-    def _chunks(self, events: list[dict[str, Any]]) -> list[bytes]:
-        """JSON arrays of at most ``max_events`` events and under ``max_bytes`` each (the cost
-        topic's reader refuses bigger records); split in halves until they fit."""
+    def _chunks(self, events: list[dict[str, Any]], rejections: list[Rejection]) -> list[bytes]:
+        """JSON arrays of at most ``max_events`` events and under ``max_bytes`` each (the producer
+        and the cost topic's reader refuse bigger records); split in halves until they fit. One
+        event alone over the limit is refused here, with its reason."""
         pending = [events[i:i + self.max_events] for i in range(0, len(events), self.max_events)]
         out: list[bytes] = []
         while pending:
             part = pending.pop(0)
             body = orjson.dumps(part)
-            if len(body) <= self.max_bytes or len(part) == 1:
-                out.append(body)  # a single event over the limit is the reader's to refuse, with its reason
+            if len(body) <= self.max_bytes:
+                out.append(body)
+            elif len(part) == 1:
+                rejections.append(Rejection("too_large", f"span {part[0].get('cost_event_id')} makes a cost event "
+                                            f"of {len(body)} bytes; the limit is {self.max_bytes}"))
             else:
                 half = len(part) // 2
                 pending[:0] = [part[:half], part[half:]]

@@ -51,13 +51,13 @@ class Router:
         self.routing = RoutingStore(settings.routing_file) if settings.routing_file else None
         self.redis = redis_client if redis_client is not None else _redis_client(settings)
         self.sender = Sender(timeout_s=settings.delivery_timeout_s, external_url=settings.alerts_external_url)
+        self.metrics = RouterMetrics()
         self._install(self.routing.current if self.routing else default_routing())
         self.book = GroupBook()
         self.routed: dict[int, dict[str, list[Routed]]] = {}
         self.outbox = Outbox(backoff=lambda failures, retry_after: backoff_delay(
             failures, cap_s=settings.delivery_max_backoff_s, retry_after_s=retry_after))
         self.entry_partition: dict[str, int] = {}
-        self.metrics = RouterMetrics()
         self._inflight: set[tuple[str, str]] = set()
         self._last_reload = 0.0
         self._ready = False

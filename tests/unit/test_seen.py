@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spendwarden.streams.checkpoint import DirtyState, encode_key, encode_value
-from spendwarden.streams.seen import BUCKET_S, CHUNK_IDS, SeenIds
+from spendwarden.streams.seen import BUCKET_S, CHUNK_IDS, EDGE_S, SeenIds
 
 KAFKA_MAX_RECORD = 1_000_000  # producer max.request.size default; brokers refuse above ~1 MB
 T0 = 1_764_000_000.0 - 1_764_000_000.0 % BUCKET_S
@@ -47,7 +47,7 @@ def test_state_written_before_chunks_still_loads_dedupes_and_prunes() -> None:
     assert seen.first_position("acme", T0, "old-2", 99) == 12
     assert seen.first_position("acme", T0, "new-1", 13) is None
     assert state[("seen", "acme", bucket, 0)] == {"new-1": 13}
-    assert seen.prune(lambda tenant: T0 + BUCKET_S, T0 + BUCKET_S) == 1
+    assert seen.prune(lambda tenant: T0 + BUCKET_S + EDGE_S, T0 + BUCKET_S + EDGE_S) == 1
     assert seen_values(state) == {}
 
 
@@ -94,7 +94,7 @@ def test_prune_drops_buckets_that_ended_before_the_horizon_per_tenant() -> None:
         seen.first_position("acme", T0, f"old-{n}", n)
     seen.first_position("acme", T0 + BUCKET_S, "newer", 1)
     seen.first_position("beta", T0, "kept", 2)
-    limits = {"acme": T0 + BUCKET_S, "beta": T0 + BUCKET_S - 1}
+    limits = {"acme": T0 + BUCKET_S + EDGE_S, "beta": T0 + BUCKET_S + EDGE_S - 1}
     assert seen.prune(limits.__getitem__, max(limits.values())) == 1
     assert sorted(key[1:] for key in seen_values(state)) == [
         ("acme", int(T0 // BUCKET_S) + 1, 0), ("beta", int(T0 // BUCKET_S), 0)]
@@ -110,3 +110,13 @@ def test_copies_of_one_call_across_a_bucket_edge_are_found_within_the_edge_windo
     assert seen.first_position("acme", edge - 20, "span-2", 4) == 3  # and the other way round
     assert seen.first_position("acme", edge - 100, "span-3", 5) is None
     assert seen.first_position("acme", edge + 100, "span-3", 6) is None  # 200 s apart: two events
+
+
+def test_a_bucket_outlives_its_end_by_the_edge_window_so_a_late_copy_still_finds_it() -> None:
+    seen = SeenIds({})
+    edge = T0 + BUCKET_S
+    assert seen.first_position("acme", edge - 5, "span-1", 1) is None
+    # The horizon has just passed the bucket's end, not its end plus the edge window: kept.
+    assert seen.prune(lambda tenant: edge + 10, edge + 10) == 0
+    assert seen.first_position("acme", edge + 5, "span-1", 2) == 1
+    assert seen.prune(lambda tenant: edge + EDGE_S, edge + EDGE_S) == 1

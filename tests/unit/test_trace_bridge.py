@@ -50,3 +50,24 @@ def test_records_are_halved_until_they_fit_the_byte_limit() -> None:
 def test_bytes_that_are_no_export_are_one_rejection() -> None:
     found = TraceBridge(TraceMapping(), Pricebook.default()).convert(b"[1, 2]")
     assert not found.records and [r.reason for r in found.rejections] == ["decode"]
+
+
+def test_what_cannot_be_read_is_refused_never_raised() -> None:
+    bridge = TraceBridge(TraceMapping(), Pricebook.default())
+    assert [r.reason for r in bridge.convert(None).rejections] == ["decode"]  # a tombstone
+    odd = orjson.loads(export({"acme": 1}))
+    odd["resourceSpans"][0]["resource"]["attributes"] = [
+        {"key": "spendwarden.tenant_id", "value": {"kvlistValue": {"values": [{"key": ["a"], "value": {}}]}}}]
+    found = bridge.convert(orjson.dumps(odd))
+    assert not found.records and found.rejections  # refused with a reason, not a TypeError
+
+
+def test_one_event_over_the_byte_limit_is_refused_not_sent() -> None:
+    big = orjson.loads(export({"acme": 2}))
+    span = big["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["attributes"].append({"key": "spendwarden.workflow_step", "value": {"stringValue": "x" * 150}})
+    small = len(TraceBridge(TraceMapping(), Pricebook.default()).convert(export({"acme": 1})).records[0][1])
+    bridge = TraceBridge(TraceMapping(), Pricebook.default(), max_record_bytes=small + 20)
+    found = bridge.convert(orjson.dumps(big))
+    assert [len(orjson.loads(value)) for _, value in found.records] == [1]
+    assert [r.reason for r in found.rejections] == ["too_large"]
