@@ -28,11 +28,13 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 
 # Dependencies first, read from pyproject.toml alone, so a source change does not reinstall
-# them (this layer is cached until the dependency list changes).
+# them (this layer is cached until the dependency list changes), at the exact versions of
+# deploy/constraints.txt so two builds of one commit get the same packages.
 COPY pyproject.toml README.md ./
+COPY deploy/constraints.txt /tmp/constraints.txt
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+    && /opt/venv/bin/pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
 # The project's packages (pyproject.toml [tool.setuptools.package-dir]), built into a wheel
 # and installed like any other: no source tree or editable install in the image.

@@ -91,5 +91,9 @@ class WorkerMetrics:
                                         ["outcome"], registry=r)
 
     def set_rules_version(self, version: str) -> None:
-        self.rules_version.clear()
+        """The new version first, then the old ones go: a scrape in between (it runs in a thread)
+        never finds no version at all."""
         self.rules_version.labels(version=version).set(1)
+        for (old,) in list(self.rules_version._metrics):  # prometheus-client keeps children by label values
+            if old != version:
+                self.rules_version.remove(old)

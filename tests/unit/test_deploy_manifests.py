@@ -637,3 +637,22 @@ def test_build_context_holds_every_package_and_nothing_private() -> None:
     for private in (".venv/bin/python", ".git/config", "tests/unit", "deploy/secrets/redis-password",
                     "streams/__pycache__/engine.cpython-311.pyc"):
         assert dockerignore_excludes(private), private
+
+
+def test_the_image_installs_exact_versions_that_satisfy_pyproject() -> None:
+    """deploy/constraints.txt pins every runtime dependency (and what they pull in) to one version
+    inside pyproject.toml's range; the Dockerfile installs with it."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for text in pyproject["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} has no pin in deploy/constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(requirement))
+    assert "-c /tmp/constraints.txt" in (ROOT / "Dockerfile").read_text()
