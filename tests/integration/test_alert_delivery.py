@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -33,6 +31,7 @@ from spendwarden.streams.alerting.payloads import rfc3339
 from spendwarden.streams.alerting.receiver_config import (
     AlertmanagerReceiver, PagerDutyReceiver, ReceiverSpec, SecretRef, SlackReceiver, WebhookReceiver,
 )
+from tooling import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -332,11 +331,8 @@ def _wait(check: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Any:
-    binary = shutil.which("prometheus-alertmanager") or (ALERTMANAGER if Path(ALERTMANAGER).exists() else None)
-    if binary is None:
-        # .ci/run installs it and sets the variable: there a missing binary is a failure, not a skip
-        assert not os.environ.get("SPENDWARDEN_TEST_REQUIRE_ALERTMANAGER"), "prometheus-alertmanager went missing"
-        pytest.skip("prometheus-alertmanager not installed (Debian package prometheus-alertmanager); .ci/run installs it")
+    binary = require_tool("prometheus-alertmanager", "SPENDWARDEN_TEST_REQUIRE_ALERTMANAGER", "prometheus-alertmanager",
+                          ALERTMANAGER)
     config = tmp_path / "am.yml"
     config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     port = free_port()

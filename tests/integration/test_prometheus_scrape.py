@@ -4,14 +4,11 @@ recording rules evaluate, and a worker killed with SIGKILL comes back with count
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,17 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import WorkerRun, encode, event, new_run, produce
 from spendwarden.embedded import free_port
+from tooling import require_tool
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "spendwarden.rules.yml"
-PROMETHEUS = shutil.which("prometheus")
 
 
 def _require_prometheus() -> str:
-    if PROMETHEUS is None:
-        if os.environ.get("SPENDWARDEN_TEST_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail("prometheus is not on PATH but SPENDWARDEN_TEST_REQUIRE_PROMETHEUS=1 (.ci/run installs it)")
-        pytest.skip("prometheus not installed (Debian package `prometheus`)")
-    return PROMETHEUS
+    return require_tool("prometheus", "SPENDWARDEN_TEST_REQUIRE_PROMETHEUS", "prometheus")
 
 
 class Prometheus:

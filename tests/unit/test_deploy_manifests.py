@@ -22,10 +22,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ from dockerfile_parse import DockerfileParser
 
 from spendwarden.rules.loader import load_ruleset
 from spendwarden.settings import Settings
+from tooling import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -77,11 +76,7 @@ def unknown_setting_names(names: Any) -> list[str]:
 # ------------------------------------------------------------------------------------- Kubernetes
 @cache
 def _render(kustomization: str) -> tuple[dict[str, Any], ...]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        if os.environ.get("SPENDWARDEN_TEST_REQUIRE_KUBECTL") == "1":
-            pytest.fail("kubectl is not on PATH but SPENDWARDEN_TEST_REQUIRE_KUBECTL=1")
-        pytest.skip("kubectl not installed: cannot render the kustomizations")
+    kubectl = require_tool("kubectl", "SPENDWARDEN_TEST_REQUIRE_KUBECTL", "kubernetes-client")
     done = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE / kustomization)],
                           check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"kubectl kustomize {kustomization} failed:\n{done.stderr}"
@@ -361,7 +356,10 @@ def test_keda_scales_the_workers_group_within_the_partitions() -> None:
     assert meta["topic"] == env["SPENDWARDEN_COST_TOPIC"]
     assert meta["bootstrapServers"] == env["SPENDWARDEN_KAFKA_BOOTSTRAP"]
     assert int(meta["lagThreshold"]) > 0
-    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= int(env["SPENDWARDEN_PARTITIONS"])
+    partitions = int(env["SPENDWARDEN_PARTITIONS"])
+    assert spec["minReplicaCount"] >= 2, "one worker's failure must leave another counting"
+    assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert spec["maxReplicaCount"] <= partitions, "a worker beyond the partition count owns nothing"
     assert "replicas" not in worker["spec"]
     resources = container(worker, "worker")["resources"]
     assert resources["requests"]["memory"] == resources["limits"]["memory"], "memory is state: request=limit"

@@ -22,9 +22,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tooling import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -210,13 +209,7 @@ def test_ranges_follow_the_dashboard() -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        # .ci/run installs the prometheus package and sets the variable: there a missing binary
-        # is a failure, not a skip that would hide every unparsable panel.
-        assert not os.environ.get("SPENDWARDEN_TEST_REQUIRE_PROMETHEUS"), "promtool went missing"
-        pytest.skip("promtool not installed (Debian package prometheus)")
-    return found
+    return require_tool("promtool", "SPENDWARDEN_TEST_REQUIRE_PROMETHEUS", "prometheus")
 
 
 def test_every_expression_parses_with_promtool(promtool: str, tmp_path: Path) -> None:

@@ -16,13 +16,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from tooling import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -62,13 +61,7 @@ def _unit_tests() -> dict:
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not on PATH (Debian package `prometheus`)"
-        if os.environ.get("SPENDWARDEN_TEST_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{reason}, and SPENDWARDEN_TEST_REQUIRE_PROMETHEUS=1 requires it")
-        pytest.skip(f"{reason}; set SPENDWARDEN_TEST_REQUIRE_PROMETHEUS=1 to fail instead")
-    return path
+    return require_tool("promtool", "SPENDWARDEN_TEST_REQUIRE_PROMETHEUS", "prometheus")
 
 
 @pytest.mark.parametrize("args", [
