@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from spendwarden.exceptions import ConfigError, RuleFileError
 from spendwarden.rules.compiler import RuleSet, SourceFile, compile_ruleset
@@ -103,6 +103,32 @@ def parse_yaml(raw: bytes, path: str) -> tuple[Any, yaml.Node | None]:
     return data, root
 
 
+def read_config_bytes(file: str | os.PathLike[str], what: str) -> bytes:
+    """A configuration file's bytes; ConfigError in one line when it cannot be read."""
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {file}: {exc.strerror or exc}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_yaml(raw: bytes, path: str, model: type[M], shape: str) -> tuple[M, yaml.Node] | None:
+    """One YAML mapping validated into ``model``; None for an empty file (the caller decides what
+    that means). Every error is a RuleFileError naming ``path:line:col``; ``shape`` says what the
+    top level must hold."""
+    data, root = parse_yaml(raw, path)
+    if data is None or root is None:
+        return None
+    if not isinstance(data, dict):
+        raise RuleFileError(path, 1, None, f"top level must be a mapping {shape}, not {type(data).__name__}")
+    try:
+        return model.model_validate(data), root
+    except ValidationError as exc:
+        raise _validation_error(exc, path, root) from None
+
+
 def locator(root: yaml.Node | None) -> Locate:
     """``locate(loc, key=False)``: 1-based line/column of the deepest node ``loc`` reaches."""
 
@@ -139,29 +165,12 @@ def _validation_error(exc: ValidationError, path: str, root: yaml.Node) -> RuleF
     return RuleFileError(path, line, column, f"{dotted}: {message} (got {_short(error.get('input'))})")
 
 
-def validation_error(exc: ValidationError, path: str, root: yaml.Node) -> RuleFileError:
-    """``_validation_error`` for other YAML files read with ``parse_yaml`` (the alert routing file)."""
-    return _validation_error(exc, path, root)
-
-
 def read_source(file: str | os.PathLike[str]) -> SourceFile:
     """Parse and validate one rule file (not yet compiled or merged)."""
     path = str(file)
-    try:
-        raw = Path(file).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read rule file {path}: {exc.strerror or exc}") from None
-    data, root = parse_yaml(raw, path)
-    if data is None or root is None:
-        data, root = {}, yaml.MappingNode("tag:yaml.org,2002:map", [])
-    if not isinstance(data, dict):
-        raise RuleFileError(
-            path, 1, None, f"top level must be a mapping with tenants/budgets/rules, not {type(data).__name__}"
-        )
-    try:
-        model = RuleFile.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(exc, path, root) from None
+    raw = read_config_bytes(file, "rule file")
+    found = validate_yaml(raw, path, RuleFile, "with tenants/budgets/rules")
+    model, root = found if found is not None else (RuleFile(), yaml.MappingNode("tag:yaml.org,2002:map", []))
     return SourceFile(path=path, model=model, locate=locator(root), raw=raw)
 
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spendwarden.exceptions import ConfigError, RejectedEvent, RuleFileError
-from spendwarden.rules.loader import parse_yaml, validation_error
+from spendwarden.exceptions import RejectedEvent
+from spendwarden.rules.loader import read_config_bytes, validate_yaml
 from spendwarden.streams.events import _ID
 
 _Keys = list[str]
@@ -89,21 +88,9 @@ def load_mapping(path: str | os.PathLike[str]) -> TraceMapping:
 
     An empty file gives the defaults; a field given replaces that field's default list.
     """
-    where = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read trace mapping {where}: {exc.strerror or exc}") from None
-    data, root = parse_yaml(raw, where)
-    if data is None or root is None:
-        return TraceMapping()
-    if not isinstance(data, dict):
-        raise RuleFileError(where, 1, None, f"top level must be a mapping of field: [attribute keys], "
-                            f"not {type(data).__name__}")
-    try:
-        return TraceMapping.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, where, root) from None
+    found = validate_yaml(read_config_bytes(path, "trace mapping"), str(path), TraceMapping,
+                          "of field: [attribute keys]")
+    return TraceMapping() if found is None else found[0]
 
 
 # ---------------------------------------------------------------- reading attributes (for otlp.py)

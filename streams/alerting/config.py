@@ -12,14 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, \
-    field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 
 from spendwarden.exceptions import ConfigError, RuleFileError
-from spendwarden.rules.loader import Locate, locator, parse_yaml, validation_error
+from spendwarden.rules.loader import Locate, locator, read_config_bytes, validate_yaml
 from spendwarden.streams.alerting.receiver_config import Receiver
 from spendwarden.streams.alerting.tree import GROUP_BY_ALL, LABEL_NAME, Matcher, MatcherError
 
@@ -189,16 +187,10 @@ def _check(config: RoutingConfig, path: str, locate: Locate) -> dict[str, int]:
 
 def parse_routing(raw: bytes, path: str) -> RoutingConfig:
     """Validate a routing file's bytes; every error is a RuleFileError naming ``path:line:col``."""
-    data, root = parse_yaml(raw, path)
-    if data is None or root is None:
+    found = validate_yaml(raw, path, RoutingConfig, "with route and receivers")
+    if found is None:
         raise RuleFileError(path, 1, None, "the routing file is empty: it needs route and receivers")
-    if not isinstance(data, dict):
-        raise RuleFileError(path, 1, None, f"top level must be a mapping with route and receivers, "
-                            f"not {type(data).__name__}")
-    try:
-        config = RoutingConfig.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, path, root) from None
+    config, root = found
     config._route_lines = _check(config, path, locator(root))
     config._source = path
     config._version = hashlib.sha256(raw).hexdigest()[:16]
@@ -207,11 +199,7 @@ def parse_routing(raw: bytes, path: str) -> RoutingConfig:
 
 def load_routing(path: str | os.PathLike[str]) -> RoutingConfig:
     """Load and check a routing file; RuleFileError with file:line:col, ConfigError if unreadable."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read routing file {path}: {exc.strerror or exc}") from None
-    return parse_routing(raw, str(path))
+    return parse_routing(read_config_bytes(path, "routing file"), str(path))
 
 
 class RoutingStore:
