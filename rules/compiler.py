@@ -18,8 +18,9 @@ import orjson
 
 from spendwarden.detectors import RULE_DETECTORS
 from spendwarden.exceptions import RuleFileError
-from spendwarden.rules.schema import Budget, Rule, RuleFile, TenantSpec
+from spendwarden.rules.schema import Budget, Rule, RuleFile, TenantSpec, UnitSpec
 from spendwarden.streams.money import usd_to_nanos
+from spendwarden.streams.unit import FIGURES as UNIT_FIGURES, WINDOWS as UNIT_WINDOWS
 
 # Variables a `when` may use, and the fields each offers (documented in docs/rules.md).
 VARIABLES: dict[str, tuple[str, ...]] = {
@@ -33,9 +34,11 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "forecast": ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion", "day", "week", "month"),
     # Online detectors over this instance's last 60 minutes (docs/detectors.md).
     "anomaly": tuple(RULE_DETECTORS),
+    # Unit economics of this instance over rolling windows (docs/unit-economics.md).
+    "unit": tuple(UNIT_WINDOWS),
 }
 # Roots the clock alone can change (re-checked on ticks while the guards hold).
-CLOCK_ROOTS = frozenset({"local", "period", "window", "forecast", "anomaly"})
+CLOCK_ROOTS = frozenset({"local", "period", "window", "forecast", "anomaly", "unit"})
 FORECAST_FIELDS = ("end_ratio", "end_usd", "low_usd", "high_usd", "hours_to_exhaustion")
 # Dimensions a gateway decision field can express (tenant hash, use_case:risk_tier[:model]).
 DECISION_DIMENSIONS = frozenset({"tenant_id", "use_case_id", "risk_tier", "model_or_service"})
@@ -115,6 +118,7 @@ class CompiledBudget:
     file: str
     rules: list[CompiledRule] = field(default_factory=list)
     needs_window: bool = False  # keeps one-minute window buckets
+    reads_unit: bool = False  # some rule reads unit.*: its instances keep unit-economics buckets
     reads_window: bool = False  # some rule reads window.* (its figures are computed per evaluation)
     # The detectors its rules read (anomaly.<name>.*): only these learn and score.
     detectors: frozenset[str] = frozenset()
@@ -164,6 +168,7 @@ class RuleSet:
     files: list[str]
     # Detector parameters from a `detectors:` section (checked at load); {} = defaults.
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unit: UnitSpec = field(default_factory=UnitSpec)
 
     def tenant(self, tenant_id: str) -> TenantSpec:
         return self.tenants.get(tenant_id, self.default_tenant)
@@ -325,13 +330,14 @@ def _keep_firing(rule: Rule, source: SourceFile, loc: tuple[Any, ...]) -> float:
 
 
 ANOMALY_FIELDS = ("score", "severity", "warm", "actual", "expected")
-_NESTED_REF = re.compile(r"\b(forecast|anomaly)\.([a-z_0-9]+)\.([a-z_0-9]+)")
+_NESTED_REF = re.compile(r"\b(forecast|anomaly|unit)\.([a-z_0-9]+)\.([a-z_0-9]+)")
+_NESTED_FIELDS = {"forecast": FORECAST_FIELDS, "anomaly": ANOMALY_FIELDS, "unit": UNIT_FIGURES + ("route_mix",)}
 
 
 def _check_nested_fields(expression: str, source: SourceFile, loc: tuple[Any, ...]) -> None:
     """`forecast.day.<field>` and `anomaly.spend.<field>` name known fields (else a run-time error)."""
     for root, middle, name in _NESTED_REF.findall(_strip_strings(expression)):
-        known = FORECAST_FIELDS if root == "forecast" else ANOMALY_FIELDS
+        known = _NESTED_FIELDS[root]
         if name not in known:
             line, column = source.locate(loc)
             raise RuleFileError(source.path, line, column,
@@ -424,7 +430,13 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
     pending: list[tuple[SourceFile, int, Rule]] = []
     detector_params: dict[str, dict[str, Any]] = {}
     detectors_file: str | None = None
+    unit_spec, unit_file = UnitSpec(), None
     for source in sources:
+        if source.model.unit is not None:
+            if unit_file is not None:
+                line, column = source.locate(("unit",))
+                raise RuleFileError(source.path, line, column, f"unit is configured twice (also in {unit_file})")
+            unit_file, unit_spec = source.path, source.model.unit
         if source.model.detectors is not None:
             if detectors_file is not None:
                 line, column = source.locate(("detectors",))
@@ -466,8 +478,13 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         roots = _roots(program, rule.when, source, loc + ("when",))
         if "forecast" in roots:
             _check_forecast_period(rule.when, budget.spec.period, source, loc + ("when",))
-        if roots & {"forecast", "anomaly"}:
+        if roots & {"forecast", "anomaly", "unit"}:
             _check_nested_fields(rule.when, source, loc + ("when",))
+        if "unit" in roots and not budget.per_tenant:
+            line, column = source.locate(loc + ("when",))
+            raise RuleFileError(source.path, line, column,
+                                f"rules.{i}.when: unit.* needs a budget per tenant ({budget.name!r} spans "
+                                "tenants; outcomes join within a tenant)")
         if "anomaly" in roots and not budget.per_tenant:
             line, column = source.locate(loc + ("when",))
             raise RuleFileError(source.path, line, column,
@@ -497,6 +514,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             budget.read_cold |= read - warm_required(rule.when)
             budget.warm_gated = budget.detectors - budget.read_cold
         budget.reads_window = budget.reads_window or "window" in roots
+        budget.reads_unit = budget.reads_unit or "unit" in roots
         # minute buckets kept for window.* and for the detectors scored on the last 60 minutes
         budget.needs_window = budget.reads_window or bool(budget.detectors & {"spend", "unit_cost"})
         rules.append(compiled)
@@ -513,4 +531,5 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
         version=digest.hexdigest()[:12],
         files=[s.path for s in sources],
         detector_params=detector_params,
+        unit=unit_spec,
     )

@@ -190,11 +190,22 @@ class DetectorsSpec(_Strict):
     cache: dict[str, Any] = Field(default_factory=dict)
 
 
+class UnitSpec(_Strict):
+    """How `unit.*` joins outcomes to cost and what counts as a repeated call (docs/unit-economics.md)."""
+
+    # A trace is held for outcomes this long after its last event or outcome (event time).
+    outcome_wait_minutes: int = Field(default=360, ge=1, le=7 * 24 * 60)
+    # A call is a repeat (retry, tool loop) once its trace made this many calls of the same
+    # workflow step and model or tool.
+    repeat_after: int = Field(default=3, ge=1, le=1000)
+
+
 class RuleFile(_Strict):
     """One YAML file of a rules directory; every section is optional."""
 
     version: Literal[1] = 1
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     detectors: Optional[DetectorsSpec] = None
+    unit: Optional[UnitSpec] = None
     budgets: list[Budget] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)

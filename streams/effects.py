@@ -55,6 +55,8 @@ class AlertFiring:
     # expected, band, severity, warm, reasons): the expected-vs-actual of the detector, where
     # expected_usd is the budget's linear burn.
     anomaly: Optional[dict[str, Any]] = None
+    # For rules reading unit.*: the instance's unit economics per window as the rule saw them.
+    unit: Optional[dict[str, Any]] = None
     kind: str = "alert_firing"
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,12 +28,13 @@ from spendwarden.streams.effects import (
     AlertFiring, AlertResolved, DecisionChanged, Effect, LateSpend, TooLate,
 )
 from spendwarden.streams.engine_state import EngineStats, Facts, Position, position
-from spendwarden.streams.events import PricedEvent
+from spendwarden.streams.events import Outcome, PricedEvent, epoch_seconds
 from spendwarden.streams.forecast import Forecast, Profile, build_profile, project
 from spendwarden.streams.history import history_add, history_hours
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 from spendwarden.streams.seen import SeenIds
+from spendwarden.streams.unit import UnitFeed, unit_key, unit_summary
 from spendwarden.streams.usage import add_usage
 
 __all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
@@ -42,6 +43,7 @@ INFINITY = float("inf")
 GLOBAL = "*"  # tenant key of budgets that span tenants
 DEFAULT_HORIZON_S = 7 * 86400
 _MATCH_CACHE_MAX = 200_000
+_OUTCOME_ID = "\x00outcome:"  # outcome ids share the per-tenant id set with cost_event_ids
 
 
 def rule_floor(rule: CompiledRule, limit: int) -> int:
@@ -77,7 +79,7 @@ class Slot:
 
     __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
                  "has_rules", "needs_window", "detectors", "is_global", "period", "next_period", "next_at",
-                 "reserve")
+                 "reserve", "ukey")
 
     def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
                  calendar: Calendar) -> None:
@@ -95,6 +97,8 @@ class Slot:
         self.detectors = budget.detectors if tkey != GLOBAL else frozenset()  # the ones its rules read
         self.is_global = tkey == GLOBAL
         self.reserve = budget.spec.reservations and tkey != GLOBAL  # gateways reserve against it
+        # Its name in the unit-economics buckets when some rule reads unit.* (per tenant only).
+        self.ukey = unit_key(budget.name, inst) if budget.reads_unit and tkey != GLOBAL else None
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
         # (set after each evaluation; rules are monotone in spend apart from time).
@@ -127,6 +131,7 @@ class Engine:
         self._tick = 0.0
         self._clock: dict[str, float] = {}
         self.seen = SeenIds(self.state)
+        self._unit = UnitFeed(self.state)
         # Instances the clock alone can change, with the engine time to re-check them at.
         self._watch: dict[str, dict[tuple[int, tuple[str, ...]], float]] = {}
         # The same entries as a heap by due time, so a tick touches only what is due; an entry
@@ -157,6 +162,8 @@ class Engine:
         self._dims = tuple(sorted(dims))
         self._monotone = frozenset(rule.name for rule in rules.rules if rule_is_spend_monotone(rule))
         self._anomaly = AnomalyFeed(self.state, rules.detector_params, self._calendar)
+        self._unit.configure(rules.unit.outcome_wait_minutes * 60.0, rules.unit.repeat_after)
+        self._unit_active = any(budget.reads_unit for budget in rules.budgets)
         self._profiles.clear()  # budget indexes may have moved
         self._forecasts.clear()
         self._dim_key = attrgetter(*self._dims)
@@ -202,6 +209,8 @@ class Engine:
         previous = self.seen.first_position(tenant, ts, event.cost_event_id, pos)
         if previous is not None and previous != pos:
             self.stats.duplicates += 1
+            if self._unit_active:  # who reported the call still counts (a gateway going silent)
+                self._unit.observe(tenant, event, ts, pos, 0, self._unit_keys(event), counted=False)
             return []
         if ts > self._clock.get(tenant, -INFINITY):  # own newest event time (the frontier may be the tick)
             self._clock[tenant] = ts
@@ -215,6 +224,8 @@ class Engine:
 
         cost = priced.cost_nanos
         add_usage(state, tenant, event, cost, pos)
+        if self._unit_active:  # before the rules below read unit.*
+            self._unit.observe(tenant, event, ts, pos, cost, self._unit_keys(event), counted=True)
         hour = int(ts // 3600)
         day, hour_slot = divmod(hour, 24)
         hour_slot += 1  # index in a day's history list, after its fence
@@ -290,6 +301,38 @@ class Engine:
             slot.next_at = self._evaluate(slot.budget, slot.inst, slot.tkey, period, total, slot.limit, effects)
         return effects
 
+    def process_outcome(self, outcome: Outcome, pos: Position, ts: float | None = None) -> list[Effect]:
+        """Take one business outcome in (idempotent by ``pos``; a repeated ``business_outcome_id``
+        counts once): it joins its trace's cost for ``unit.*``. Rules see it at their next
+        evaluation (the next event of the scope or the next minute's tick)."""
+        tenant = outcome.tenant_id
+        ts = epoch_seconds(outcome.ts) if ts is None else ts
+        frontier = self._frontier(tenant)
+        if ts < frontier - self.horizon:
+            self.stats.too_late += 1
+            return []
+        previous = self.seen.first_position(tenant, ts, _OUTCOME_ID + outcome.business_outcome_id, pos)
+        if previous is not None and previous != pos:
+            self.stats.outcome_duplicates += 1
+            return []
+        if ts > self._clock.get(tenant, -INFINITY):
+            self._clock[tenant] = ts
+            self.state[("clock", tenant)] = ts
+        if ts > self._clock.get(GLOBAL, 0.0):
+            self._clock[GLOBAL] = ts
+            self.state[("clock", GLOBAL)] = ts
+        self.stats.outcomes += 1
+        if self._unit_active:
+            self._unit.outcome(tenant, outcome, ts, pos)
+        return []
+
+    def unit_figures(self, budget: str, instance: dict[str, str], now: float | None = None) -> dict[str, Any]:
+        """``unit.*`` of a budget instance as a rule would see it (at the tenant's engine time)."""
+        spec = self.rules.budget(budget)
+        inst = tuple(instance.get(dim, "none") for dim in spec.spec.for_each)
+        tenant = instance["tenant_id"]
+        return self._unit.figures(tenant, unit_key(budget, inst), self._frontier(tenant) if now is None else now)
+
     def apply_delta(self, budget_name: str, inst: tuple[str, ...], source: str, pos: Position, cost: int,
                     ts: float) -> list[Effect]:
         """Stage two: add one stage-one entry to a cross-tenant budget, fenced per source partition.
@@ -349,6 +392,7 @@ class Engine:
             horizon = self.horizon
             newest = max(self._clock.values(), default=0.0)
             self.seen.prune(lambda tenant: self._frontier(tenant) - horizon, max(newest, now) - horizon)
+            self._unit.prune(max(newest, now))
             self._pruned_at = now
         return effects
 
@@ -434,6 +478,9 @@ class Engine:
                 found.append(slot)
         self._match_cache[key] = found
         return found
+
+    def _unit_keys(self, event: Any) -> list[str]:
+        return [slot.ukey for slot in self._match(event) if slot.ukey is not None]
 
     def _slot(self, budget: CompiledBudget, tkey: str, inst: tuple[str, ...], limit: int) -> Slot:
         slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))
@@ -595,6 +642,8 @@ class Engine:
             if "anomaly" in rule.roots:
                 full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors,
                                                         budget.warm_gated)
+            if "unit" in rule.roots:
+                full["unit"] = self._unit.figures(tkey, unit_key(budget.name, inst), now)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
@@ -637,6 +686,10 @@ class Engine:
         if "anomaly" in rule.roots:
             found = self._anomaly.reasons((tkey, budget.name, inst))
             summary = "; ".join([summary] + found)
+        unit = None
+        if "unit" in rule.roots:
+            unit = self._unit.figures(tkey, unit_key(budget.name, inst), now)
+            summary = f"{summary}; {unit_summary(unit, spec.when)}"
         verdict = None
         fields: list[str] = []
         if spec.decide is not None and rule.decide_tiers:
@@ -664,6 +717,7 @@ class Engine:
             rules_version=self.rules.version, rule_file=rule.file, rule_line=rule.line, at=iso_utc(now),
             labels=dict(spec.labels),
             anomaly=self._anomaly.evidence((tkey, budget.name, inst)) if "anomaly" in rule.roots else None,
+            unit=unit,
         ))
 
     def _evidence(self, tenant: str | None, use_case: str | None, day_id: str) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class EngineStats:
     cel_evaluations: int = 0
     alerts_fired: int = 0
     decisions_changed: int = 0
+    outcomes: int = 0  # distinct outcomes taken in (duplicates and too-late ones not)
+    outcome_duplicates: int = 0
     rule_errors: dict[str, int] = field(default_factory=dict)
 
 

@@ -78,6 +78,10 @@ class CostEvent(BaseModel):
     cache_status: Optional[str] = Field(default=None, max_length=50)
     retention_class: Optional[str] = Field(default=None, max_length=50)
     business_outcome_id: Optional[str] = Field(default=None, max_length=200)
+    # Who reported the call: a gateway or SDK (`reported`), or spendwarden's own reading of an
+    # OpenTelemetry span (`trace`, set by the traces bridge). unit.* compares the two to tell
+    # when a gateway stops reporting calls the traces still show.
+    origin: Literal["reported", "trace"] = "reported"
 
     @field_validator("ts")
     @classmethod

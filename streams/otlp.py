@@ -166,6 +166,7 @@ def _event(span: dict[str, Any], attrs: dict[str, Any], resource: dict[str, Any]
         "trace_id": _id_hex(span.get("traceId"), 16, "traceId"),
         "ts": _iso_utc(span.get("endTimeUnixNano")),
         "tenant_id": mapping.unattributed_tenant,
+        "origin": "trace",
     }
     for field in MAPPED_FIELDS:
         keys = getattr(mapping, field)

@@ -1,0 +1,352 @@
+"""Unit economics inside the engine: cost per outcome, rejection rates, repeat (loop) cost and
+reporting coverage of a budget instance, over rolling windows of hour buckets.
+
+Why here and not in a report: the FinOps playbook alerts that need outcomes (cost per resolved
+case up with quality unchanged, a cost drop that costs quality, agent loops, a gateway that
+stopped reporting) must fire while it happens, from the same exact counters as the budgets.
+
+Only budget instances whose rules read ``unit.*`` keep these figures (``Engine`` asks this feed
+only for those), so a rule set without them pays nothing.
+
+* **Buckets.** ``("unit", tenant, ukey, hour)`` -> ``[fence, *FIELDS, {model: nanos}]`` where
+  ``ukey`` names the budget instance and ``hour`` is the UTC hour since the epoch. Every write of
+  one source position lands in a bucket once: the fence is the last position applied, so a
+  re-delivered record changes nothing (positions grow per tenant).
+* **Join.** An outcome joins the cost events of its tenant with its ``trace_id`` (or, when it has
+  none, those whose ``business_outcome_id`` is its id). A trace record ``("utrace", tenant,
+  join key)`` holds the trace's cost per budget instance while the trace is active, and is dropped
+  once the trace has had neither an event nor an outcome for ``outcome_wait_s`` of event time:
+  an outcome later than that joins nothing (``stats["unjoined"]``). Joined spend is the spend of
+  events whose trace has an outcome, each event once however many outcomes its trace gets; an
+  outcome counts once in every budget instance its trace's events fall in (as in showback).
+  Buckets are by event time: spend and calls in the event's hour, an outcome and the spend its
+  arrival joins in the outcome's hour.
+* **Repeats.** A call is a repeat when its trace already made ``repeat_after`` calls of the same
+  workflow step and model or tool: retries and tool loops. ``repeat_cost_usd`` is their spend.
+* **Reporting.** ``trace_calls`` counts events that came from spans (``origin: trace``) and
+  ``reported_calls`` the others, duplicates included: when both a gateway and the traces report
+  a call both counts grow; a gateway that stops reporting leaves trace calls only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from spendwarden.streams.engine_state import Position
+from spendwarden.streams.events import CostEvent, Outcome
+from spendwarden.streams.money import NANOS_PER_USD
+
+HOUR_S = 3600
+OUTCOME_KINDS = ("resolved", "accepted", "rejected", "escalated", "human_rejected")
+FIELDS = ("spend", "calls", "input_tokens", "output_tokens", "cached_tokens", "repeat", "unattributed",
+          "trace_calls", "reported_calls", "joined", "resolved_joined", "outcomes", *OUTCOME_KINDS)
+_AT = {name: i + 1 for i, name in enumerate(FIELDS)}  # index in a bucket, after its fence
+_MODELS = len(FIELDS) + 1  # index of the {model: nanos} route mix
+MODELS_KEPT = 8  # per bucket; the rest of the spend is under "other"
+# Windows in hours back from the current hour H, both ends included, and whether amounts are
+# per-day averages (the baselines compare against one day).
+WINDOWS: dict[str, tuple[int, int, int]] = {
+    "hour": (1, 0, 1),  # the current and the previous clock hour
+    "day": (23, 0, 1),
+    "week": (167, 0, 1),
+    "baseline": (191, 24, 7),  # the 7 days before `day`, per day
+    "prior_week": (335, 168, 1),  # the 7 days before `week`
+}
+KEEP_HOURS = max(start for start, _, _ in WINDOWS.values()) + 1
+FIGURES = (
+    "spend_usd", "calls", "outcomes", *OUTCOME_KINDS, "cost_per_outcome_usd", "cost_per_resolved_case_usd",
+    "rejection_rate", "human_rejection_rate", "resolution_rate", "input_tokens_per_call",
+    "output_tokens_per_call", "cache_hit_ratio", "repeat_cost_usd", "repeat_share", "unattributed_usd",
+    "unattributed_share", "trace_calls", "reported_calls",
+)
+DEFAULT_OUTCOME_WAIT_S = 6 * 3600
+DEFAULT_REPEAT_AFTER = 3
+UNATTRIBUTED_USE_CASE = "unknown"
+
+
+def unit_key(budget_name: str, inst: tuple[str, ...]) -> str:
+    """The state name of a budget instance (tabs cannot occur in names or ids)."""
+    return "\t".join((budget_name, *inst))
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else 0.0
+
+
+def window_figures(sums: list[int], models: dict[str, int], per: int) -> dict[str, Any]:
+    """The ``unit.<window>.*`` figures of summed bucket fields (amounts divided by ``per`` days)."""
+    s = dict(zip(FIELDS, sums))
+    usd = NANOS_PER_USD
+    figures: dict[str, Any] = {
+        "spend_usd": s["spend"] / usd / per,
+        "calls": s["calls"] / per,
+        "outcomes": s["outcomes"] / per,
+        **{kind: s[kind] / per for kind in OUTCOME_KINDS},
+        "cost_per_outcome_usd": _ratio(s["joined"], s["outcomes"]) / usd,
+        "cost_per_resolved_case_usd": _ratio(s["resolved_joined"], s["resolved"]) / usd,
+        "rejection_rate": _ratio(s["rejected"] + s["human_rejected"], s["outcomes"]),
+        "human_rejection_rate": _ratio(s["human_rejected"], s["outcomes"]),
+        "resolution_rate": _ratio(s["resolved"], s["outcomes"]),
+        "input_tokens_per_call": _ratio(s["input_tokens"], s["calls"]),
+        "output_tokens_per_call": _ratio(s["output_tokens"], s["calls"]),
+        "cache_hit_ratio": _ratio(s["cached_tokens"], s["input_tokens"]),
+        "repeat_cost_usd": s["repeat"] / usd / per,
+        "repeat_share": _ratio(s["repeat"], s["spend"]),
+        "unattributed_usd": s["unattributed"] / usd / per,
+        "unattributed_share": _ratio(s["unattributed"], s["spend"]),
+        "trace_calls": s["trace_calls"] / per,
+        "reported_calls": s["reported_calls"] / per,
+    }
+    total = sum(models.values())
+    ranked = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    figures["route_mix"] = {model: round(_ratio(nanos, total), 4) for model, nanos in ranked}
+    return figures
+
+
+# Which window a rule's figures are compared against in its alert's summary.
+_REFERENCE = {"week": "prior_week", "day": "baseline", "hour": "baseline", "prior_week": "week", "baseline": "day"}
+_CURRENT_FIRST = ("week", "day", "hour")
+
+
+def unit_summary(figures: dict[str, dict[str, Any]], expression: str) -> str:
+    """One line an on-call can act on: the window the rule reads against its reference, naming
+    unit cost, quality, token profile, cache hits, route mix, repeats and who reported the calls."""
+    read = [w for w in _CURRENT_FIRST if f"unit.{w}." in expression]
+    current = read[0] if read else "day"
+    reference = _REFERENCE[current]
+    now, then = figures[current], figures[reference]
+
+    def pair(name: str, fmt: str) -> str:
+        return f"{fmt.format(now[name])} vs {fmt.format(then[name])}"
+
+    mix_now = ", ".join(f"{m} {share:.0%}" for m, share in now["route_mix"].items()) or "none"
+    mix_then = ", ".join(f"{m} {share:.0%}" for m, share in then["route_mix"].items()) or "none"
+    parts = [
+        f"unit economics, {current.replace('_', ' ')} vs {reference.replace('_', ' ')}"
+        + (" (per day)" if WINDOWS[reference][2] > 1 else ""),
+        f"cost per resolved case {pair('cost_per_resolved_case_usd', '${:.4f}')}",
+        f"cost per outcome {pair('cost_per_outcome_usd', '${:.4f}')}",
+        f"human rejection {pair('human_rejection_rate', '{:.1%}')}",
+        f"tokens per call in {pair('input_tokens_per_call', '{:.0f}')}, out {pair('output_tokens_per_call', '{:.0f}')}",
+        f"cache hits {pair('cache_hit_ratio', '{:.0%}')}",
+        f"route mix {mix_now} (was {mix_then})",
+        f"repeat calls {pair('repeat_cost_usd', '${:.2f}')}",
+        f"calls seen in traces {pair('trace_calls', '{:.0f}')}, reported {pair('reported_calls', '{:.0f}')}",
+    ]
+    return "; ".join(parts)
+
+
+class UnitFeed:
+    """Unit-economics buckets and trace joins of one engine's state."""
+
+    def __init__(self, state: MutableMapping[Any, Any], *, outcome_wait_s: float = DEFAULT_OUTCOME_WAIT_S,
+                 repeat_after: int = DEFAULT_REPEAT_AFTER) -> None:
+        self.state = state
+        self.outcome_wait_s = outcome_wait_s
+        self.repeat_after = repeat_after
+        self.stats = {"outcomes": 0, "unjoined": 0}
+        # (tenant, ukey) -> (current hour, {window: (sums, models)} of its closed hours)
+        self._closed: dict[tuple[str, str], tuple[int, dict[str, tuple[list[int], dict[str, int]]]]] = {}
+        self._hours: dict[int, set[tuple[Any, ...]]] = {}  # bucket keys by hour, for pruning
+        self._traces: dict[tuple[str, str], float] = {}  # (tenant, join key) -> last activity
+        for key, value in list(state.items()):
+            if key[0] == "unit":
+                self._hours.setdefault(key[3], set()).add(key)
+            elif key[0] == "utrace":
+                self._traces[(key[1], key[2])] = value["t"]
+
+    def configure(self, outcome_wait_s: float, repeat_after: int) -> None:
+        """New parameters from a rule reload; counted figures stay."""
+        self.outcome_wait_s = outcome_wait_s
+        self.repeat_after = repeat_after
+
+    # ------------------------------------------------------------ writes
+    def observe(self, tenant: str, event: CostEvent, ts: float, pos: Position, cost: int, ukeys: Iterable[str],
+                counted: bool) -> None:
+        """One cost event for the budget instances ``ukeys``; ``counted`` False for a duplicate
+        (only its sighting is counted: who reported the call)."""
+        ukeys = list(dict.fromkeys(ukeys))
+        if not ukeys:
+            return
+        hour = int(ts // HOUR_S)
+        sighting = "trace_calls" if getattr(event, "origin", "reported") == "trace" else "reported_calls"
+        if not counted:
+            for ukey in ukeys:
+                bucket = self._bucket(tenant, ukey, hour, pos)
+                if bucket is not None:
+                    bucket[_AT[sighting]] += 1
+                    self._store(tenant, ukey, hour, bucket)
+            return
+        joined = resolved = repeat = False
+        late_outcomes: dict[str, list[str]] = {}
+        jkey = _join_key(event.trace_id, event.business_outcome_id)
+        if jkey is not None:
+            record = self.state.get(("utrace", tenant, jkey))
+            if record is None:
+                record = {"f": -1, "t": ts, "c": {}, "n": {}, "o": {}}
+            if record["f"] < pos:
+                record = dict(record, f=pos, t=max(record["t"], ts))
+                call = f"{event.workflow_step or ''}\t{event.model_or_service or ''}"
+                calls = dict(record["n"])
+                calls[call] = calls.get(call, 0) + 1
+                repeat = calls[call] > self.repeat_after
+                record["n"] = calls
+                costs = dict(record["c"])
+                for ukey in ukeys:
+                    if ukey not in costs and record["o"]:
+                        late_outcomes[ukey] = list(record["o"].values())
+                    costs[ukey] = costs.get(ukey, 0) + cost
+                record["c"] = costs
+                outcomes = record["o"]
+                joined = bool(outcomes)
+                resolved = "resolved" in outcomes.values()
+                self.state[("utrace", tenant, jkey)] = record
+                self._traces[(tenant, jkey)] = record["t"]
+        model = event.model_or_service or "none"
+        unattributed = event.use_case_id == UNATTRIBUTED_USE_CASE
+        for ukey in ukeys:
+            bucket = self._bucket(tenant, ukey, hour, pos)
+            if bucket is None:
+                continue
+            bucket[_AT["spend"]] += cost
+            bucket[_AT["calls"]] += 1
+            bucket[_AT["input_tokens"]] += event.input_tokens
+            bucket[_AT["output_tokens"]] += event.output_tokens
+            bucket[_AT["cached_tokens"]] += event.cached_tokens
+            bucket[_AT[sighting]] += 1
+            if repeat:
+                bucket[_AT["repeat"]] += cost
+            if unattributed:
+                bucket[_AT["unattributed"]] += cost
+            if joined:
+                bucket[_AT["joined"]] += cost
+            if resolved:
+                bucket[_AT["resolved_joined"]] += cost
+            for kind in late_outcomes.get(ukey, ()):  # its trace's outcomes reach this instance now
+                bucket[_AT["outcomes"]] += 1
+                bucket[_AT[kind]] += 1
+            _add_model(bucket[_MODELS], model, cost)
+            self._store(tenant, ukey, hour, bucket)
+
+    def outcome(self, tenant: str, outcome: Outcome, ts: float, pos: Position) -> bool:
+        """Join one outcome to its trace; False when it joins nothing (no event of its trace is
+        held: none came, or the trace went quiet for longer than the wait)."""
+        jkey = _join_key(outcome.trace_id, outcome.business_outcome_id)
+        assert jkey is not None  # an outcome always has its id
+        record = self.state.get(("utrace", tenant, jkey))
+        if record is None:
+            # Events of the trace may still come: hold the outcome for them.
+            record = {"f": -1, "t": ts, "c": {}, "n": {}, "o": {}}
+        if record["f"] >= pos or outcome.business_outcome_id in record["o"]:
+            return bool(record["c"])
+        self.stats["outcomes"] += 1
+        before = record["o"]
+        was_joined = bool(before)
+        was_resolved = "resolved" in before.values()
+        record = dict(record, f=pos, t=max(record["t"], ts), o={**before, outcome.business_outcome_id: outcome.outcome})
+        self.state[("utrace", tenant, jkey)] = record
+        self._traces[(tenant, jkey)] = record["t"]
+        if not record["c"]:
+            self.stats["unjoined"] += 1
+            return False
+        hour = int(ts // HOUR_S)
+        for ukey, nanos in record["c"].items():
+            bucket = self._bucket(tenant, ukey, hour, pos)
+            if bucket is None:
+                continue
+            bucket[_AT["outcomes"]] += 1
+            bucket[_AT[outcome.outcome]] += 1
+            if not was_joined:
+                bucket[_AT["joined"]] += nanos
+            if outcome.outcome == "resolved" and not was_resolved:
+                bucket[_AT["resolved_joined"]] += nanos
+            self._store(tenant, ukey, hour, bucket)
+        return True
+
+    # ------------------------------------------------------------ reads
+    def figures(self, tenant: str, ukey: str, now: float) -> dict[str, dict[str, Any]]:
+        """``unit.*`` of one budget instance at engine time ``now``: one dict per window."""
+        current = int(now // HOUR_S)
+        closed = self._closed.get((tenant, ukey))
+        if closed is None or closed[0] != current:
+            closed = (current, self._sum_closed(tenant, ukey, current))
+            self._closed[(tenant, ukey)] = closed
+        open_bucket = self.state.get(("unit", tenant, ukey, current))
+        result: dict[str, dict[str, Any]] = {}
+        for name, (start, end, per) in WINDOWS.items():
+            sums, models = closed[1][name]
+            if end == 0 and open_bucket is not None:
+                sums = [a + b for a, b in zip(sums, open_bucket[1:_MODELS])]
+                models = dict(models)
+                for model, nanos in open_bucket[_MODELS].items():
+                    models[model] = models.get(model, 0) + nanos
+            result[name] = window_figures(sums, models, per)
+        return result
+
+    def _sum_closed(self, tenant: str, ukey: str, current: int) -> dict[str, tuple[list[int], dict[str, int]]]:
+        sums = {name: ([0] * len(FIELDS), {}) for name in WINDOWS}
+        state = self.state
+        for back in range(1, KEEP_HOURS):
+            bucket = state.get(("unit", tenant, ukey, current - back))
+            if bucket is None:
+                continue
+            for name, (start, end, _) in WINDOWS.items():
+                if end <= back <= start:
+                    total, models = sums[name]
+                    for i in range(len(FIELDS)):
+                        total[i] += bucket[i + 1]
+                    for model, nanos in bucket[_MODELS].items():
+                        models[model] = models.get(model, 0) + nanos
+        return sums
+
+    # ------------------------------------------------------------ upkeep
+    def prune(self, now: float) -> int:
+        """Drop buckets older than every window and traces quiet for longer than the wait."""
+        dropped = 0
+        oldest = int(now // HOUR_S) - KEEP_HOURS
+        for hour in [h for h in self._hours if h < oldest]:
+            for key in self._hours.pop(hour):
+                if self.state.pop(key, None) is not None:
+                    dropped += 1
+        cutoff = now - self.outcome_wait_s
+        for (tenant, jkey) in [k for k, t in self._traces.items() if t < cutoff]:
+            del self._traces[(tenant, jkey)]
+            if self.state.pop(("utrace", tenant, jkey), None) is not None:
+                dropped += 1
+        return dropped
+
+    def _bucket(self, tenant: str, ukey: str, hour: int, pos: Position) -> list[Any] | None:
+        """The bucket to add ``pos`` to (a copy), or None when ``pos`` was applied already."""
+        found = self.state.get(("unit", tenant, ukey, hour))
+        if found is None:
+            return [pos, *([0] * len(FIELDS)), {}]
+        if found[0] >= pos:
+            return None
+        bucket = list(found)
+        bucket[0] = pos
+        bucket[_MODELS] = dict(found[_MODELS])
+        return bucket
+
+    def _store(self, tenant: str, ukey: str, hour: int, bucket: list[Any]) -> None:
+        key = ("unit", tenant, ukey, hour)
+        self.state[key] = bucket
+        self._hours.setdefault(hour, set()).add(key)
+        closed = self._closed.get((tenant, ukey))
+        if closed is not None and hour < closed[0]:  # a closed hour changed: sum again
+            del self._closed[(tenant, ukey)]
+
+
+def _join_key(trace_id: str | None, business_outcome_id: str | None) -> str | None:
+    if trace_id:
+        return "t:" + trace_id
+    if business_outcome_id:
+        return "o:" + business_outcome_id
+    return None
+
+
+def _add_model(models: dict[str, int], model: str, nanos: int) -> None:
+    if model in models or len(models) < MODELS_KEPT:
+        models[model] = models.get(model, 0) + nanos
+    else:
+        models["other"] = models.get("other", 0) + nanos
