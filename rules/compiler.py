@@ -47,11 +47,12 @@ GUARD_FIELDS: dict[str, frozenset[str]] = {
     "budget": frozenset({"spend_usd", "limit_usd", "used_ratio", "remaining_usd"}),
     "window": frozenset(VARIABLES["window"]),
     "anomaly": frozenset(f"{name}.score" for name in RULE_DETECTORS),
+    "unit": frozenset(f"{window}.{name}" for window in UNIT_WINDOWS for name in UNIT_FIGURES),
 }
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
-    r"^\(?\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
+    r"^\(?\s*(budget|window|anomaly|unit)\.([a-z_0-9]+(?:\.[a-z_0-9]+)?)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*\)?$"
 )
 _FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
 # What the conjunct scanner does not read: comments, raw and triple-quoted strings (an
@@ -59,7 +60,7 @@ _FIELD_REF = re.compile(r"\b([a-z_]+)\.([a-z_0-9]+)")
 _UNSCANNED = re.compile(r"//|'''|\"\"\"|(?<![A-Za-z0-9_])(?:[rR][bB]?|[bB][rR])['\"]")
 _WARM_CONJUNCT = re.compile(r"^\(?\s*anomaly\.([a-z_0-9]+)\.warm\s*\)?$")
 _GUARD_REVERSED = re.compile(
-    r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window|anomaly)\.([a-z_0-9]+(?:\.score)?)\s*\)?$"
+    r"^\(?\s*([0-9]+(?:\.[0-9]+)?)\s*(<=|<)\s*(budget|window|anomaly|unit)\.([a-z_0-9]+(?:\.[a-z_0-9]+)?)\s*\)?$"
 )
 
 

@@ -22,7 +22,7 @@ from spendwarden.rules.loader import Locate, load_ruleset, locator, parse_yaml
 from spendwarden.rules.schema import Level
 from spendwarden.streams.effects import AlertFiring
 from spendwarden.streams.engine import Engine, position
-from spendwarden.streams.events import CostEvent
+from spendwarden.streams.events import CostEvent, Outcome
 from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.pricebook import Pricebook
 
@@ -30,6 +30,7 @@ TEST_SUFFIX = ".test.yaml"
 _INTERVAL = r"^[1-9][0-9]*[smhd]$"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVENT_FIELDS = frozenset(CostEvent.model_fields)
+_OUTCOME_FIELDS = frozenset(Outcome.model_fields)
 
 
 class _Strict(BaseModel):
@@ -56,6 +57,25 @@ class FixtureEvent(BaseModel):
         return self
 
 
+class FixtureOutcome(BaseModel):
+    """A business outcome (Outcome fields) plus ``repeat``/``interval``, like a fixture event."""
+
+    model_config = ConfigDict(extra="allow")
+
+    repeat: int = Field(default=1, ge=1, le=100_000)
+    interval: Optional[str] = Field(default=None, pattern=_INTERVAL)
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> "FixtureOutcome":
+        unknown = sorted(set(self.model_extra or {}) - _OUTCOME_FIELDS)
+        if unknown:
+            known = ", ".join(sorted(_OUTCOME_FIELDS))
+            raise ValueError(f"unknown outcome field {unknown[0]!r} (outcome fields: {known})")
+        if self.repeat > 1 and self.interval is None:
+            raise ValueError("repeat needs an interval such as 30s, 5m, 1h or 1d")
+        return self
+
+
 class FiringExpectation(_Strict):
     """A firing alert: the rule and a subset of its scope (``{}`` matches any scope)."""
 
@@ -68,6 +88,7 @@ class TestCase(_Strict):
 
     name: str = Field(min_length=1)
     events: list[FixtureEvent] = Field(default_factory=list)
+    outcomes: list[FixtureOutcome] = Field(default_factory=list)
     advance_to: Optional[AwareDatetime] = None
     expect_firing: Optional[list[FiringExpectation]] = None
     expect_decisions: Optional[dict[str, dict[str, Level]]] = None
@@ -124,30 +145,40 @@ def _parse_ts(value: Any) -> datetime | None:
         return None  # Ingest.validate reports it with the field name
 
 
-def expand(event: FixtureEvent, default_id: str) -> Iterator[dict[str, Any]]:
-    """The raw event objects of one fixture line: ``repeat`` copies stepping ``interval``.
+def expand(event: FixtureEvent | FixtureOutcome, default_id: str, id_field: str = "cost_event_id"
+           ) -> Iterator[dict[str, Any]]:
+    """The raw objects of one fixture line: ``repeat`` copies stepping ``interval``.
 
-    Copies get ids ``<cost_event_id or default_id>-<i>`` (i from 0), a single event without
-    an id gets ``default_id``.
+    Copies get ids ``<id or default_id>-<i>`` (i from 0), a single line without an id gets
+    ``default_id``. In text values ``{i}`` becomes the copy's number, so copies can name their
+    own traces (``trace_id: case-{i}``) for outcomes to join.
     """
     raw = dict(event.model_extra or {})
-    base_id = str(raw.get("cost_event_id") or default_id)
+    base_id = str(raw.get(id_field) or default_id)
     if event.repeat == 1:
-        yield {**raw, "cost_event_id": base_id}
+        yield {**_numbered(raw, 0), id_field: base_id}
         return
     step = timedelta(seconds=int(event.interval[:-1]) * _UNIT_S[event.interval[-1]])  # type: ignore[index]
     start = _parse_ts(raw.get("ts"))
     for i in range(event.repeat):
         times = {} if start is None else {"ts": (start + i * step).isoformat()}
-        yield {**raw, **times, "cost_event_id": f"{base_id}-{i}"}
+        yield {**_numbered(raw, i), **times, id_field: f"{base_id}-{i}"}
 
 
-def _in_time_order(events: list[FixtureEvent]) -> list[tuple[int, dict[str, Any]]]:
-    """Every fixture line's events with the line's index, in time order: lines that write two
-    streams (hits every 20 minutes from 00:00, misses from 00:10) interleave as a gateway would
-    send them. The sort is stable, so events at the same instant keep the file's order; when an
-    event has no readable ``ts`` the file's order is kept (ingest reports the bad field)."""
+def _numbered(raw: dict[str, Any], i: int) -> dict[str, Any]:
+    return {k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in raw.items()}
+
+
+def _in_time_order(events: list[FixtureEvent], outcomes: list[FixtureOutcome] = ()  # type: ignore[assignment]
+                   ) -> list[tuple[int, dict[str, Any]]]:
+    """Every fixture line's events (then outcomes, marked ``_outcome``) with the line's index, in
+    time order: lines that write two streams (hits every 20 minutes from 00:00, misses from
+    00:10) interleave as a gateway would send them. The sort is stable, so records at the same
+    instant keep the file's order, events before outcomes; when a record has no readable ``ts``
+    the file's order is kept (validation reports the bad field)."""
     expanded = [(index, obj) for index, event in enumerate(events) for obj in expand(event, f"event{index}")]
+    expanded += [(index, {**obj, "_outcome": True}) for index, outcome in enumerate(outcomes)
+                 for obj in expand(outcome, f"outcome{index}", "business_outcome_id")]
     times = [_parse_ts(obj.get("ts")) for _, obj in expanded]
     if any(t is None or t.tzinfo is None for t in times):
         return expanded
@@ -201,7 +232,17 @@ def run_case(case: TestCase, ruleset: RuleSet, ingest: Ingest, where: str) -> li
     engine = Engine(ruleset)
     fired: set[str] = set()
     count = 0
-    for index, obj in _in_time_order(case.events):
+    for index, obj in _in_time_order(case.events, case.outcomes):
+        if obj.pop("_outcome", False):
+            try:
+                outcome = Outcome.model_validate(obj)
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                return [f"{where}: outcomes[{index}] {obj.get('business_outcome_id')}: "
+                        f"{'.'.join(map(str, error['loc']))}: {error['msg']}"]
+            engine.process_outcome(outcome, position(count))
+            count += 1
+            continue
         try:
             priced = ingest.price(ingest.validate(obj))
         except RejectedEvent as exc:

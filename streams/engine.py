@@ -524,6 +524,7 @@ class Engine:
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
             context = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors, budget.warm_gated)
             anomaly = {f"{name}.score": found["score"] for name, found in context.items()}
+        unit = self._unit.figures(tkey, unit_key(budget.name, inst), now) if budget.reads_unit else None
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
         for rule in budget.rules:
@@ -536,8 +537,8 @@ class Engine:
                 else:
                     self._resolve_key(fire_key, "period ended", effects)
                     firing = None
-            passed = ev_.guards_pass(rule, figures, window, anomaly)
-            result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit)
+            passed = ev_.guards_pass(rule, figures, window, anomaly, unit)
+            result = passed and self._truth(rule, budget, inst, tkey, period, figures, window, now, spend, limit, unit)
             if firing is not None and rule.keep_firing_s:
                 result, held_until = self._hold(rule, fire_key, firing, result, now)
                 firing = state.get(fire_key)
@@ -615,7 +616,7 @@ class Engine:
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
                figures: dict[str, float], window: dict[str, float] | None, now: float, spend: int = 0,
-               limit: int = 0) -> bool:
+               limit: int = 0, unit: dict[str, Any] | None = None) -> bool:
         if rule.residual is None:
             return True
         minute = int(now // 60)
@@ -643,7 +644,7 @@ class Engine:
                 full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors,
                                                         budget.warm_gated)
             if "unit" in rule.roots:
-                full["unit"] = self._unit.figures(tkey, unit_key(budget.name, inst), now)
+                full["unit"] = unit if unit is not None else self._unit.figures(tkey, unit_key(budget.name, inst), now)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1
