@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Protocol
 
 import orjson
+from pydantic import ValidationError
 
 from spendwarden.gc_policy import engine_thresholds
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import Engine
+from spendwarden.exceptions import RejectedEvent
 from spendwarden.streams.engine_state import position
-from spendwarden.streams.ingest import Ingest, Rejection
+from spendwarden.streams.events import Outcome, epoch_seconds
+from spendwarden.streams.ingest import Ingest, Rejection, _invalid
 from spendwarden.streams.money import format_usd
 
 SINK_FILES = {
@@ -30,6 +33,33 @@ SINK_FILES = {
     "late_spend": "late.jsonl",
     "too_late": "late.jsonl",
 }
+
+
+# A JSONL line (or row) marked ``"record_type": "outcome"`` is a business outcome, as on the live
+# cost topic; a line without these bytes is a cost event and skips the check.
+OUTCOME_MARK = b'"record_type"'
+
+
+def parse_outcome(record: bytes | dict[str, Any]) -> tuple[Outcome | None, Rejection | None, bool]:
+    """``(outcome, rejection, is_outcome)`` of one record: ``is_outcome`` False leaves the record
+    to ingest as a cost event; a marked record that does not validate is rejected with a reason."""
+    if isinstance(record, dict):
+        obj: Any = record
+    else:
+        if OUTCOME_MARK not in record:
+            return None, None, False
+        try:
+            obj = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return None, None, False  # ingest rejects it as undecodable
+    if not isinstance(obj, dict) or obj.get("record_type") != "outcome":
+        return None, None, False
+    try:
+        return Outcome.model_validate(obj), None, True
+    except ValidationError as exc:
+        return None, Rejection.of(_invalid(exc)), True
+    except Exception as exc:  # noqa: BLE001 - a bad record is rejected, never a crash
+        return None, Rejection.of(RejectedEvent("invalid", f"cannot validate: {type(exc).__name__}")), True
 
 
 class EffectSink(Protocol):
@@ -101,6 +131,7 @@ class ReplayResult:
 
     records: int = 0
     events: int = 0
+    outcomes: int = 0
     events_with_effects: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     effects: Counter[str] = field(default_factory=Counter)
@@ -118,6 +149,7 @@ class ReplayResult:
         return {
             "records": self.records,
             "events": self.events,
+            "outcomes": self.outcomes,
             "rejected": dict(self.rejected),
             "effects": dict(self.effects),
             "duplicates": stats.duplicates if stats else 0,
@@ -163,9 +195,26 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
         result.records += 1
         if isinstance(record, (bytes, bytearray, memoryview)):
             raw = bytes(record)
+            if OUTCOME_MARK in raw:
+                outcome, bad, is_outcome = parse_outcome(raw)
+                if is_outcome:
+                    if bad is not None:
+                        result.rejected[bad.reason] += 1
+                        sink.rejected(where, bad, raw)
+                    elif outcome is not None:
+                        next_tick = _take_outcome(engine, outcome, where, result, next_tick, tick_s, emit)
+                    continue
             events, rejections = ingest.parse_record(raw)
         else:
             raw = orjson.dumps(record, default=str)
+            if record.get("record_type") == "outcome":
+                outcome, bad, _ = parse_outcome(record)
+                if bad is not None:
+                    result.rejected[bad.reason] += 1
+                    sink.rejected(where, bad, raw)
+                elif outcome is not None:
+                    next_tick = _take_outcome(engine, outcome, where, result, next_tick, tick_s, emit)
+                continue
             events, rejections = ingest.parse_object(record)
         for rejection in rejections:
             result.rejected[rejection.reason] += 1
@@ -200,6 +249,23 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
     return result
 
 
+def _take_outcome(engine: Engine, outcome: Outcome, where: int, result: ReplayResult, next_tick: float | None,
+                  tick_s: float, emit: Callable[[list[Effect]], None]) -> float | None:
+    """An outcome moves the simulated clock like an event, then goes to ``process_outcome``."""
+    ts = epoch_seconds(outcome.ts)
+    if next_tick is None:
+        next_tick = (ts // tick_s + 1) * tick_s
+        result.first_ts = ts
+    while ts >= next_tick:
+        emit(engine.advance(next_tick))
+        next_tick += tick_s
+    if result.last_ts is None or ts > result.last_ts:
+        result.last_ts = ts
+    emit(engine.process_outcome(outcome, position(where, 0), ts))
+    result.outcomes += 1
+    return next_tick
+
+
 def summary_table(result: ReplayResult) -> str:
     """A readable summary: counts, speed, and the ten largest budget counters."""
     engine = result.engine
@@ -207,6 +273,7 @@ def summary_table(result: ReplayResult) -> str:
         f"records read      {result.records:>12,}",
         f"events counted    {result.events - (engine.stats.duplicates if engine else 0):>12,}",
         f"duplicates        {engine.stats.duplicates if engine else 0:>12,}",
+        *([f"outcomes          {result.outcomes:>12,}"] if result.outcomes else []),
         f"rejected          {sum(result.rejected.values()):>12,}  {dict(result.rejected) or ''}",
         f"alerts fired      {result.effects.get('alert_firing', 0):>12,}",
         f"alerts resolved   {result.effects.get('alert_resolved', 0):>12,}",
