@@ -3,6 +3,10 @@
 Every failure is a RejectedEvent with a short reason (``decode``, ``too_large``, ``invalid``,
 ``future``, ``unpriced``) so a bad record goes to the dead-letter topic instead of stopping
 the stream. Whatever the bytes, nothing else escapes.
+
+The cost topic also carries business outcomes, written there by the outcomes bridge
+(streams/outcome_bridge.py): an item ``{"record_type": "outcome", ...}`` is an ``Outcome``,
+everything else a cost event. ``parse_items`` reads both; ``parse_record`` cost events only.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from spendwarden.exceptions import RejectedEvent
-from spendwarden.streams.events import CostEvent, PricedEvent, epoch_seconds
+from spendwarden.streams.events import CostEvent, Outcome, PricedEvent, epoch_seconds
 from spendwarden.streams.money import usd_to_nanos
 from spendwarden.streams.pricebook import Pricebook
 
@@ -28,6 +32,14 @@ MAX_GPU_SECONDS = 1e9
 MAX_COST_USD = Decimal(10**9)
 _MIN_COST_USD = -MAX_COST_USD  # negated once, not per event
 _GOT_CHARS = 60
+
+# The marker of an outcome item on the cost topic: {"record_type": "outcome", ...outcome fields}.
+RECORD_TYPE = "record_type"
+OUTCOME = "outcome"
+# A record that is one object without these bytes is no outcome, so a single cost event skips the
+# check (a substring search, ~0.2 µs on a 300-byte event). Write the key plainly: a JSON escape
+# inside it (``"record\u005ftype"``) would hide the marker and the item is read as a cost event.
+OUTCOME_MARK = b'"record_type"'
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,18 @@ def _too_big(event: CostEvent) -> None:
         value = getattr(event, name)
         if value > ceiling:
             raise RejectedEvent("invalid", f"{name}: {_got(value)} is above the limit {ceiling:g}", name)
+
+
+def validate_outcome(obj: object) -> Outcome:
+    """An Outcome, or RejectedEvent('invalid') naming the field at fault (the marker is ignored)."""
+    if not isinstance(obj, dict):
+        raise RejectedEvent("invalid", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return Outcome.model_validate(obj)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    except Exception as exc:  # noqa: BLE001 - a validator bug must not stop the stream
+        raise RejectedEvent("invalid", f"cannot validate: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 class Ingest:
@@ -249,3 +273,42 @@ class Ingest:
             except RejectedEvent as exc:
                 rejections.append(Rejection.of(exc, index if is_array else None))
         return events, rejections
+
+    def outcome(self, obj: object, now: float | None = None) -> Outcome:
+        """An Outcome not from the future (an outcome moves its tenant's engine clock like an event)."""
+        outcome = validate_outcome(obj)
+        if now is not None:
+            ahead = epoch_seconds(outcome.ts) - now
+            if ahead > self.max_future_skew_s:
+                raise RejectedEvent(
+                    "future",
+                    f"ts {outcome.ts.isoformat()} is {ahead:.0f} s ahead of now; "
+                    f"allowed clock skew is {self.max_future_skew_s:g} s",
+                    "ts",
+                )
+        return outcome
+
+    def parse_items(
+        self, raw: bytes, now: float | None = None
+    ) -> tuple[list[PricedEvent | Outcome], list[Rejection]]:
+        """``parse_record``, and items marked ``"record_type": "outcome"`` as Outcomes, all in record
+        order (a caller numbers them for positions). A record that is no array and lacks the
+        marker's bytes is exactly ``parse_record`` (its fast path); an array's items are checked
+        one by one, a dict lookup each, cheaper than searching the bytes of a large record."""
+        if raw[:1] != b"[" and OUTCOME_MARK not in raw:
+            return self.parse_record(raw, now)  # type: ignore[return-value]
+        try:
+            items, is_array = self._decode(raw)
+        except RejectedEvent as exc:
+            return [], [Rejection.of(exc)]
+        found: list[PricedEvent | Outcome] = []
+        rejections: list[Rejection] = []
+        for index, obj in enumerate(items):
+            try:
+                if obj.__class__ is dict and obj.get(RECORD_TYPE) == OUTCOME:  # type: ignore[attr-defined]
+                    found.append(self.outcome(obj, now))
+                else:
+                    found.append(self._one(obj, now))
+            except RejectedEvent as exc:
+                rejections.append(Rejection.of(exc, index if is_array else None))
+        return found, rejections

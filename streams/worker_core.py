@@ -18,6 +18,7 @@ from spendwarden.streams.checkpoint import DirtyState
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import GLOBAL, Engine
 from spendwarden.streams.engine_state import position
+from spendwarden.streams.events import Outcome
 from spendwarden.exceptions import RejectedEvent
 from spendwarden.streams.ingest import Ingest, Rejection
 
@@ -46,6 +47,10 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     too_late: int = 0
+    # Business outcomes taken in by the engines, repeated ids, and those older than the horizon.
+    outcomes: int = 0
+    outcome_duplicates: int = 0
+    outcome_too_late: int = 0
     # Reservable budgets' spend per partition: ({tenant: {field: value}}, {tenant: settled event ids}).
     reserved: dict[int, tuple[dict[str, Any], dict[str, list[str]]]] = field(default_factory=dict)
 
@@ -134,26 +139,39 @@ class WorkerCore:
         result = BatchResult()
         for record in records:
             engine = self.engine(record.partition)
-            events, rejections = self.ingest.parse_record(record.value, now)
+            # Cost events and outcomes (docs/traces.md, "Outcomes in") in record order: the index
+            # among the record's good items is the position's, so a replay repeats positions.
+            items, rejections = self.ingest.parse_items(record.value, now)
             for rejection in rejections:
                 source = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
                 result.dead_letters.append((record.key, rejection.to_dead_letter(record.value, source)))
             stats = engine.stats
-            before = (stats.duplicates, stats.too_late)
+            before = (stats.duplicates, stats.too_late, stats.outcomes, stats.outcome_duplicates)
+            outcomes = outcomes_too_late = 0
             sink = result.effects.setdefault(record.partition, [])
-            for index, priced in enumerate(events):
-                sink.extend(engine.process(priced, position(record.offset, index)))
-                if result.newest_event_ts is None or priced.ts > result.newest_event_ts:
-                    result.newest_event_ts = priced.ts
-            result.events += len(events)
+            for index, item in enumerate(items):
+                if isinstance(item, Outcome):
+                    outcomes += 1
+                    late = stats.too_late
+                    sink.extend(engine.process_outcome(item, position(record.offset, index)))
+                    outcomes_too_late += stats.too_late - late
+                    continue
+                sink.extend(engine.process(item, position(record.offset, index)))
+                if result.newest_event_ts is None or item.ts > result.newest_event_ts:
+                    result.newest_event_ts = item.ts
+            result.events += len(items) - outcomes
             result.duplicates += stats.duplicates - before[0]
-            result.too_late += stats.too_late - before[1]
+            result.too_late += stats.too_late - before[1] - outcomes_too_late
+            if outcomes:
+                result.outcomes += stats.outcomes - before[2]
+                result.outcome_duplicates += stats.outcome_duplicates - before[3]
+                result.outcome_too_late += outcomes_too_late
             if engine.deltas:
                 grouped = result.deltas.setdefault(record.partition, {})
                 for budget, inst, pos, nanos, ts in engine.deltas:
                     grouped.setdefault((budget, inst), []).append([pos, nanos, ts])
                 engine.deltas.clear()
-            pos = position(record.offset, max(0, len(events) - 1))
+            pos = position(record.offset, max(0, len(items) - 1))
             result.positions[record.partition] = pos
             self.positions[record.partition] = pos
             _advance(self.next_offset, record.partition, record.offset)
