@@ -60,6 +60,9 @@ class Settings(BaseSettings):
                                                                 "exporter encodes them (otlp_proto needs opentelemetry-proto)")
     traces_mapping: Optional[Path] = Field(None, description="YAML mapping span/resource attributes to tenant, use case "
                                            "and the other cost-event fields; unset: the defaults of docs/traces.md")
+    outcomes_topic: Optional[str] = Field(None, description="business outcomes to join to their trace's cost for "
+                                          "unit.* rules (docs/traces.md, \"Outcomes in\"), e.g. ai.outcomes; unset: "
+                                          "no outcomes topic is read")
     repartition: bool = Field(False, description="producers do not key records by tenant: re-key every record "
                               "by tenant through an internal topic first (one more hop per record)")
 

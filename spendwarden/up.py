@@ -191,6 +191,8 @@ def _start(stack: Stack, settings: Settings, rules_dir: Path) -> str:
              TopicSpec(settings.late_topic)]
     if settings.traces_topic:
         specs.append(TopicSpec(settings.traces_topic, settings.partitions))
+    if settings.outcomes_topic:
+        specs.append(TopicSpec(settings.outcomes_topic, settings.partitions))
     try:
         asyncio.run(asyncio.wait_for(create_topics(bootstrap, specs), 30))
     except SpendwardenError:

@@ -83,6 +83,13 @@ class WorkerMetrics:
         self.trace_spans = Counter("spendwarden_trace_spans_total",
                                    "Spans read from the traces topic, by what became of them (docs/traces.md)",
                                    ["kind"], registry=r)
+        self.outcomes = Counter("spendwarden_outcomes_total",
+                                "Business outcomes by what became of them: read, bridged, rejected by the outcomes "
+                                "bridge; counted, duplicates, too_late by the engine (docs/traces.md)",
+                                ["kind"], registry=r)
+        # At 0 from the start: outcomes may reach the cost topic without the bridge.
+        for kind in ("counted", "duplicates", "too_late"):
+            self.outcomes.labels(kind=kind)
         self.partitions = Gauge("spendwarden_partitions_owned", "Partitions this worker owns", registry=r)
         self.overrides_active = Gauge("spendwarden_overrides_active", "Manual overrides in force, by action",
                                       ["action"], registry=r)

@@ -8,6 +8,8 @@
 - Decisions go to Redis (fenced by the Kafka group generation and the source position) and to
   the compacted ``spendwarden.decisions`` topic; alerts to ``spendwarden.alerts``; bad records
   to ``spendwarden.dead-letter``; events older than the dedupe horizon to ``spendwarden.late``.
+- With ``traces_topic`` or ``outcomes_topic`` set, a bridge agent re-keys OTLP spans (as cost
+  events) or business outcomes by tenant into the cost topic (docs/traces.md).
 - A timer ticks the engines with the wall clock, refreshes the Redis heartbeat, republishes
   everything after a Redis outage, and reloads rules when their files change.
 """
@@ -125,6 +127,7 @@ class Service:
         self.rules = RuleStore(settings.rules_dir)
         pricebook = Pricebook.load(settings.pricebook) if settings.pricebook else Pricebook.default()
         self.trace_bridge = _trace_bridge(settings, pricebook) if settings.traces_topic else None
+        self.outcome_bridge = _outcome_bridge(settings) if settings.outcomes_topic else None
         self.ingest = Ingest(pricebook, max_record_bytes=settings.max_record_bytes,
                              max_future_skew_s=settings.max_future_skew_s)
         self.core = WorkerCore(self.rules.current, self.ingest)
@@ -133,6 +136,11 @@ class Service:
         if self.trace_bridge is not None:  # at 0 from the start, so increase() sees the first
             for kind in ("spans", "events", "rejected", "not_genai", "no_cost_operation", "unpriced_tool"):
                 self.metrics.trace_spans.labels(kind=kind)
+        if self.outcome_bridge is not None:
+            from spendwarden.streams.outcome_bridge import BRIDGE_KINDS
+
+            for kind in BRIDGE_KINDS:
+                self.metrics.outcomes.labels(kind=kind)
         self.spend_metrics = SpendMetrics(lambda: self.core.engines,
                                           max_tenants=settings.metrics_max_tenants_per_partition,
                                           max_models=settings.metrics_max_models_per_partition,
@@ -149,7 +157,7 @@ class Service:
         self._last_heartbeat = 0.0
         self._ready = False
         self._checkpoint_lock = asyncio.Lock()
-        self._bridge_sends: list[Any] = []  # trace records sent since the last commit
+        self._bridge_sends: list[Any] = []  # bridged records (traces, outcomes) sent since the last commit
         self._bridge_error: Optional[BaseException] = None
         self._templates_written = False
         # (next offset, next deltas offset) each partition's last end marker recorded
@@ -195,6 +203,14 @@ class Service:
                 # Few exports per batch: one can hold thousands of spans (~40 ms per MB to convert).
                 async for events in stream.take_events(min(s.batch_max_records, 16), within=s.batch_within_s):
                     await self.bridge_traces(events)
+
+        if s.outcomes_topic:
+            outcomes_topic = app.topic(s.outcomes_topic, key_serializer="raw", value_serializer="raw")
+
+            @app.agent(outcomes_topic, name="bridge-outcomes")
+            async def bridge_outcomes(stream: Any) -> None:
+                async for events in stream.take_events(s.batch_max_records, within=s.batch_within_s):
+                    await self.bridge_outcomes(events)
 
         self.refetcher = Refetcher(s.kafka_bootstrap or "", self.counted_topic.get_topic_name(),
                                    client_options=aiokafka_options(s),
@@ -297,7 +313,7 @@ class Service:
     # ---------------------------------------------------------------- rebalancing
     def counted_partitions(self, tps: Any) -> set[int]:
         """Partitions of the counted topic among assigned or revoked ones: another topic (the
-        traces topic) may have other partition numbers, which own no engine."""
+        traces or outcomes topic) may have other partition numbers, which own no engine."""
         name = self.counted_topic.get_topic_name()
         return {tp.partition for tp in tps if tp.topic == name}
 
@@ -428,20 +444,32 @@ class Service:
         not land would lose its spend.
         """
         assert self.trace_bridge is not None
+        await self._bridge(events, self.trace_bridge.convert, self.metrics.trace_spans, "spans")
+
+    async def bridge_outcomes(self, events: list[Any]) -> None:
+        """Outcome records → outcome records keyed by tenant, into the cost topic
+        (streams/outcome_bridge.py), settled before the next commit like the trace bridge's."""
+        assert self.outcome_bridge is not None
+        await self._bridge(events, self.outcome_bridge.convert, self.metrics.outcomes, "outcomes")
+
+    async def _bridge(self, events: list[Any], convert: Any, counter: Any, what: str) -> None:
+        """Send what ``convert`` made of each record to the cost topic, count its stats in
+        ``counter{kind}``, dead-letter its rejections; every send is kept for the settling."""
         for e in events:
-            bridged = self.trace_bridge.convert(e.value)
+            bridged = convert(e.value)
             for key, value in bridged.records:
                 self._bridge_sends.append(await self.cost_topic.send(key=key, value=value))
             for kind, count in bridged.stats.items():
                 if count:
-                    self.metrics.trace_spans.labels(kind=kind).inc(count)
+                    counter.labels(kind=kind).inc(count)
             if bridged.rejections:
-                await self._bridge_dead_letter(e, bridged.rejections)
-            await asyncio.sleep(0)  # let the counting agent and the tick run between exports
+                await self._bridge_dead_letter(e, bridged.rejections, what)
+            await asyncio.sleep(0)  # let the counting agent and the tick run between records
 
-    async def _bridge_dead_letter(self, e: Any, rejections: list[Any]) -> None:
-        """One dead letter per export, listing its refused spans; the raw export is cut at 64 KiB
-        (a whole export per refused span would multiply a 1 MB record)."""
+    async def _bridge_dead_letter(self, e: Any, rejections: list[Any], what: str = "spans") -> None:
+        """One dead letter per bridged record, listing its refused items (``rejected_spans`` or
+        ``rejected_outcomes``); the raw record is cut at 64 KiB (a whole export per refused span
+        would multiply a 1 MB record)."""
         for rejection in rejections:
             self.metrics.dead_letters.labels(reason=rejection.reason).inc()
         raw = bytes(e.value or b"")
@@ -449,13 +477,13 @@ class Service:
         payload = rejections[0].to_dead_letter(raw[:DEAD_LETTER_RAW_BYTES], source)
         payload["rejections"] = [{"reason": r.reason, "detail": r.detail, "field": r.field, "index": r.index}
                                  for r in rejections[:100]]
-        payload["rejected_spans"] = len(rejections)
+        payload[f"rejected_{what}"] = len(rejections)
         payload["raw_truncated"] = len(raw) > DEAD_LETTER_RAW_BYTES
         self._bridge_sends.append(await self.dead_letter_topic.send(key=e.key, value=orjson.dumps(payload)))
 
     async def _settle_bridge_sends(self) -> None:
         """Raise (and so stop the commit) if a bridged record did not land; for good, so a later
-        commit cannot pass it either: the worker must restart and convert those exports again."""
+        commit cannot pass it either: the worker must restart and convert those records again."""
         if self._bridge_error is not None:
             raise self._bridge_error
         sends, self._bridge_sends = self._bridge_sends, []
@@ -463,7 +491,7 @@ class Service:
             await asyncio.gather(*sends)
         except Exception as exc:
             self._bridge_error = exc
-            log.error("a bridged trace record did not reach Kafka; no more commits until a restart",
+            log.error("a bridged record did not reach Kafka; no more commits until a restart",
                       error=f"{type(exc).__name__}: {exc}"[:300])
             raise
 
@@ -691,6 +719,10 @@ class Service:
         m.events.inc(result.events - result.duplicates - result.too_late)
         m.duplicates.inc(result.duplicates)
         m.too_late.inc(result.too_late)
+        if result.outcomes or result.outcome_duplicates or result.outcome_too_late:
+            m.outcomes.labels(kind="counted").inc(result.outcomes)
+            m.outcomes.labels(kind="duplicates").inc(result.outcome_duplicates)
+            m.outcomes.labels(kind="too_late").inc(result.outcome_too_late)
         m.batch_seconds.observe(time.perf_counter() - started)
         if result.newest_event_ts is not None:
             m.latency.observe(max(0.0, time.time() - result.newest_event_ts))
@@ -765,6 +797,14 @@ def _trace_bridge(settings: Settings, pricebook: Pricebook) -> Any:
     return TraceBridge(mapping, pricebook, encoding=settings.traces_encoding,
                        max_events_per_record=min(settings.batch_max_records, 10_000),
                        max_record_bytes=min(settings.max_record_bytes, 900_000))
+
+
+def _outcome_bridge(settings: Settings) -> Any:
+    from spendwarden.streams.outcome_bridge import OutcomeBridge
+
+    # The same record limits as the trace bridge's (Faust's producer refuses requests over 1 MB).
+    return OutcomeBridge(max_outcomes_per_record=min(settings.batch_max_records, 10_000),
+                         max_record_bytes=min(settings.max_record_bytes, 900_000))
 
 
 def _redis_client(settings: Settings) -> Any:

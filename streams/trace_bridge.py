@@ -13,7 +13,7 @@ Pure: bytes in, records and rejections out; the worker (streams/service.py) send
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -67,20 +67,27 @@ class TraceBridge:
         return found
 
     def _chunks(self, events: list[dict[str, Any]], rejections: list[Rejection]) -> list[bytes]:
-        """JSON arrays of at most ``max_events`` events and under ``max_bytes`` each (the producer
-        and the cost topic's reader refuse bigger records); split in halves until they fit. One
-        event alone over the limit is refused here, with its reason."""
-        pending = [events[i:i + self.max_events] for i in range(0, len(events), self.max_events)]
-        out: list[bytes] = []
-        while pending:
-            part = pending.pop(0)
-            body = orjson.dumps(part)
-            if len(body) <= self.max_bytes:
-                out.append(body)
-            elif len(part) == 1:
-                rejections.append(Rejection("too_large", f"span {part[0].get('cost_event_id')} makes a cost event "
-                                            f"of {len(body)} bytes; the limit is {self.max_bytes}"))
-            else:
-                half = len(part) // 2
-                pending[:0] = [part[:half], part[half:]]
-        return out
+        return json_chunks(events, self.max_events, self.max_bytes, rejections,
+                           lambda event: f"span {event.get('cost_event_id')} makes a cost event")
+
+
+def json_chunks(items: list[dict[str, Any]], max_items: int, max_bytes: int, rejections: list[Rejection],
+                name: Callable[[dict[str, Any]], str]) -> list[bytes]:
+    """JSON arrays of at most ``max_items`` items and under ``max_bytes`` each (the producer and
+    the cost topic's reader refuse bigger records); split in halves until they fit. One item
+    alone over the limit is refused here (``too_large``, detail starting with ``name(item)``).
+    Shared by the trace and outcome bridges."""
+    pending = [items[i:i + max_items] for i in range(0, len(items), max_items)]
+    out: list[bytes] = []
+    while pending:
+        part = pending.pop(0)
+        body = orjson.dumps(part)
+        if len(body) <= max_bytes:
+            out.append(body)
+        elif len(part) == 1:
+            rejections.append(Rejection("too_large",
+                                        f"{name(part[0])} of {len(body)} bytes; the limit is {max_bytes}"))
+        else:
+            half = len(part) // 2
+            pending[:0] = [part[:half], part[half:]]
+    return out
