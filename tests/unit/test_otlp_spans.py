@@ -190,7 +190,8 @@ def test_export_is_split_by_tenant_with_every_field(day: Recorder) -> None:
     assert list(by_tenant) == ["acme", "initech", "globex", "unattributed"]
 
     def ids(label: str) -> dict[str, Any]:
-        return {"schema_version": 1, "cost_event_id": day.span_id(label), "trace_id": day.trace_id(label)}
+        return {"schema_version": 1, "cost_event_id": day.span_id(label), "trace_id": day.trace_id(label),
+                "origin": "trace"}
 
     acme_resource = {"tenant_id": "acme", "use_case_id": "support", "cost_center": "cc-42",
                      "environment": "staging"}
