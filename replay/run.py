@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Protocol
 
 import orjson
-from pydantic import ValidationError
 
+from spendwarden.exceptions import RejectedEvent
 from spendwarden.gc_policy import engine_thresholds
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import Engine
-from spendwarden.exceptions import RejectedEvent
 from spendwarden.streams.engine_state import position
 from spendwarden.streams.events import Outcome, epoch_seconds
-from spendwarden.streams.ingest import Ingest, Rejection, _invalid
+from spendwarden.streams.ingest import Ingest, Rejection
 from spendwarden.streams.money import format_usd
 
 SINK_FILES = {
@@ -33,33 +32,6 @@ SINK_FILES = {
     "late_spend": "late.jsonl",
     "too_late": "late.jsonl",
 }
-
-
-# A JSONL line (or row) marked ``"record_type": "outcome"`` is a business outcome, as on the live
-# cost topic; a line without these bytes is a cost event and skips the check.
-OUTCOME_MARK = b'"record_type"'
-
-
-def parse_outcome(record: bytes | dict[str, Any]) -> tuple[Outcome | None, Rejection | None, bool]:
-    """``(outcome, rejection, is_outcome)`` of one record: ``is_outcome`` False leaves the record
-    to ingest as a cost event; a marked record that does not validate is rejected with a reason."""
-    if isinstance(record, dict):
-        obj: Any = record
-    else:
-        if OUTCOME_MARK not in record:
-            return None, None, False
-        try:
-            obj = orjson.loads(record)
-        except orjson.JSONDecodeError:
-            return None, None, False  # ingest rejects it as undecodable
-    if not isinstance(obj, dict) or obj.get("record_type") != "outcome":
-        return None, None, False
-    try:
-        return Outcome.model_validate(obj), None, True
-    except ValidationError as exc:
-        return None, Rejection.of(_invalid(exc)), True
-    except Exception as exc:  # noqa: BLE001 - a bad record is rejected, never a crash
-        return None, Rejection.of(RejectedEvent("invalid", f"cannot validate: {type(exc).__name__}")), True
 
 
 class EffectSink(Protocol):
@@ -193,33 +165,27 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
 
     for where, record in records:
         result.records += 1
+        items: list[Any]
         if isinstance(record, (bytes, bytearray, memoryview)):
             raw = bytes(record)
-            if OUTCOME_MARK in raw:
-                outcome, bad, is_outcome = parse_outcome(raw)
-                if is_outcome:
-                    if bad is not None:
-                        result.rejected[bad.reason] += 1
-                        sink.rejected(where, bad, raw)
-                    elif outcome is not None:
-                        next_tick = _take_outcome(engine, outcome, where, result, next_tick, tick_s, emit)
-                    continue
-            events, rejections = ingest.parse_record(raw)
+            # Items marked "record_type": "outcome" are outcomes, as on the live cost topic.
+            items, rejections = ingest.parse_items(raw)
         else:
             raw = orjson.dumps(record, default=str)
             if record.get("record_type") == "outcome":
-                outcome, bad, _ = parse_outcome(record)
-                if bad is not None:
-                    result.rejected[bad.reason] += 1
-                    sink.rejected(where, bad, raw)
-                elif outcome is not None:
-                    next_tick = _take_outcome(engine, outcome, where, result, next_tick, tick_s, emit)
-                continue
-            events, rejections = ingest.parse_object(record)
+                try:
+                    items, rejections = [ingest.outcome(record)], []
+                except RejectedEvent as exc:
+                    items, rejections = [], [Rejection.of(exc)]
+            else:
+                items, rejections = ingest.parse_object(record)
         for rejection in rejections:
             result.rejected[rejection.reason] += 1
             sink.rejected(where, rejection, raw)
-        for index, priced in enumerate(events):
+        for index, priced in enumerate(items):
+            if priced.__class__ is Outcome:
+                next_tick = _take_outcome(engine, priced, position(where, index), result, next_tick, tick_s, emit)
+                continue
             ts = priced.ts
             if next_tick is None:
                 next_tick = (ts // tick_s + 1) * tick_s
@@ -249,7 +215,7 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
     return result
 
 
-def _take_outcome(engine: Engine, outcome: Outcome, where: int, result: ReplayResult, next_tick: float | None,
+def _take_outcome(engine: Engine, outcome: Outcome, pos: int, result: ReplayResult, next_tick: float | None,
                   tick_s: float, emit: Callable[[list[Effect]], None]) -> float | None:
     """An outcome moves the simulated clock like an event, then goes to ``process_outcome``."""
     ts = epoch_seconds(outcome.ts)
@@ -261,7 +227,7 @@ def _take_outcome(engine: Engine, outcome: Outcome, where: int, result: ReplayRe
         next_tick += tick_s
     if result.last_ts is None or ts > result.last_ts:
         result.last_ts = ts
-    emit(engine.process_outcome(outcome, position(where, 0), ts))
+    emit(engine.process_outcome(outcome, pos, ts))
     result.outcomes += 1
     return next_tick
 

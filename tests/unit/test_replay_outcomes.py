@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from spendwarden.replay.run import ListSink, parse_outcome, replay
+from spendwarden.replay.run import ListSink, replay
 from spendwarden.rules.loader import load_ruleset
 from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.pricebook import Pricebook
@@ -76,8 +76,19 @@ def test_a_bad_outcome_is_rejected_with_a_reason(tmp_path: Path) -> None:
     assert sink.rejections[2][1].reason == "decode"  # not JSON: ingest's own reason
 
 
-def test_rows_already_decoded_are_read_too() -> None:
-    found, bad, is_outcome = parse_outcome(outcome("o1", "2026-11-25T10:05:00Z", "t1"))
-    assert is_outcome and bad is None and found is not None and found.outcome == "resolved"
-    assert parse_outcome(event("e1", "2026-11-25T10:00:00Z", "t1")) == (None, None, False)
-    assert parse_outcome(b'{"record_type": "cost"}') == (None, None, False)
+def test_rows_already_decoded_are_read_too(tmp_path: Path) -> None:
+    """CSV and Parquet rows arrive as dicts: a marked row is an outcome, the rest cost events."""
+    rows = [event("e1", "2026-11-25T10:00:00Z", "t1"), outcome("o1", "2026-11-25T10:05:00Z", "t1"),
+            outcome("o2", "2026-11-25T10:06:00Z", "t1", kind="maybe")]
+    sink = ListSink()
+    result = replay(list(enumerate(rows, 1)), rules(tmp_path), Ingest(Pricebook.default()), sink)
+    assert (result.events, result.outcomes) == (1, 1)
+    assert [(where, r.reason) for where, r in sink.rejections] == [(3, "invalid")]
+
+
+def test_an_array_line_of_outcomes_as_the_bridge_writes_it(tmp_path: Path) -> None:
+    """`replay kafka://` reads the cost topic, where the outcome bridge writes arrays of outcomes."""
+    line = orjson.dumps([outcome("o1", "2026-11-25T10:05:00Z", "t1"), outcome("o2", "2026-11-25T10:06:00Z", "t1")])
+    records = [orjson.dumps(event("e1", "2026-11-25T10:00:00Z", "t1")), line, line]
+    engine_result = replay(list(enumerate(records, 1)), rules(tmp_path), Ingest(Pricebook.default()), ListSink())
+    assert engine_result.outcomes == 4  # taken in; the copies in the third line count once in unit.*
