@@ -26,6 +26,7 @@ from spendwarden.exceptions import ConfigError
 from spendwarden.replay.showback import (
     DEFAULT_BY, OUTCOME_KINDS, PERIOD_HELP, SHOWBACK_DIMENSIONS, ReportPeriod, Showback, ShowbackRow,
 )
+from spendwarden.streams.events import Outcome
 from spendwarden.streams.money import usd_text
 
 _EXAMPLES = 5  # bad records quoted on stderr; the rest are only counted
@@ -122,15 +123,18 @@ def _read_events(sources: Sequence[Any], showback: Showback, ingest: Any, bad: _
     records = 0
     for path, where, record in _records(sources, progress, lambda: showback.stats.events):
         records += 1
-        if isinstance(record, bytes):
-            events, rejections = ingest.parse_record(record)
+        if isinstance(record, bytes):  # marked outcomes among the events count as outcomes, as live
+            items, rejections = ingest.parse_items(record)
         else:
-            events, rejections = ingest.parse_object(record)
+            items, rejections = ingest.parse_object(record)
         for rejection in rejections:
             index = "" if rejection.index is None else f"[{rejection.index}]"
             bad.add(path, where, rejection.reason, f"{index}{rejection.detail}")
-        for priced in events:
-            showback.add_event(priced)
+        for item in items:
+            if isinstance(item, Outcome):
+                showback.add_outcome(item)
+            else:
+                showback.add_event(item)
     return records
 
 
@@ -144,8 +148,6 @@ def _outcome_items(record: Any) -> list[Any]:
 
 def _read_outcomes(sources: Sequence[Any], showback: Showback, bad: _Bad) -> None:
     """Validate every outcome with the ``Outcome`` model and keep it for the join."""
-    from spendwarden.streams.events import Outcome
-
     for path, where, record in _records(sources, _Progress(False, None), lambda: 0):
         try:
             items = _outcome_items(record)

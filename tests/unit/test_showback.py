@@ -301,3 +301,18 @@ def test_cli_bad_by_and_missing_file_exit_2(inputs: dict[str, Path], tmp_path: P
     assert result.exit_code == 2 and "Invalid value for '--by'" in result.stderr
     result = run(str(tmp_path / "nope.jsonl"), "--period", "2026-11")
     assert result.exit_code == 2 and result.stderr.startswith("spendwarden: error: cannot read")
+
+
+def test_cli_reads_marked_outcomes_among_the_events(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A replay of the live cost topic holds outcomes marked ``record_type: outcome`` (the outcome
+    bridge writes them there as arrays): they join like outcomes from --outcomes."""
+    marked = [{**o, "record_type": "outcome"} for o in OUTCOMES]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", ACME + GLOBEX + [marked[:2]] + marked[2:])
+    separate, together = tmp_path / "separate.csv", tmp_path / "together.csv"
+    first = run(str(inputs["events"]), "--period", "2026-11", "--outcomes", str(inputs["outcomes"]),
+                "--rules", str(inputs["rules"]), "--csv", str(separate), "--no-progress")
+    second = run(str(mixed), "--period", "2026-11", "--rules", str(inputs["rules"]), "--csv", str(together),
+                 "--no-progress")
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    assert together.read_text() == separate.read_text()
+    assert "outcome" in together.read_text().splitlines()[0]
