@@ -72,6 +72,7 @@ class KafkaRangeSource:
         self.bootstrap = bootstrap
         self.client_options = client_options or {}  # TLS/SASL (spendwarden.kafka_security)
         self.topic = topic
+        self.path = f"{SCHEME}{topic}"  # how reports name the input
         self.start = start
         self.end = end
         self.partitions = partitions

@@ -99,11 +99,28 @@ def _parse_by(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
     return names
 
 
-def _open(paths: Sequence[str]) -> list[Any]:
-    """Every input opened (checked) before any is read, so a typo fails at once."""
-    from spendwarden.replay.readers import open_events
+def _open(paths: Sequence[str], start: str | None = None, end: str | None = None) -> list[Any]:
+    """Every input opened (checked) before any is read, so a typo fails at once; ``kafka://TOPIC``
+    reads the live topic's range (``start``/``end`` as in ``replay``), files are read whole."""
+    from spendwarden.cli import open_source
 
-    return [open_events(path) for path in paths]
+    opened: list[Any] = []
+    try:
+        for path in paths:
+            opened.append(open_source(path, start, end, None)[0] if path.startswith("kafka://")
+                          else open_source(path, None, None, None)[0])
+    except BaseException:
+        _close(opened)
+        raise
+    if (start or end) and not any(path.startswith("kafka://") for path in paths):
+        raise ConfigError("--from and --to apply to kafka://TOPIC inputs only")
+    return opened
+
+
+def _close(sources: Iterable[Any]) -> None:
+    for source in sources:
+        if hasattr(source, "close"):  # a Kafka reader holds a connection until closed
+            source.close()
 
 
 def _records(sources: Sequence[Any], progress: _Progress,
@@ -280,22 +297,35 @@ def _stderr_summary(showback: Showback, records: int, bad_events: _Bad, bad_outc
 @click.option("--pricebook", default=None, help="Pricebook YAML (default: the bundled illustrative one).")
 @click.option("--csv", "csv_out", default=None, type=click.Path(dir_okay=False),
               help="Also write the rows as CSV here.")
+@click.option("--from", "start", default=None,
+              help="kafka:// inputs: first record, an offset or an ISO time of the record (default: the oldest kept).")
+@click.option("--to", "end", default=None,
+              help="kafka:// inputs: end of the range, exclusive (default: the log end when the report starts).")
 @click.option("--progress/--no-progress", default=True, help="Progress on stderr.")
 def showback_command(events: tuple[str, ...], period: ReportPeriod, outcomes: tuple[str, ...],
                      by: tuple[str, ...], rules: str | None, pricebook: str | None, csv_out: str | None,
-                     progress: bool) -> None:
+                     start: str | None, end: str | None, progress: bool) -> None:
     """Spend of PERIOD by business unit, cost center, use case and model, with cost per outcome,
-    from EVENTS (JSONL, JSONL.gz, CSV, Parquet, - for stdin). Each event falls in the period by its
-    tenant's local calendar. Definitions: docs/showback.md."""
+    from EVENTS (JSONL, JSONL.gz, CSV, Parquet, - for stdin, or kafka://TOPIC for the live cost
+    topic, whose bridged outcomes join too). Each event falls in the period by its tenant's local
+    calendar. Definitions: docs/showback.md."""
     showback = Showback(period, _zone_lookup(rules))
     ingest = _make_ingest(pricebook)
-    event_sources, outcome_sources = _open(events), _open(outcomes)
+    event_sources = _open(events, start, end)
+    try:
+        outcome_sources = _open(outcomes)
+    except BaseException:
+        _close(event_sources)
+        raise
     bad_events, bad_outcomes = _Bad(), _Bad()
-    _read_outcomes(outcome_sources, showback, bad_outcomes)  # first, though the join works in any order
-    sizes = [source.total_bytes for source in event_sources]
-    meter = _Progress(progress, None if None in sizes else sum(sizes))
-    records = _read_events(event_sources, showback, ingest, bad_events, meter)
-    meter.finish()
+    try:
+        _read_outcomes(outcome_sources, showback, bad_outcomes)  # first, though the join works in any order
+        sizes = [source.total_bytes for source in event_sources]
+        meter = _Progress(progress, None if None in sizes else sum(sizes))
+        records = _read_events(event_sources, showback, ingest, bad_events, meter)
+        meter.finish()
+    finally:
+        _close(event_sources + outcome_sources)
     rows, total = showback.rows(by), showback.total()
     _stderr_summary(showback, records, bad_events, bad_outcomes, bool(outcomes))
     click.echo(f"showback {period.text} ({period.kind}, each tenant's local calendar) by {', '.join(by)}\n")

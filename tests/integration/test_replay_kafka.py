@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import subprocess
@@ -118,3 +119,43 @@ def test_range_by_time_and_the_cli_without_a_consumer_group(run: WorkerRun, tmp_
     assert bad.returncode == 2
     assert [line for line in bad.stderr.splitlines() if line.strip()] == [
         f"spendwarden: error: topic 'no-such-topic' not found on {run.bootstrap}"]
+
+
+def test_showback_of_the_live_cost_topic_joins_its_bridged_outcomes(broker: str, topic_names: Any,
+                                                                    tmp_path: Path) -> None:
+    """`report showback kafka://TOPIC`: the cost topic as the worker reads it (events, a producer
+    duplicate, arrays of outcomes the outcome bridge re-keyed by tenant, a bad record) gives the
+    period's rows without a consumer group; the same records from a file give the same CSV."""
+    from harness import make_topics
+
+    topics = topic_names("events")
+    make_topics(broker, topics)
+    ts = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    events = [dict(event(i, "0.25", tenant=f"t{i % 2}", use_case="support", ts=ts), trace_id=f"tr{i}")
+              for i in range(8)]
+    outcomes = {tenant: [{"record_type": "outcome", "business_outcome_id": f"o{i}", "trace_id": f"tr{i}",
+                          "ts": ts.isoformat(), "tenant_id": tenant, "outcome": "resolved"}
+                         for i in range(8) if f"t{i % 2}" == tenant] for tenant in ("t0", "t1")}
+    records = encode(events) + encode(events[:2]) + [
+        (tenant.encode(), json.dumps(items).encode()) for tenant, items in outcomes.items()] + [(b"t0", b"{oops")]
+    produce_in_batches(broker, topics["events"], records)
+    env = dict(os.environ, SPENDWARDEN_KAFKA_BOOTSTRAP=broker)
+    live_csv, file_csv = tmp_path / "live.csv", tmp_path / "file.csv"
+    live = subprocess.run([SPENDWARDEN, "report", "showback", f"kafka://{topics['events']}", "--period", "2026-11",
+                           "--by", "tenant_id", "--csv", str(live_csv), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert live.returncode == 0, live.stderr
+    (tmp_path / "topic.jsonl").write_bytes(b"".join(value + b"\n" for _, value in records))
+    from_file = subprocess.run([SPENDWARDEN, "report", "showback", str(tmp_path / "topic.jsonl"), "--period",
+                                "2026-11", "--by", "tenant_id", "--csv", str(file_csv), "--no-progress"],
+                               capture_output=True, text=True, env=env, timeout=120)
+    assert from_file.returncode == 0, from_file.stderr
+    with live_csv.open(newline="") as handle:
+        rows = {row["tenant_id"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == ["", "t0", "t1"]  # two tenants and the total
+    figures = ("spend_usd", "events", "outcomes", "resolved", "cost_per_outcome_usd", "cost_per_resolved_usd")
+    assert {k: rows[""][k] for k in figures} == {"spend_usd": "2", "events": "8", "outcomes": "8", "resolved": "8",
+                                                 "cost_per_outcome_usd": "0.25", "cost_per_resolved_usd": "0.25"}
+    assert rows["t0"]["outcomes"] == rows["t1"]["outcomes"] == "4"
+    assert live_csv.read_text() == file_csv.read_text()
+    assert "1 rejected (decode 1)" in live.stderr and "2 duplicates" in live.stderr
