@@ -14,6 +14,14 @@ incident's own random stream, or changes to the scope's model calls inside the w
 - growth (not an incident): volume +50% over a week at steady unit cost, and it stays;
 - surge (not an incident): one local day at 3x volume at steady unit cost.
 
+Issue 9's kinds need outcomes or traced use cases (``scenario.generate``'s options):
+
+- quality regression: for a day one use case's cost per call falls 30% (its model calls' tokens
+  scaled as a cheaper model would price them; tool calls keep their price) while the human
+  rejected share of its outcomes triples;
+- gateway silent: for some hours a traced use case's gateway copies stop; only the ``origin:
+  trace`` copies of its calls remain.
+
 Failed calls are model calls with ``output_tokens: 0`` (``scenario.failed``).
 """
 
@@ -34,9 +42,12 @@ from spendwarden.replay.scenario import (
 )
 
 Kind = Literal["agent-loop", "prompt-bloat", "misroute", "cache-collapse", "retry-storm", "slow-leak", "growth",
-               "surge"]
+               "surge", "quality-regression", "gateway-silent"]
 KINDS: tuple[str, ...] = ("agent-loop", "prompt-bloat", "misroute", "cache-collapse", "retry-storm", "slow-leak",
                           "growth", "surge")
+# Issue 9's kinds: not in ``mixed`` (they need outcomes and traced use cases, which change the
+# events); scenario ``outcomes`` places them.
+OUTCOME_KINDS: tuple[str, ...] = ("quality-regression", "gateway-silent")
 NOT_INCIDENTS = frozenset({"growth", "surge"})  # labelled so an alert on them counts as false
 
 LOOP_FACTOR = 5
@@ -52,6 +63,8 @@ LEAK_PER_DAY = 1.03
 LEAK_DAYS = 10
 GROWTH_FACTOR, GROWTH_DAYS = 1.5, 7
 SURGE_FACTOR = 3
+QUALITY_COST_FACTOR = 0.7  # cost per call in a quality regression
+QUALITY_REJECTION_FACTOR = 3  # human_rejected share of outcomes in a quality regression
 
 SIZES: dict[str, dict[str, Any]] = {
     "agent-loop": {"step_calls_factor": LOOP_FACTOR},
@@ -62,6 +75,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "slow-leak": {"unit_cost_per_day": LEAK_PER_DAY, "days": LEAK_DAYS},
     "growth": {"volume_factor": GROWTH_FACTOR, "days": GROWTH_DAYS, "stays": True},
     "surge": {"volume_factor": SURGE_FACTOR, "unit": "one local day"},
+    "quality-regression": {"cost_per_call_factor": QUALITY_COST_FACTOR,
+                           "human_rejected_share_factor": QUALITY_REJECTION_FACTOR},
+    "gateway-silent": {"reported_share": 0.0},
 }
 
 _FIRST = 1 / MEAN_TRACE  # share of events that open a trace: always model calls
@@ -176,7 +192,7 @@ class _Change(Effect):
 
     def apply(self, ms: int, event: dict[str, Any]) -> None:
         if (self.start_ms <= ms < self.end_ms and event["use_case_id"] == self.w.use_case_id
-                and event["component"] == "model_call"):
+                and event.get("component") == "model_call"):
             self.change(ms, event)
             reprice(event)
 
@@ -272,6 +288,8 @@ class _Volume(Effect):
         use_case_of(tenant.p, window.use_case_id)
         self.w = window
         self.extra = Tenant(tenant.p, seed, stream=f"{window.kind}{index}")
+        if tenant.quality is not None:  # the extra traffic's traces end in outcomes too
+            self.extra.with_outcomes()
         self.start_ms, self.end_ms = _ms(window.start), _ms(window.end)
 
     def factor(self, ms: int) -> float:
@@ -289,6 +307,48 @@ class _Volume(Effect):
             yield from self.extra.minute(minute_ms, end_ms, factor=factor, only=self.w.use_case_id)
 
 
+class _QualityRegression(_Change):
+    """Cheaper calls, worse outcomes: model calls' tokens scaled so the use case's cost per call is
+    x0.7, and outcomes turned into human rejections until their share is x3."""
+
+    def __init__(self, window: Window, tenant: Tenant, seed: int, index: int) -> None:
+        super().__init__(window, tenant, seed, index)
+        if tenant.quality is None:
+            raise ConfigError(f"quality regression on {window.tenant_id}: the scenario has no outcomes "
+                              "(generate(outcomes=True))")
+        gain = leak_gain(self.use_case[1], self.hit, tenant.p.fail_rate)
+        self.scale = max(0.05, 1 + (QUALITY_COST_FACTOR - 1) * gain)
+        cum = tenant.quality[window.use_case_id]
+        share = cum[-1] - cum[-2]  # human_rejected is the last kind
+        self.flip = min(1.0, (QUALITY_REJECTION_FACTOR - 1) * share / max(1e-9, 1 - share))
+
+    def apply(self, ms: int, event: dict[str, Any]) -> None:
+        if not (self.start_ms <= ms < self.end_ms and event["use_case_id"] == self.w.use_case_id):
+            return
+        if event.get("record_type") == "outcome":
+            if event["outcome"] != "human_rejected" and self.rng.random() < self.flip:
+                event["outcome"] = "human_rejected"
+        elif event.get("component") == "model_call":
+            for key in ("input_tokens", "output_tokens", "cached_tokens"):
+                event[key] = round(event[key] * self.scale)
+            reprice(event)
+
+
+class _GatewaySilent(Effect):
+    """A traced use case's gateway stops reporting: its reported copies are dropped in the window."""
+
+    drops = True
+
+    def __init__(self, window: Window, tenant: Tenant, seed: int, index: int) -> None:
+        use_case_of(tenant.p, window.use_case_id)
+        self.w = window
+        self.start_ms, self.end_ms = _ms(window.start), _ms(window.end)
+
+    def keep(self, ms: int, event: dict[str, Any]) -> bool:
+        return not (self.start_ms <= ms < self.end_ms and event["use_case_id"] == self.w.use_case_id
+                    and "record_type" not in event and event.get("origin", "reported") == "reported")
+
+
 def _agent_loop(window: Window, tenant: Tenant, seed: int, index: int) -> Effect:
     use_case = use_case_of(tenant.p, window.use_case_id)
     if window.workflow_step is None:
@@ -303,4 +363,5 @@ def _agent_loop(window: Window, tenant: Tenant, seed: int, index: int) -> Effect
 _BIND: dict[str, Callable[[Window, Tenant, int, int], Effect]] = {
     "agent-loop": _agent_loop, "prompt-bloat": _Bloat, "misroute": _Misroute, "cache-collapse": _CacheCollapse,
     "retry-storm": _RetryStorm, "slow-leak": _SlowLeak, "growth": _Volume, "surge": _Volume,
+    "quality-regression": _QualityRegression, "gateway-silent": _GatewaySilent,
 }

@@ -25,12 +25,16 @@ from typing import Any, cast
 
 from spendwarden.exceptions import ConfigError
 from spendwarden.replay.incidents import (
-    CACHE_BEFORE, GROWTH_DAYS, KINDS, LEAK_DAYS, MODEL_SHARE, Kind, Window, cached_share, misroute_target,
-    step_share,
+    CACHE_BEFORE, GROWTH_DAYS, KINDS, LEAK_DAYS, MODEL_SHARE, OUTCOME_KINDS, Kind, Window, cached_share,
+    misroute_target, step_share,
 )
-from spendwarden.replay.scenario import Tenant, TenantProfile, _ms, generate
+from spendwarden.replay.scenario import MEAN_TRACE, Tenant, TenantProfile, _ms, generate
 
-SCENARIOS: tuple[str, ...] = ("mixed", *KINDS, "quiet")
+SCENARIOS: tuple[str, ...] = ("mixed", *KINDS, *OUTCOME_KINDS, "outcomes", "quiet")
+# Scenario ``outcomes``: issue 9's kinds, with growth as the control that must not alert.
+OUTCOMES_KINDS = (*OUTCOME_KINDS, "growth")
+TRACED_SHARE = 0.2  # use cases traced besides those a gateway-silent window needs (outcomes scenario)
+SILENT_PER_HOUR = 40.0  # a gateway-silent scope's expected calls per hour in its window, at least
 WARMUP_DAYS = 14.0
 GAP = timedelta(days=1)  # between two windows of one tenant
 MARGIN = timedelta(hours=1)  # windows end this long before the data does, so late detections show
@@ -38,17 +42,17 @@ MARGIN = timedelta(hours=1)  # windows end this long before the data does, so la
 # failed calls, or all the use case's events) below which a scope is not eligible.
 MIN_NORMAL: dict[str, float] = {
     "agent-loop": 10, "retry-storm": 5, "prompt-bloat": 30, "misroute": 30, "cache-collapse": 30,
-    "slow-leak": 200, "growth": 200, "surge": 200,
+    "slow-leak": 200, "growth": 200, "surge": 200, "quality-regression": 100, "gateway-silent": 80,
 }
 # Window length in minutes, drawn uniformly (the issue fixes loops, storms, bloat, leak, growth;
 # misroute and cache collapse last until someone rolls the change back). Surges are a local day.
 DURATION_MINUTES: dict[str, tuple[int, int]] = {
     "agent-loop": (20, 60), "retry-storm": (10, 30), "prompt-bloat": (120, 360), "misroute": (60, 240),
     "cache-collapse": (120, 480), "slow-leak": (LEAK_DAYS * 1440,) * 2, "growth": (GROWTH_DAYS * 1440,) * 2,
-    "surge": (1440, 1440),
+    "surge": (1440, 1440), "quality-regression": (1440, 1440), "gateway-silent": (120, 360),
 }
 _ORDER = ("slow-leak", "growth", "surge", "cache-collapse", "prompt-bloat", "misroute", "agent-loop",
-          "retry-storm")
+          "retry-storm", "quality-regression", "gateway-silent")
 _TRIES = 4000  # draws per window before giving up on it
 
 
@@ -63,18 +67,26 @@ class Plan:
     warmup_end: datetime
     windows: list[Window]
     notes: list[str] = field(default_factory=list)
+    outcomes: bool = False  # every trace ends in an outcome record
+    traced: list[tuple[str, str]] = field(default_factory=list)  # (tenant, use case) with origin: trace copies
 
 
 def plan(name: str, tenants: Sequence[TenantProfile], *, seed: int, start: datetime, days: float,
-         warmup_days: float = WARMUP_DAYS, per_kind: int | None = None) -> Plan:
-    """Place the scenario's windows; ``per_kind`` defaults to one per 10 tenants (at least 1)."""
+         warmup_days: float = WARMUP_DAYS, per_kind: int | None = None, outcomes: bool = False,
+         traced_share: float | None = None) -> Plan:
+    """Place the scenario's windows; ``per_kind`` defaults to one per 10 tenants (at least 1).
+
+    ``outcomes`` and ``traced_share`` (a share of the use cases, drawn from the seed) turn the
+    generator's options on; a quality regression turns outcomes on, a gateway-silent window
+    traces its own use case, and scenario ``outcomes`` traces TRACED_SHARE more."""
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; choose one of: {', '.join(SCENARIOS)}")
     if days <= 0 or warmup_days < 0:
         raise ConfigError("--days must be positive and --warmup-days not negative")
     start = start.astimezone(timezone.utc).replace(second=0, microsecond=0)
     result = Plan(name, seed, start, start + timedelta(days=days), start + timedelta(days=warmup_days), [])
-    kinds = KINDS if name == "mixed" else () if name == "quiet" else (name,)
+    kinds = KINDS if name == "mixed" else () if name == "quiet" else OUTCOMES_KINDS if name == "outcomes" \
+        else (name,)
     count = per_kind if per_kind is not None else max(1, round(len(tenants) / 10))
     placer = _Placer(tenants, seed, name, result)
     placed: list[Window] = []
@@ -90,6 +102,18 @@ def plan(name: str, tenants: Sequence[TenantProfile], *, seed: int, start: datet
     for w in placed:
         numbers[w.kind] = numbers.get(w.kind, 0) + 1
         result.windows.append(replace(w, id=f"{w.kind}-{numbers[w.kind]:02d}"))
+    result.outcomes = outcomes or name == "outcomes" or "quality-regression" in kinds
+    if traced_share is None:
+        traced_share = TRACED_SHARE if name == "outcomes" else 0.0
+    if not 0.0 <= traced_share <= 1.0:
+        raise ConfigError("--traced-share must be between 0 and 1")
+    draw = random.Random(f"{seed}/traced")
+    traced = {(w.tenant_id, w.use_case_id) for w in result.windows if w.kind == "gateway-silent"}
+    for profile in tenants:
+        for use_case in profile.use_cases:
+            if draw.random() < traced_share:
+                traced.add((profile.tenant_id, use_case[0]))
+    result.traced = sorted(traced)
     return result
 
 
@@ -148,8 +172,10 @@ class _Placer:
             facts["cached_share_before"] = round(cached_share(hit), 3)
         elif kind == "retry-storm":
             share = MODEL_SHARE * profile.fail_rate
-        elif kind in ("slow-leak", "growth", "surge"):
+        elif kind in ("slow-leak", "growth", "surge", "gateway-silent"):
             share = 1.0
+        elif kind == "quality-regression":
+            share = 1 / MEAN_TRACE  # outcomes: one per trace
         latest = span.end - MARGIN
         if kind == "surge":
             start, end = _local_day(rng, state, span.warmup_end, latest)
@@ -167,8 +193,19 @@ class _Placer:
             return None
         if _expected(state, use_case[0], start, end) * share < MIN_NORMAL[kind]:
             return None
+        if kind == "gateway-silent" and any(
+                _expected(state, use_case[0], hour, min(end, hour + timedelta(hours=1))) * share
+                < SILENT_PER_HOUR * (min(end, hour + timedelta(hours=1)) - hour) / timedelta(hours=1)
+                for hour in _hours(start, end)):
+            return None
         return Window(kind=cast(Kind, kind), tenant_id=profile.tenant_id, use_case_id=use_case[0], start=start,
                       end=end, workflow_step=step, model=model, facts=facts)
+
+
+def _hours(start: datetime, end: datetime) -> Iterator[datetime]:
+    while start < end:
+        yield start
+        start += timedelta(hours=1)
 
 
 def _needed(kind: str) -> timedelta:
@@ -204,6 +241,11 @@ def _expected(state: Tenant, use_case_id: str, start: datetime, end: datetime) -
 def labels(result: Plan, tenants: Sequence[TenantProfile]) -> dict[str, Any]:
     """The labels file: the scenario, its span, its tenants' zones and every window."""
     iso = "%Y-%m-%dT%H:%M:%SZ"
+    extra: dict[str, Any] = {}
+    if result.outcomes:
+        extra["outcomes"] = True
+    if result.traced:
+        extra["traced"] = [{"tenant_id": t, "use_case_id": u} for t, u in result.traced]
     return {
         "seed": result.seed, "scenario": result.name, "start": result.start.strftime(iso),
         "end": result.end.strftime(iso), "warmup_end": result.warmup_end.strftime(iso),
@@ -211,10 +253,12 @@ def labels(result: Plan, tenants: Sequence[TenantProfile]) -> dict[str, Any]:
                     for p in tenants],
         "incidents": [w.label() for w in result.windows],
         "notes": result.notes,
+        **extra,
     }
 
 
 def events(result: Plan, tenants: list[TenantProfile]) -> Iterator[dict[str, Any]]:
     """The scenario's cost events in timestamp order, incidents included."""
     hours = (result.end - result.start) / timedelta(hours=1)
-    return generate(start=result.start, hours=hours, tenants=tenants, seed=result.seed, incidents=result.windows)
+    return generate(start=result.start, hours=hours, tenants=tenants, seed=result.seed, incidents=result.windows,
+                    outcomes=result.outcomes, traced=result.traced)

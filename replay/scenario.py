@@ -8,6 +8,13 @@ add events, or change the events of their scope inside their window, and touch n
 else: each tenant and incident draws from its own random stream, so the same seed with and
 without an incident gives the same events outside the incident's window and scope.
 
+Two options, off by default (so a scenario without them is byte for byte what it was), add
+what issue 9's unit economics read: ``outcomes`` ends each trace with one business outcome
+record (``"record_type": "outcome"``) a few minutes after its last call, its kind drawn from
+the use case's quality rates (``quality_rates``); ``traced`` use cases have every cost event
+emitted twice, the gateway's copy and an ``origin: "trace"`` copy with the same
+``cost_event_id``, as the OpenTelemetry bridge would. Both draw from streams of their own.
+
 Regenerate the packaged demo with ``python -m spendwarden.replay.scenario --demo``.
 """
 
@@ -53,6 +60,8 @@ VECTOR_AT, WEB_AT = 0.65, 0.85
 IN_SIGMA, OUT_SIGMA = 0.6, 0.7
 CACHED_SHARE = (0.4, 0.9)
 CACHE_HIT = 0.4  # chance a model call hits the cache, unless the profile says otherwise
+OUTCOME_KINDS = ("resolved", "accepted", "escalated", "rejected", "human_rejected")
+OUTCOME_DELAY_MS = (60_000, 600_000)  # an outcome comes 1-10 minutes after its trace's last call
 _COMMON = {"allocation_method": "direct_metered", "pricing_version": PRICING_VERSION}
 
 UseCase = tuple[str, str, Sequence[str]]  # (use_case_id, risk_tier, workflow_steps)
@@ -89,6 +98,16 @@ class Incident:
 
     def bind(self, tenant: Tenant, seed: int, index: int) -> Effect:
         return Runaway(self, tenant, seed, index)
+
+
+def quality_rates(seed: int, tenant_id: str, use_case_id: str) -> dict[str, float]:
+    """A use case's outcome shares: ~70% resolved or accepted, ~5% human rejections, the rest
+    escalated or rejected; drawn per use case from its own stream, the same in every scenario."""
+    rng = random.Random(f"{seed}/{tenant_id}/quality/{use_case_id}")
+    rates = {"resolved": rng.uniform(0.5, 0.6), "accepted": rng.uniform(0.1, 0.2),
+             "rejected": rng.uniform(0.03, 0.07), "human_rejected": rng.uniform(0.04, 0.06)}
+    rates["escalated"] = 1.0 - sum(rates.values())
+    return {kind: rates[kind] for kind in OUTCOME_KINDS}
 
 
 def diurnal(local_hour: float) -> float:
@@ -192,6 +211,16 @@ class Tenant:
         self._offset_hour: int | None = None
         self._offset_ms = 0
         self._days: dict[int, float] = {}
+        self.quality: dict[str, list[float]] | None = None  # use case -> cumulative outcome weights
+        self.outcome_rng: random.Random | None = None
+        self.outcomes = 0
+
+    def with_outcomes(self) -> Tenant:
+        """End each trace with an outcome record, drawn from its own stream (``quality_rates``)."""
+        self.quality = {uc[0]: list(itertools.accumulate(quality_rates(self.seed, self.p.tenant_id, uc[0]).values()))
+                        for uc in self.p.use_cases}
+        self.outcome_rng = random.Random(f"{self.seed}/{self.prefix}/outcomes")
+        return self
 
     def _local_ms(self, ms: int) -> int:
         """``ms`` on the local wall clock; one zone lookup per hour (a lookup was most of a minute's cost)."""
@@ -251,7 +280,21 @@ class Tenant:
                         yield ms, failed(event)
                         ms += int(fails.uniform(500, 5000))  # the retry after a back-off
                     yield ms, event
+                    last = ms
                     ms += int(rng.uniform(300, 4000))
+                if self.quality is not None:
+                    yield self.outcome(last, use_case[0], trace_id)
+
+    def outcome(self, last_ms: int, use_case_id: str, trace_id: str) -> tuple[int, dict[str, Any]]:
+        """The business outcome of a trace whose last call was at ``last_ms`` (ts filled in later)."""
+        orng = self.outcome_rng
+        assert orng is not None and self.quality is not None
+        self.outcomes += 1
+        kind = orng.choices(OUTCOME_KINDS, cum_weights=self.quality[use_case_id])[0]
+        record = {"record_type": "outcome", "business_outcome_id": f"{self.prefix}-o{self.outcomes:07d}",
+                  "trace_id": trace_id, "ts": "", "tenant_id": self.p.tenant_id, "use_case_id": use_case_id,
+                  "outcome": kind}
+        return last_ms + int(orng.uniform(*OUTCOME_DELAY_MS)), record
 
     def call(self, rng: random.Random, use_case: UseCase, step: str, event_id: str, trace_id: str, *,
              first: bool = False, model: str | None = None, input_boost: int = 0) -> dict[str, Any]:
@@ -298,12 +341,17 @@ class Effect:
 
     adds = False  # generate() asks minute() for events every minute
     transforms = False  # generate() passes every event of the tenant through apply()
+    drops = False  # generate() asks keep() of every event of the tenant (after apply)
 
     def minute(self, minute_ms: int, end_ms: int) -> Iterator[tuple[int, dict[str, Any]]]:
         return iter(())
 
     def apply(self, ms: int, event: dict[str, Any]) -> None:
         """Change ``event`` (at ``ms``) in place if it is in this incident's scope and window."""
+
+    def keep(self, ms: int, event: dict[str, Any]) -> bool:
+        """False drops ``event`` (a gateway that stopped reporting); outcome records pass too."""
+        return True
 
 
 class Bindable(Protocol):
@@ -367,26 +415,40 @@ def use_case_of(profile: TenantProfile, use_case_id: str) -> UseCase:
 
 
 def generate(*, start: datetime, hours: float, tenants: list[TenantProfile], seed: int,
-             incidents: Iterable[Bindable] = ()) -> Iterator[dict[str, Any]]:
+             incidents: Iterable[Bindable] = (), outcomes: bool = False,
+             traced: Iterable[tuple[str, str]] = ()) -> Iterator[dict[str, Any]]:
     """Cost events as JSON-ready dicts in timestamp order over ``[start, start + hours)``.
 
     Traces start minute by minute and may spill into later minutes, so pending events wait
     in a heap and are released once no later trace can start before them. Incidents that
-    change events see every event of their tenant, whichever source made it.
+    change events see every event of their tenant, whichever source made it. ``outcomes``
+    adds an outcome record per trace; ``traced`` (tenant, use case) pairs get an ``origin:
+    trace`` copy of each event after it (a dropped gateway copy leaves the trace copy alone).
     """
     start_ms = _ms(start)
     end_ms = start_ms + round(hours * 3_600_000)
     states = {p.tenant_id: Tenant(p, seed) for p in tenants}
+    if outcomes:
+        for state in states.values():
+            state.with_outcomes()
+    traced_scopes = frozenset(traced)
     sources: list[Tenant | Effect] = list(states.values())
     changes: dict[str, list[Effect]] = {}
+    filters: dict[str, list[Effect]] = {}
     for index, inc in enumerate(incidents):
         if inc.tenant_id not in states:
             raise ConfigError(f"incident: unknown tenant {inc.tenant_id}")
         effect = inc.bind(states[inc.tenant_id], seed, index)
+        scope = (inc.tenant_id, getattr(inc, "use_case_id", ""))
+        if effect.drops and scope not in traced_scopes:
+            raise ConfigError(f"{getattr(inc, 'kind', 'incident')} on {scope[0]}/{scope[1]}: the use case is not "
+                              "traced, so nothing would show its calls (generate(traced=...))")
         if effect.adds:
             sources.append(effect)
         if effect.transforms:
             changes.setdefault(inc.tenant_id, []).append(effect)
+        if effect.drops:
+            filters.setdefault(inc.tenant_id, []).append(effect)
     pending: list[tuple[int, int, dict[str, Any]]] = []
     order = itertools.count()
     stamp = _Stamps()
@@ -398,6 +460,15 @@ def generate(*, start: datetime, hours: float, tenants: list[TenantProfile], see
                         for effect in changes.get(event["tenant_id"], ()):
                             effect.apply(ms, event)
                     event["ts"] = stamp(ms)
+                    if traced_scopes and (event["tenant_id"], event["use_case_id"]) in traced_scopes \
+                            and "record_type" not in event:
+                        copy = {**event, "origin": "trace"}
+                        if not filters or all(f.keep(ms, event) for f in filters.get(event["tenant_id"], ())):
+                            heapq.heappush(pending, (ms, next(order), event))
+                        heapq.heappush(pending, (ms, next(order), copy))
+                        continue
+                    if filters and not all(f.keep(ms, event) for f in filters.get(event["tenant_id"], ())):
+                        continue
                     heapq.heappush(pending, (ms, next(order), event))
         boundary = minute_ms + 60_000
         while pending and pending[0][0] < boundary:

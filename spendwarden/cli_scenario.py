@@ -60,14 +60,21 @@ def write_events(events: Iterable[dict[str, Any]], out: IO[bytes], progress: boo
               help="Days with no window at the start (detectors' warm-up).")
 @click.option("--per-kind", type=int, default=None,
               help="Windows per kind (default: one per 10 tenants, at least 1).")
+@click.option("--outcomes", is_flag=True, default=False,
+              help="End every trace with an outcome record (on anyway for quality-regression and outcomes).")
+@click.option("--traced-share", type=float, default=None,
+              help="Share of use cases also emitted as origin: trace copies (default 0; 0.2 for outcomes).")
 @click.option("--progress/--no-progress", default=True, help="One line per simulated day on stderr.")
 def scenario_command(name: str, days: float, seed: int, tenants: int, start: str, labels_path: str,
-                     warmup_days: float, per_kind: int | None, progress: bool) -> None:
+                     warmup_days: float, per_kind: int | None, outcomes: bool, traced_share: float | None,
+                     progress: bool) -> None:
     """Write scenario NAME's cost events to stdout (JSONL) and its labelled windows to --labels.
 
     NAME is mixed (every kind, per_kind of each, across tenants), one kind alone (agent-loop,
-    prompt-bloat, misroute, cache-collapse, retry-storm, slow-leak, growth, surge) or quiet.
-    Growth and surge windows are labelled is_incident: false. See docs/scenarios.md.
+    prompt-bloat, misroute, cache-collapse, retry-storm, slow-leak, growth, surge,
+    quality-regression, gateway-silent), outcomes (quality-regression, gateway-silent and growth,
+    with outcome records and traced use cases) or quiet. Growth and surge windows are labelled
+    is_incident: false. See docs/scenarios.md.
     """
     from spendwarden.replay.plan import events, labels, plan
     from spendwarden.replay.tenants import zipf_tenants
@@ -86,7 +93,8 @@ def scenario_command(name: str, days: float, seed: int, tenants: int, start: str
     if first.tzinfo is None:
         first = first.replace(tzinfo=timezone.utc)
     profiles = zipf_tenants(tenants, seed)
-    result = plan(name, profiles, seed=seed, start=first, days=days, warmup_days=warmup_days, per_kind=per_kind)
+    result = plan(name, profiles, seed=seed, start=first, days=days, warmup_days=warmup_days, per_kind=per_kind,
+                  outcomes=outcomes, traced_share=traced_share)
     Path(labels_path).write_bytes(orjson.dumps(labels(result, profiles), option=orjson.OPT_INDENT_2) + b"\n")
     for note in result.notes:
         click.echo(f"scenario: note: {note}", err=True)
