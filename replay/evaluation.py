@@ -110,11 +110,14 @@ class Episode:
 
 def detector_of(rule_name: str, when: str, labels: Mapping[str, str]) -> str | None:
     """Which detector a rule's alerts count for: its ``detector`` label, else the ``anomaly.*``
-    variables its ``when`` reads (``spend``, ``unit_cost``, ..., several joined by ``+``); None for a
-    budget rule."""
+    variables its ``when`` reads (``spend``, ``unit_cost``, ..., several joined by ``+``), else, for a
+    rule reading ``unit.*`` with a ``playbook`` label (rules/packs/outcomes), ``unit-<playbook>``
+    (``unit-quality``, ``unit-coverage``); None for a budget rule."""
     if labels.get("detector"):
         return labels["detector"]
     used = [name for name in RULE_DETECTORS if f"anomaly.{name}." in when]
+    if not used and "unit." in when and labels.get("playbook"):
+        return f"unit-{labels['playbook']}"
     return "+".join(used) or None
 
 
