@@ -92,6 +92,8 @@ class CompiledRule:
     # time-only answer can be shared (engine memo).
     residual_roots: frozenset[str] = frozenset()
     keep_firing_s: float = 0.0  # the rule's keep_firing_for in seconds
+    # What its CEL reads of unit.*: window -> figures (None: the whole window); see unit_fields_read.
+    unit_reads: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -303,6 +305,24 @@ def _check_detectors(source: SourceFile) -> dict[str, dict[str, Any]]:
     return params
 
 
+_UNIT_REF = re.compile(r"\bunit\b(?:\s*\.\s*([a-z_0-9]+)(?:\s*\.\s*([a-z_0-9]+))?)?")
+
+
+def unit_fields_read(expression: str) -> dict[str, tuple[str, ...] | None]:
+    """What of ``unit`` an expression reads: window -> its figures, or None for the whole window
+    (``unit.day`` used as a map, ``route_mix``); every window whole when ``unit`` itself is used
+    as a map. CEL gets only these, so its context stays small and it never misses one."""
+    found: dict[str, set[str] | None] = {}
+    for window, figure in _UNIT_REF.findall(_strip_strings(expression)):
+        if not window:
+            return {w: None for w in UNIT_WINDOWS}
+        if not figure or figure == "route_mix":
+            found[window] = None
+        elif found.get(window, set()) is not None:
+            found.setdefault(window, set()).add(figure)  # type: ignore[union-attr]
+    return {w: None if found[w] is None else tuple(sorted(found[w])) for w in UNIT_WINDOWS if w in found}  # type: ignore[arg-type]
+
+
 def detectors_read(expression: str) -> frozenset[str]:
     """The detectors an expression reads (``anomaly.profile.score`` reads ``profile``); every
     detector when it names none (``anomaly`` used whole)."""
@@ -507,6 +527,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             clock_step_s=clock_step(rule.when, roots),
             residual_roots=residual_roots,
             keep_firing_s=_keep_firing(rule, source, loc),
+            unit_reads=unit_fields_read(rule.when) if "unit" in roots else {},
         )
         budget.rules.append(compiled)
         if "anomaly" in roots:

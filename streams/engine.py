@@ -34,7 +34,7 @@ from spendwarden.streams.history import history_add, history_hours
 from spendwarden.streams.money import NANOS_PER_USD, usd_text
 from spendwarden.streams.periods import Calendar, Period, iso_utc
 from spendwarden.streams.seen import SeenIds
-from spendwarden.streams.unit import UnitFeed, unit_key, unit_summary
+from spendwarden.streams.unit import UnitFeed, UnitView, unit_key, unit_summary
 from spendwarden.streams.usage import add_usage
 
 __all__ = ["Engine", "EngineStats", "Position", "position", "rule_floor"]
@@ -524,7 +524,7 @@ class Engine:
         if budget.needs_detectors and tkey != GLOBAL:  # scored once a minute, shared by the rules
             context = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors, budget.warm_gated)
             anomaly = {f"{name}.score": found["score"] for name, found in context.items()}
-        unit = self._unit.figures(tkey, unit_key(budget.name, inst), now) if budget.reads_unit else None
+        unit = self._unit.view(tkey, unit_key(budget.name, inst), now) if budget.reads_unit else None
         recheck = INFINITY  # engine time at which the clock alone could change an answer
         next_at = INFINITY
         for rule in budget.rules:
@@ -616,7 +616,7 @@ class Engine:
 
     def _truth(self, rule: CompiledRule, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, period: Period,
                figures: dict[str, float], window: dict[str, float] | None, now: float, spend: int = 0,
-               limit: int = 0, unit: dict[str, Any] | None = None) -> bool:
+               limit: int = 0, unit: UnitView | None = None) -> bool:
         if rule.residual is None:
             return True
         minute = int(now // 60)
@@ -644,7 +644,8 @@ class Engine:
                 full["anomaly"] = self._anomaly.context((tkey, budget.name, inst), now, budget.detectors,
                                                         budget.warm_gated)
             if "unit" in rule.roots:
-                full["unit"] = unit if unit is not None else self._unit.figures(tkey, unit_key(budget.name, inst), now)
+                view = unit if unit is not None else self._unit.view(tkey, unit_key(budget.name, inst), now)
+                full["unit"] = view.context(rule.unit_reads)
             return bool(rule.program.execute(full))
         except Exception:  # noqa: BLE001 - any CEL runtime error means 'not true', counted
             self.stats.rule_errors[rule.name] = self.stats.rule_errors.get(rule.name, 0) + 1

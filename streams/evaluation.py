@@ -72,12 +72,12 @@ def window_figures(buckets: list[list[int]] | None, now_minute: int) -> dict[str
 
 
 def guards_pass(rule: CompiledRule, budget: dict[str, float], window: dict[str, float] | None,
-                anomaly: dict[str, float] | None = None, unit: dict[str, dict[str, Any]] | None = None) -> bool:
+                anomaly: dict[str, float] | None = None, unit: Any = None) -> bool:
     """Whether every numeric guard of the rule holds."""
     for guard in rule.guards:
         if guard.root == "unit":  # `unit.day.outcomes`: a window's figure
             window_name, figure = guard.name.split(".", 1)
-            value = 0.0 if unit is None else unit[window_name][figure]
+            value = 0.0 if unit is None else unit.figure(window_name, figure)  # a unit.UnitView
         else:
             source = budget if guard.root == "budget" else window if guard.root == "window" else anomaly
             # Without figures the value is what CEL would see: 0 (full_context's defaults).

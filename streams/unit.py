@@ -74,34 +74,107 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-def window_figures(sums: list[int], models: dict[str, int], per: int) -> dict[str, Any]:
-    """The ``unit.<window>.*`` figures of summed bucket fields (amounts divided by ``per`` days)."""
-    s = dict(zip(FIELDS, sums))
-    usd = NANOS_PER_USD
-    figures: dict[str, Any] = {
-        "spend_usd": s["spend"] / usd / per,
-        "calls": s["calls"] / per,
-        "outcomes": s["outcomes"] / per,
-        **{kind: s[kind] / per for kind in OUTCOME_KINDS},
-        "cost_per_outcome_usd": _ratio(s["joined"], s["outcomes"]) / usd,
-        "cost_per_resolved_case_usd": _ratio(s["resolved_joined"], s["resolved"]) / usd,
-        "rejection_rate": _ratio(s["rejected"] + s["human_rejected"], s["outcomes"]),
-        "human_rejection_rate": _ratio(s["human_rejected"], s["outcomes"]),
-        "resolution_rate": _ratio(s["resolved"], s["outcomes"]),
-        "input_tokens_per_call": _ratio(s["input_tokens"], s["calls"]),
-        "output_tokens_per_call": _ratio(s["output_tokens"], s["calls"]),
-        "cache_hit_ratio": _ratio(s["cached_tokens"], s["input_tokens"]),
-        "repeat_cost_usd": s["repeat"] / usd / per,
-        "repeat_share": _ratio(s["repeat"], s["spend"]),
-        "unattributed_usd": s["unattributed"] / usd / per,
-        "unattributed_share": _ratio(s["unattributed"], s["spend"]),
-        "trace_calls": s["trace_calls"] / per,
-        "reported_calls": s["reported_calls"] / per,
-    }
+def _at(name: str) -> int:
+    return FIELDS.index(name)
+
+
+_S = {name: _at(name) for name in FIELDS}
+_USD = NANOS_PER_USD
+Sums = list[int]  # FIELDS in order
+
+
+def _amount(field: str, scale: float = 1.0) -> Any:
+    i = _S[field]
+    return lambda s, per: s[i] / scale / per
+
+
+def _share(num: str, den: str) -> Any:
+    i, j = _S[num], _S[den]
+    return lambda s, per: _ratio(s[i], s[j])
+
+
+# Every figure of a window from its summed fields (amounts divided by ``per`` days).
+FIGURE_OF: dict[str, Any] = {
+    "spend_usd": _amount("spend", _USD),
+    "calls": _amount("calls"),
+    "outcomes": _amount("outcomes"),
+    **{kind: _amount(kind) for kind in OUTCOME_KINDS},
+    "cost_per_outcome_usd": lambda s, per: _ratio(s[_S["joined"]], s[_S["outcomes"]]) / _USD,
+    "cost_per_resolved_case_usd": lambda s, per: _ratio(s[_S["resolved_joined"]], s[_S["resolved"]]) / _USD,
+    "rejection_rate": lambda s, per: _ratio(s[_S["rejected"]] + s[_S["human_rejected"]], s[_S["outcomes"]]),
+    "human_rejection_rate": _share("human_rejected", "outcomes"),
+    "resolution_rate": _share("resolved", "outcomes"),
+    "input_tokens_per_call": _share("input_tokens", "calls"),
+    "output_tokens_per_call": _share("output_tokens", "calls"),
+    "cache_hit_ratio": _share("cached_tokens", "input_tokens"),
+    "repeat_cost_usd": _amount("repeat", _USD),
+    "repeat_share": _share("repeat", "spend"),
+    "unattributed_usd": _amount("unattributed", _USD),
+    "unattributed_share": _share("unattributed", "spend"),
+    "trace_calls": _amount("trace_calls"),
+    "reported_calls": _amount("reported_calls"),
+}
+assert tuple(FIGURE_OF) == FIGURES
+
+
+def route_mix(models: dict[str, int]) -> dict[str, float]:
+    """The three largest models' shares of spend."""
     total = sum(models.values())
     ranked = sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
-    figures["route_mix"] = {model: round(_ratio(nanos, total), 4) for model, nanos in ranked}
+    return {model: round(_ratio(nanos, total), 4) for model, nanos in ranked}
+
+
+def window_figures(sums: Sums, models: dict[str, int], per: int) -> dict[str, Any]:
+    """The ``unit.<window>.*`` figures of summed bucket fields."""
+    figures: dict[str, Any] = {name: figure(sums, per) for name, figure in FIGURE_OF.items()}
+    figures["route_mix"] = route_mix(models)
     return figures
+
+
+class UnitView:
+    """The figures of one instance at one engine time, computed only as asked: a guard reads one
+    figure, a rule's CEL the windows it names (most evaluations stop at a guard)."""
+
+    __slots__ = ("_closed", "_open", "_sums")
+
+    def __init__(self, closed: dict[str, tuple[Sums, dict[str, int]]], open_bucket: list[Any] | None) -> None:
+        self._closed = closed
+        self._open = open_bucket
+        self._sums: dict[str, tuple[Sums, dict[str, int]]] = {}
+
+    def sums(self, window: str) -> tuple[Sums, dict[str, int]]:
+        found = self._sums.get(window)
+        if found is None:
+            sums, models = self._closed[window]
+            open_bucket = self._open
+            if WINDOWS[window][1] == 0 and open_bucket is not None:  # the window holds the open hour
+                sums = [a + b for a, b in zip(sums, open_bucket[1:_MODELS])]
+                models = dict(models)
+                for model, nanos in open_bucket[_MODELS].items():
+                    models[model] = models.get(model, 0) + nanos
+            found = self._sums[window] = (sums, models)
+        return found
+
+    def figure(self, window: str, name: str) -> float:
+        return FIGURE_OF[name](self.sums(window)[0], WINDOWS[window][2])
+
+    def window(self, window: str) -> dict[str, Any]:
+        sums, models = self.sums(window)
+        return window_figures(sums, models, WINDOWS[window][2])
+
+    def context(self, reads: dict[str, tuple[str, ...] | None] | None = None) -> dict[str, dict[str, Any]]:
+        """The ``unit`` CEL variable: every window whole by default, else what ``reads`` names
+        (window -> figures, None for the whole window)."""
+        if reads is None:
+            return {name: self.window(name) for name in WINDOWS}
+        context: dict[str, dict[str, Any]] = {}
+        for name, figures in reads.items():
+            if figures is None:
+                context[name] = self.window(name)
+            else:
+                sums, per = self.sums(name)[0], WINDOWS[name][2]
+                context[name] = {figure: FIGURE_OF[figure](sums, per) for figure in figures}
+        return context
 
 
 # Which window a rule's figures are compared against in its alert's summary.
@@ -267,22 +340,16 @@ class UnitFeed:
     # ------------------------------------------------------------ reads
     def figures(self, tenant: str, ukey: str, now: float) -> dict[str, dict[str, Any]]:
         """``unit.*`` of one budget instance at engine time ``now``: one dict per window."""
+        return self.view(tenant, ukey, now).context()
+
+    def view(self, tenant: str, ukey: str, now: float) -> UnitView:
+        """The instance's figures at engine time ``now``, computed on demand."""
         current = int(now // HOUR_S)
         closed = self._closed.get((tenant, ukey))
         if closed is None or closed[0] != current:
             closed = (current, self._sum_closed(tenant, ukey, current))
             self._closed[(tenant, ukey)] = closed
-        open_bucket = self.state.get(("unit", tenant, ukey, current))
-        result: dict[str, dict[str, Any]] = {}
-        for name, (start, end, per) in WINDOWS.items():
-            sums, models = closed[1][name]
-            if end == 0 and open_bucket is not None:
-                sums = [a + b for a, b in zip(sums, open_bucket[1:_MODELS])]
-                models = dict(models)
-                for model, nanos in open_bucket[_MODELS].items():
-                    models[model] = models.get(model, 0) + nanos
-            result[name] = window_figures(sums, models, per)
-        return result
+        return UnitView(closed[1], self.state.get(("unit", tenant, ukey, current)))
 
     def _sum_closed(self, tenant: str, ukey: str, current: int) -> dict[str, tuple[list[int], dict[str, int]]]:
         sums = {name: ([0] * len(FIELDS), {}) for name in WINDOWS}
