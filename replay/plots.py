@@ -55,8 +55,20 @@ class HourlySpend:
         self._add(events)
         return events, rejections
 
+    def parse_items(self, raw: bytes, now: float | None = None) -> tuple[list[Any], list[Any]]:
+        """Events and outcomes (replay's reader since outcomes): the events' cost is summed."""
+        items, rejections = self.inner.parse_items(raw, now)
+        self._add(items)
+        return items, rejections
+
+    def outcome(self, record: Mapping[str, Any], now: float | None = None) -> Any:
+        """An outcome row (CSV, Parquet) is passed on; it costs nothing."""
+        return self.inner.outcome(record, now)
+
     def _add(self, events: Iterable[Any]) -> None:
         for priced in events:
+            if not hasattr(priced, "cost_nanos"):
+                continue  # an outcome
             event = priced.event
             series = self.hours.setdefault((event.tenant_id, event.use_case_id), {})
             hour = int(priced.ts // HOUR)
