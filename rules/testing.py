@@ -156,13 +156,15 @@ def expand(event: FixtureEvent | FixtureOutcome, default_id: str, id_field: str 
     raw = dict(event.model_extra or {})
     base_id = str(raw.get(id_field) or default_id)
     if event.repeat == 1:
-        yield {**_numbered(raw, 0), id_field: base_id}
+        yield {**_numbered(raw, 0), id_field: base_id.replace("{i}", "0")}
         return
+    numbered_id = "{i}" in base_id  # `case-{i}` names each copy itself, no suffix
     step = timedelta(seconds=int(event.interval[:-1]) * _UNIT_S[event.interval[-1]])  # type: ignore[index]
     start = _parse_ts(raw.get("ts"))
     for i in range(event.repeat):
         times = {} if start is None else {"ts": (start + i * step).isoformat()}
-        yield {**_numbered(raw, i), **times, id_field: f"{base_id}-{i}"}
+        yield {**_numbered(raw, i), **times,
+               id_field: base_id.replace("{i}", str(i)) if numbered_id else f"{base_id}-{i}"}
 
 
 def _numbered(raw: dict[str, Any], i: int) -> dict[str, Any]:

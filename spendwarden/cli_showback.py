@@ -22,11 +22,12 @@ import click
 import orjson
 from pydantic import ValidationError
 
-from spendwarden.exceptions import ConfigError
+from spendwarden.exceptions import ConfigError, RejectedEvent
 from spendwarden.replay.showback import (
     DEFAULT_BY, OUTCOME_KINDS, PERIOD_HELP, SHOWBACK_DIMENSIONS, ReportPeriod, Showback, ShowbackRow,
 )
 from spendwarden.streams.events import Outcome
+from spendwarden.streams.ingest import Rejection
 from spendwarden.streams.money import usd_text
 
 _EXAMPLES = 5  # bad records quoted on stderr; the rest are only counted
@@ -112,8 +113,6 @@ def _open(paths: Sequence[str], start: str | None = None, end: str | None = None
     except BaseException:
         _close(opened)
         raise
-    if (start or end) and not any(path.startswith("kafka://") for path in paths):
-        raise ConfigError("--from and --to apply to kafka://TOPIC inputs only")
     return opened
 
 
@@ -142,6 +141,11 @@ def _read_events(sources: Sequence[Any], showback: Showback, ingest: Any, bad: _
         records += 1
         if isinstance(record, bytes):  # marked outcomes among the events count as outcomes, as live
             items, rejections = ingest.parse_items(record)
+        elif record.get("record_type") == "outcome":  # a CSV or Parquet row
+            try:
+                items, rejections = [ingest.outcome(record)], []
+            except RejectedEvent as exc:
+                items, rejections = [], [Rejection.of(exc)]
         else:
             items, rejections = ingest.parse_object(record)
         for rejection in rejections:
@@ -309,11 +313,13 @@ def showback_command(events: tuple[str, ...], period: ReportPeriod, outcomes: tu
     from EVENTS (JSONL, JSONL.gz, CSV, Parquet, - for stdin, or kafka://TOPIC for the live cost
     topic, whose bridged outcomes join too). Each event falls in the period by its tenant's local
     calendar. Definitions: docs/showback.md."""
+    if (start or end) and not any(path.startswith("kafka://") for path in events + outcomes):
+        raise ConfigError("--from and --to apply to kafka://TOPIC inputs only")
     showback = Showback(period, _zone_lookup(rules))
     ingest = _make_ingest(pricebook)
     event_sources = _open(events, start, end)
     try:
-        outcome_sources = _open(outcomes)
+        outcome_sources = _open(outcomes, start, end)
     except BaseException:
         _close(event_sources)
         raise

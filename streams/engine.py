@@ -303,8 +303,8 @@ class Engine:
 
     def process_outcome(self, outcome: Outcome, pos: Position, ts: float | None = None) -> list[Effect]:
         """Take one business outcome in (idempotent by ``pos``; a repeated ``business_outcome_id``
-        counts once): it joins its trace's cost for ``unit.*``. Rules see it at their next
-        evaluation (the next event of the scope or the next minute's tick)."""
+        counts once): it joins its trace's cost for ``unit.*``, and the rules of the budget
+        instances whose figures it changed are evaluated at once."""
         tenant = outcome.tenant_id
         ts = epoch_seconds(outcome.ts) if ts is None else ts
         frontier = self._frontier(tenant)
@@ -322,9 +322,18 @@ class Engine:
             self._clock[GLOBAL] = ts
             self.state[("clock", GLOBAL)] = ts
         self.stats.outcomes += 1
+        effects: list[Effect] = []
         if self._unit_active:
-            self._unit.outcome(tenant, outcome, ts, pos)
-        return []
+            # The instances whose figures it changed are evaluated now, like those an event touches.
+            for ukey in self._unit.outcome(tenant, outcome, ts, pos):
+                name, *inst = ukey.split("\t")
+                try:
+                    budget = self.rules.budget(name)
+                except KeyError:
+                    continue  # its budget was removed by a reload
+                if budget.rules and budget.reads_unit:
+                    self._reevaluate(budget, tuple(inst), tenant, effects)
+        return effects
 
     def unit_figures(self, budget: str, instance: dict[str, str], now: float | None = None) -> dict[str, Any]:
         """``unit.*`` of a budget instance as a rule would see it (at the tenant's engine time)."""
@@ -392,7 +401,7 @@ class Engine:
             horizon = self.horizon
             newest = max(self._clock.values(), default=0.0)
             self.seen.prune(lambda tenant: self._frontier(tenant) - horizon, max(newest, now) - horizon)
-            self._unit.prune(max(newest, now))
+            self._unit.prune(newest)  # event time, not ticks
             self._pruned_at = now
         return effects
 

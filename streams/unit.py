@@ -60,6 +60,12 @@ FIGURES = (
     "output_tokens_per_call", "cache_hit_ratio", "repeat_cost_usd", "repeat_share", "unattributed_usd",
     "unattributed_share", "trace_calls", "reported_calls",
 )
+# A trace record keeps at most this many outcome ids and (step, model) call counters, so it
+# stays far below Kafka's record limit whatever a producer sends (SeenIds deduplicates outcomes
+# anyway; calls of further (step, model) pairs are not checked for repeats).
+TRACE_OUTCOMES_KEPT = 32
+TRACE_CALLS_KEPT = 64
+CLOSED_KEPT = 50_000  # instances whose closed hours' sums are kept in memory
 DEFAULT_OUTCOME_WAIT_S = 6 * 3600
 DEFAULT_REPEAT_AFTER = 3
 UNATTRIBUTED_USE_CASE = "unknown"
@@ -218,7 +224,8 @@ class UnitFeed:
         self.state = state
         self.outcome_wait_s = outcome_wait_s
         self.repeat_after = repeat_after
-        self.stats = {"outcomes": 0, "unjoined": 0}
+        # outcomes taken in; of them, held for a trace with no event yet (none may ever come)
+        self.stats = {"outcomes": 0, "held": 0}
         # (tenant, ukey) -> (current hour, {window: (sums, models)} of its closed hours)
         self._closed: dict[tuple[str, str], tuple[int, dict[str, tuple[list[int], dict[str, int]]]]] = {}
         self._hours: dict[int, set[tuple[Any, ...]]] = {}  # bucket keys by hour, for pruning
@@ -261,10 +268,12 @@ class UnitFeed:
             if record["f"] < pos:
                 record = dict(record, f=pos, t=max(record["t"], ts))
                 call = f"{event.workflow_step or ''}\t{event.model_or_service or ''}"
-                calls = dict(record["n"])
-                calls[call] = calls.get(call, 0) + 1
-                repeat = calls[call] > self.repeat_after
-                record["n"] = calls
+                calls = record["n"]
+                if call in calls or len(calls) < TRACE_CALLS_KEPT:
+                    calls = dict(calls)
+                    calls[call] = calls.get(call, 0) + 1
+                    repeat = calls[call] > self.repeat_after
+                    record["n"] = calls
                 costs = dict(record["c"])
                 for ukey in ukeys:
                     if ukey not in costs and record["o"]:
@@ -302,9 +311,10 @@ class UnitFeed:
             _add_model(bucket[_MODELS], model, cost)
             self._store(tenant, ukey, hour, bucket)
 
-    def outcome(self, tenant: str, outcome: Outcome, ts: float, pos: Position) -> bool:
-        """Join one outcome to its trace; False when it joins nothing (no event of its trace is
-        held: none came, or the trace went quiet for longer than the wait)."""
+    def outcome(self, tenant: str, outcome: Outcome, ts: float, pos: Position) -> list[str]:
+        """Join one outcome to its trace; the budget instances (ukeys) whose figures it changed:
+        none when no event of its trace is held (none came yet, or the trace went quiet for
+        longer than the wait), so the outcome waits for them."""
         jkey = _join_key(outcome.trace_id, outcome.business_outcome_id)
         assert jkey is not None  # an outcome always has its id
         record = self.state.get(("utrace", tenant, jkey))
@@ -312,17 +322,20 @@ class UnitFeed:
             # Events of the trace may still come: hold the outcome for them.
             record = {"f": -1, "t": ts, "c": {}, "n": {}, "o": {}}
         if record["f"] >= pos or outcome.business_outcome_id in record["o"]:
-            return bool(record["c"])
+            return []
         self.stats["outcomes"] += 1
         before = record["o"]
         was_joined = bool(before)
         was_resolved = "resolved" in before.values()
-        record = dict(record, f=pos, t=max(record["t"], ts), o={**before, outcome.business_outcome_id: outcome.outcome})
+        kept = before if len(before) >= TRACE_OUTCOMES_KEPT else {**before, outcome.business_outcome_id: outcome.outcome}
+        if outcome.outcome == "resolved" and not was_resolved and kept is before:  # never forget it resolved
+            kept = {**before, outcome.business_outcome_id: outcome.outcome}
+        record = dict(record, f=pos, t=max(record["t"], ts), o=kept)
         self.state[("utrace", tenant, jkey)] = record
         self._traces[(tenant, jkey)] = record["t"]
         if not record["c"]:
-            self.stats["unjoined"] += 1
-            return False
+            self.stats["held"] += 1  # no event of its trace yet: later ones join as they come
+            return []
         hour = int(ts // HOUR_S)
         for ukey, nanos in record["c"].items():
             bucket = self._bucket(tenant, ukey, hour, pos)
@@ -335,7 +348,7 @@ class UnitFeed:
             if outcome.outcome == "resolved" and not was_resolved:
                 bucket[_AT["resolved_joined"]] += nanos
             self._store(tenant, ukey, hour, bucket)
-        return True
+        return list(record["c"])
 
     # ------------------------------------------------------------ reads
     def figures(self, tenant: str, ukey: str, now: float) -> dict[str, dict[str, Any]]:
@@ -347,6 +360,8 @@ class UnitFeed:
         current = int(now // HOUR_S)
         closed = self._closed.get((tenant, ukey))
         if closed is None or closed[0] != current:
+            if len(self._closed) >= CLOSED_KEPT:  # bounded: idle instances sum again when asked
+                self._closed.clear()
             closed = (current, self._sum_closed(tenant, ukey, current))
             self._closed[(tenant, ukey)] = closed
         return UnitView(closed[1], self.state.get(("unit", tenant, ukey, current)))
@@ -368,16 +383,19 @@ class UnitFeed:
         return sums
 
     # ------------------------------------------------------------ upkeep
-    def prune(self, now: float) -> int:
-        """Drop buckets older than every window and traces quiet for longer than the wait."""
+    def prune(self, newest: float) -> int:
+        """Drop buckets older than every window and traces quiet for longer than the wait, at
+        ``newest``: the newest event time the engine read, never the wall clock of ticks (a worker
+        catching up on a backlog keeps the traces whose outcomes it has not read yet; the service
+        runs one engine per partition, whose records it reads in order)."""
         dropped = 0
-        oldest = int(now // HOUR_S) - KEEP_HOURS
+        oldest = int(newest // HOUR_S) - KEEP_HOURS
         for hour in [h for h in self._hours if h < oldest]:
             for key in self._hours.pop(hour):
                 if self.state.pop(key, None) is not None:
                     dropped += 1
-        cutoff = now - self.outcome_wait_s
-        for (tenant, jkey) in [k for k, t in self._traces.items() if t < cutoff]:
+        wait = self.outcome_wait_s
+        for (tenant, jkey) in [k for k, t in self._traces.items() if t < newest - wait]:
             del self._traces[(tenant, jkey)]
             if self.state.pop(("utrace", tenant, jkey), None) is not None:
                 dropped += 1

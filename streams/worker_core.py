@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional
 from spendwarden.logs import get_logger
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.streams import reservations
-from spendwarden.streams.checkpoint import DirtyState
+from spendwarden.streams.checkpoint import DirtyState, checkpoint_order
 from spendwarden.streams.effects import Effect
 from spendwarden.streams.engine import GLOBAL, Engine
 from spendwarden.streams.engine_state import position
@@ -121,10 +121,11 @@ class WorkerCore:
         return found if found is not None else self.load_partition(partition, ())
 
     def dirty(self, partition: int) -> Iterable[tuple[tuple[Any, ...], Any]]:
+        """Changed keys for the checkpoint, in the order they must be written (checkpoint_order)."""
         engine = self.engines[partition]
         engine.sync_state()
         assert isinstance(engine.state, DirtyState)
-        return engine.state.take_dirty()
+        return checkpoint_order(engine.state.take_dirty())
 
     def tenants(self, partition: int) -> list[str]:
         engine = self.engines.get(partition)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spendwarden.exceptions import ConfigError
-from spendwarden.rules.testing import FixtureEvent, TestResult, expand, find_test_files, run_rule_tests
+from spendwarden.rules.testing import FixtureEvent, FixtureOutcome, TestResult, expand, find_test_files, run_rule_tests
 
 RULES = """\
 tenants:
@@ -279,3 +279,18 @@ def test_fixture_lines_are_fed_in_time_order() -> None:
     undated = FixtureEvent.model_validate({"cost_event_id": "x"})
     assert [obj["cost_event_id"] for _, obj in _in_time_order([misses, undated, hits])][:4] == [
         "miss-0", "miss-1", "miss-2", "x"]
+
+
+def test_repeated_copies_number_their_traces_and_outcome_ids() -> None:
+    """`{i}` in a repeated line's text becomes the copy's number, in its id too (no suffix then),
+    so event lines and outcome lines can pair up copy by copy."""
+    events = list(expand(FixtureEvent.model_validate(
+        {"ts": "2026-11-25T10:00:00+00:00", "tenant_id": "acme", "trace_id": "case-{i}", "repeat": 2,
+         "interval": "1m"}), "event0"))
+    assert [(e["cost_event_id"], e["trace_id"]) for e in events] == [("event0-0", "case-0"), ("event0-1", "case-1")]
+    outcomes = list(expand(FixtureOutcome.model_validate(
+        {"ts": "2026-11-25T10:05:00+00:00", "tenant_id": "acme", "trace_id": "case-{i}", "outcome": "resolved",
+         "business_outcome_id": "won-{i}", "repeat": 2, "interval": "1m"}), "outcome0", "business_outcome_id"))
+    assert [(o["business_outcome_id"], o["trace_id"]) for o in outcomes] == [("won-0", "case-0"), ("won-1", "case-1")]
+    with pytest.raises(ValueError, match="unknown outcome field 'kind'"):
+        FixtureOutcome.model_validate({"kind": "resolved"})

@@ -12,6 +12,7 @@ import pytest
 
 from spendwarden.exceptions import RuleFileError
 from spendwarden.replay.showback import ReportPeriod, Showback
+from spendwarden.streams.checkpoint import DirtyState, checkpoint_order
 from spendwarden.streams.engine import Engine, position
 from spendwarden.streams.events import Outcome
 from spendwarden.streams.unit import KEEP_HOURS
@@ -46,12 +47,15 @@ def _outcome(outcome_id: str, ts: str, kind: str, trace: str | None = None) -> d
     return obj
 
 
-def _feed(engine: Engine, records: list[dict[str, Any]], start: int = 1) -> None:
+def _feed(engine: Engine, records: list[dict[str, Any]], start: int = 1) -> list[Any]:
+    """Every record at its own position; the effects."""
+    effects = []
     for offset, obj in enumerate(records, start=start):
         if obj.get("record_type") == "outcome":
-            engine.process_outcome(Outcome.model_validate(obj), position(offset))
+            effects += engine.process_outcome(Outcome.model_validate(obj), position(offset))
         else:
-            engine.process(INGEST.price(INGEST.validate(obj)), position(offset))
+            effects += engine.process(INGEST.price(INGEST.validate(obj)), position(offset))
+    return effects
 
 
 # ------------------------------------------------------------------ a mixed stream, exactly
@@ -163,7 +167,72 @@ def test_an_outcome_later_than_the_wait_joins_nothing(ruleset_from_yaml: Any) ->
     _feed(engine, [_outcome("o1", "2026-05-01T14:10:00Z", "resolved", "t1")], start=10)
     day = engine.unit_figures("uc", SCOPE)["day"]
     assert day["outcomes"] == 0 and day["cost_per_outcome_usd"] == 0.0
-    assert engine._unit.stats["unjoined"] == 1
+    assert engine._unit.stats["held"] == 1  # held for events of t1 that will not come
+
+
+def test_the_wait_runs_in_the_tenants_event_time_not_the_clock_of_ticks(ruleset_from_yaml: Any) -> None:
+    """A worker catching up on a backlog ticks at wall time, far ahead of the events it reads:
+    the traces it has not seen outcomes for yet must stay."""
+    engine = Engine(ruleset_from_yaml(RULES + "unit: {outcome_wait_minutes: 60}\n"))
+    _feed(engine, [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1")])
+    engine.advance(engine.frontier("acme") + 6.5 * 3600)  # a tick hours ahead of the events read
+    _feed(engine, [_outcome("o1", "2026-05-01T12:03:00Z", "resolved", "t1")], start=10)
+    assert engine.unit_figures("uc", SCOPE, engine.frontier("acme") - 6 * 3600)["day"]["outcomes"] == 1
+
+
+def test_an_outcome_evaluates_the_rules_it_can_turn_true(ruleset_from_yaml: Any) -> None:
+    """The rule's guard (`unit.day.outcomes >= 2.0`) is met by the second outcome, with no event after it."""
+    engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "2.0")))
+    _feed(engine, [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _event("e2", "2026-05-01T12:01:00Z", "0.30", "t2"),
+                   _outcome("o1", "2026-05-01T12:02:00Z", "resolved", "t1")])
+    fired = engine.process_outcome(Outcome.model_validate(_outcome("o2", "2026-05-01T12:03:00Z", "accepted", "t2")),
+                                   position(9))
+    assert [effect.rule for effect in fired] == ["watch"]
+
+
+def test_a_trace_record_stays_small_whatever_arrives(ruleset_from_yaml: Any) -> None:
+    engine = Engine(ruleset_from_yaml(RULES))
+    records = [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1")]
+    records += [_event(f"s{i}", "2026-05-01T12:00:01Z", "0.01", "t1", workflow_step=f"step-{i}") for i in range(200)]
+    records += [_outcome("x" * 190 + str(i), "2026-05-01T12:01:00Z", "rejected", "t1") for i in range(500)]
+    records += [_outcome("late-resolution", "2026-05-01T12:02:00Z", "resolved", "t1")]
+    _feed(engine, records)
+    (record,) = [v for k, v in engine.state.items() if k[0] == "utrace"]
+    assert len(orjson.dumps(record)) < 20_000
+    day = engine.unit_figures("uc", SCOPE)["day"]
+    assert day["outcomes"] == 501 and day["resolved"] == 1  # counted all the same
+    assert day["cost_per_resolved_case_usd"] == pytest.approx(2.30)
+
+
+def test_a_crash_part_way_through_a_checkpoint_loses_nothing(ruleset_from_yaml: Any) -> None:
+    """The service writes a checkpoint's changed keys in checkpoint_order; a crash may land any
+    prefix of them. Restarting from that state and re-reading the batch gives the same figures."""
+    rules = ruleset_from_yaml(RULES + "unit: {repeat_after: 1}\n")
+    first = [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _outcome("o0", "2026-05-01T12:00:30Z", "accepted", "t0")]
+    batch = [_event("e2", "2026-05-01T12:01:00Z", "0.20", "t1"), _outcome("o1", "2026-05-01T12:02:00Z", "resolved", "t1"),
+             _event("e3", "2026-05-01T12:03:00Z", "0.10", "t1"), _event("e4", "2026-05-01T13:04:00Z", "0.40", "t0"),
+             _outcome("o2", "2026-05-01T13:05:00Z", "human_rejected", "t2"),
+             _event("e5", "2026-05-01T13:06:00Z", "0.50", "t2")]
+    state = DirtyState()
+    engine = Engine(rules, state)
+    _feed(engine, first)
+    engine.sync_state()
+    saved = copy.deepcopy(dict(state))
+    state.take_dirty()
+    _feed(engine, batch, start=len(first) + 1)
+    want = engine.unit_figures("uc", SCOPE)
+    changes = checkpoint_order(state.take_dirty())
+    assert any(key[0] == "utrace" for key, _ in changes) and any(key[0] == "unit" for key, _ in changes)
+    for cut in range(len(changes) + 1):
+        landed = copy.deepcopy(saved)
+        for key, value in changes[:cut]:
+            if value is None:
+                landed.pop(key, None)
+            else:
+                landed[key] = copy.deepcopy(value)
+        restarted = Engine(rules, DirtyState(landed))
+        _feed(restarted, batch, start=len(first) + 1)
+        assert restarted.unit_figures("uc", SCOPE) == want, f"a crash after {cut} of {len(changes)} keys"
 
 
 # ------------------------------------------------------------------ windows, repeats, upkeep
@@ -192,10 +261,14 @@ def test_calls_past_repeat_after_in_one_trace_are_repeats(ruleset_from_yaml: Any
 
 def test_buckets_older_than_every_window_are_dropped(ruleset_from_yaml: Any) -> None:
     engine = Engine(ruleset_from_yaml(RULES))
-    _feed(engine, [_event("old", "2026-05-01T12:00:00Z", "1.00")])
+    _feed(engine, [_event("old", "2026-05-01T12:00:00Z", "1.00", "t1")])
     assert any(key[0] == "unit" for key in engine.state)
-    engine.advance(engine.frontier("acme") + (KEEP_HOURS + 1) * 3600)
-    assert not any(key[0] in ("unit", "utrace") for key in engine.state)
+    engine.advance(engine.frontier("acme") + (KEEP_HOURS + 1) * 3600)  # ticks alone prune nothing
+    assert any(key[0] == "unit" for key in engine.state)
+    later = _event("later", "2026-05-20T12:00:00Z", "1.00", tenant_id="initech")
+    _feed(engine, [later], start=2)
+    engine.advance(engine.frontier("initech") + 3600)
+    assert not any(key[0] in ("unit", "utrace") and key[1] == "acme" for key in engine.state)
 
 
 def test_a_rule_set_without_unit_keeps_no_unit_state(ruleset_from_yaml: Any) -> None:
@@ -206,15 +279,11 @@ def test_a_rule_set_without_unit_keeps_no_unit_state(ruleset_from_yaml: Any) -> 
 
 
 def test_the_alert_names_the_figures_it_fired_on(ruleset_from_yaml: Any) -> None:
-    engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "2.0")))
-    stream = _mixed_stream()
-    _feed(engine, stream)
-    fired = engine.process(INGEST.price(INGEST.validate(_event("late", "2026-05-01T12:00:20Z", "0.001", "trace-c"))),
-                           position(99))
-    (alert,) = fired
+    engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "3.0")))
+    (alert,) = _feed(engine, _mixed_stream())  # fires on the third outcome
     assert alert.unit is not None and alert.unit["day"]["outcomes"] == 3
-    assert "cost per outcome" in alert.summary and "route mix gpt-4o" in alert.summary
-    assert "calls seen in traces 3 vs 0" in alert.summary
+    assert "cost per outcome $0.0073 vs $0.0000" in alert.summary and "route mix gpt-4o 64%" in alert.summary
+    assert "calls seen in traces 3 vs 0, reported 2 vs 0" in alert.summary
 
 
 # ------------------------------------------------------------------ what the loader refuses
