@@ -60,14 +60,16 @@ def write_events(events: Iterable[dict[str, Any]], out: IO[bytes], progress: boo
               help="Days with no window at the start (detectors' warm-up).")
 @click.option("--per-kind", type=int, default=None,
               help="Windows per kind (default: one per 10 tenants, at least 1).")
+@click.option("--peak", type=float, default=None,
+              help="The biggest tenant's events per hour at a weekday's peak (default 2000).")
 @click.option("--outcomes", is_flag=True, default=False,
               help="End every trace with an outcome record (on anyway for quality-regression and outcomes).")
 @click.option("--traced-share", type=float, default=None,
               help="Share of use cases also emitted as origin: trace copies (default 0; 0.2 for outcomes).")
 @click.option("--progress/--no-progress", default=True, help="One line per simulated day on stderr.")
 def scenario_command(name: str, days: float, seed: int, tenants: int, start: str, labels_path: str,
-                     warmup_days: float, per_kind: int | None, outcomes: bool, traced_share: float | None,
-                     progress: bool) -> None:
+                     warmup_days: float, per_kind: int | None, peak: float | None, outcomes: bool,
+                     traced_share: float | None, progress: bool) -> None:
     """Write scenario NAME's cost events to stdout (JSONL) and its labelled windows to --labels.
 
     NAME is mixed (every kind, per_kind of each, across tenants), one kind alone (agent-loop,
@@ -92,7 +94,9 @@ def scenario_command(name: str, days: float, seed: int, tenants: int, start: str
         raise ConfigError(f"--start {start!r} is not an ISO 8601 time such as {DEFAULT_START}") from None
     if first.tzinfo is None:
         first = first.replace(tzinfo=timezone.utc)
-    profiles = zipf_tenants(tenants, seed)
+    if peak is not None and peak <= 0:
+        raise ConfigError("--peak must be positive")
+    profiles = zipf_tenants(tenants, seed) if peak is None else zipf_tenants(tenants, seed, peak)
     result = plan(name, profiles, seed=seed, start=first, days=days, warmup_days=warmup_days, per_kind=per_kind,
                   outcomes=outcomes, traced_share=traced_share)
     Path(labels_path).write_bytes(orjson.dumps(labels(result, profiles), option=orjson.OPT_INDENT_2) + b"\n")
