@@ -49,6 +49,8 @@ GUARD_FIELDS: dict[str, frozenset[str]] = {
     "anomaly": frozenset(f"{name}.score" for name in RULE_DETECTORS),
     "unit": frozenset(f"{window}.{name}" for window in UNIT_WINDOWS for name in UNIT_FIGURES),
 }
+# Roots of rules whose answers are kept at minute resolution (CompiledBudget.minute_resolution).
+MINUTE_ROOTS = frozenset({"unit", "local", "period", "tenant", "scope"})
 # Roots whose values change only with the clock, never with spend: memoised per minute.
 TIME_ONLY_ROOTS = frozenset({"local", "period", "tenant", "scope"})
 _GUARD = re.compile(
@@ -122,6 +124,9 @@ class CompiledBudget:
     rules: list[CompiledRule] = field(default_factory=list)
     needs_window: bool = False  # keeps one-minute window buckets
     reads_unit: bool = False  # some rule reads unit.*: its instances keep unit-economics buckets
+    # Every rule reads unit.* and nothing that moves with each event's spend (budget, window,
+    # forecast, anomaly): the engine evaluates its instances at most once per engine minute.
+    minute_resolution: bool = False
     reads_window: bool = False  # some rule reads window.* (its figures are computed per evaluation)
     # The detectors its rules read (anomaly.<name>.*): only these learn and score.
     detectors: frozenset[str] = frozenset()
@@ -232,7 +237,9 @@ def clock_step(expression: str, roots: frozenset[str]) -> int:
     """How often the clock alone can change an expression's answer (see CompiledRule)."""
     if not roots & CLOCK_ROOTS:
         return 0
-    if roots & (CLOCK_ROOTS - {"local"}) or "minute" in expression:  # textual: any mention counts
+    # unit.* windows are UTC hours: only an hour's turn moves them (events and outcomes re-evaluate
+    # on their own); local.* without minutes turns at the local hour.
+    if roots & (CLOCK_ROOTS - {"local", "unit"}) or "minute" in expression:  # textual: any mention counts
         return 60
     return 3600
 
@@ -537,6 +544,7 @@ def compile_ruleset(sources: Iterable[SourceFile]) -> RuleSet:
             budget.warm_gated = budget.detectors - budget.read_cold
         budget.reads_window = budget.reads_window or "window" in roots
         budget.reads_unit = budget.reads_unit or "unit" in roots
+        budget.minute_resolution = all("unit" in r.roots and r.roots <= MINUTE_ROOTS for r in budget.rules)
         # minute buckets kept for window.* and for the detectors scored on the last 60 minutes
         budget.needs_window = budget.reads_window or bool(budget.detectors & {"spend", "unit_cost"})
         rules.append(compiled)

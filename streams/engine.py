@@ -79,7 +79,7 @@ class Slot:
 
     __slots__ = ("budget", "inst", "tkey", "limit", "floor", "calendar", "kind", "name", "entry",
                  "has_rules", "needs_window", "detectors", "is_global", "period", "next_period", "next_at",
-                 "reserve", "ukey")
+                 "reserve", "ukey", "minute_rules", "checked_minute")
 
     def __init__(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, limit: int, floor: int,
                  calendar: Calendar) -> None:
@@ -99,6 +99,8 @@ class Slot:
         self.reserve = budget.spec.reservations and tkey != GLOBAL  # gateways reserve against it
         # Its name in the unit-economics buckets when some rule reads unit.* (per tenant only).
         self.ukey = unit_key(budget.name, inst) if budget.reads_unit and tkey != GLOBAL else None
+        self.minute_rules = budget.minute_resolution  # evaluated at most once per engine minute
+        self.checked_minute = -1
         self.period: Period | None = None  # last period seen: most events fall in it
         # Spend below which no rule of the instance can change its answer in next_period
         # (set after each evaluation; rules are monotone in spend apart from time).
@@ -288,7 +290,8 @@ class Engine:
                 late.append(f"{slot.name}/{period.id}")
             elif slot.has_rules and (cost < 0 or total >= (slot.next_at if slot.next_period == period.id
                                                            else slot.floor)):
-                touched.append((slot, period, total))
+                if not (slot.minute_rules and self._minute_checked(slot, frontier)):
+                    touched.append((slot, period, total))
         if previous is None or applied:
             self.facts.add(tenant, event, cost, self._calendar(tenant).period("day", ts).id)
             if self._evidence_cache:
@@ -331,8 +334,12 @@ class Engine:
                     budget = self.rules.budget(name)
                 except KeyError:
                     continue  # its budget was removed by a reload
-                if budget.rules and budget.reads_unit:
-                    self._reevaluate(budget, tuple(inst), tenant, effects)
+                if not (budget.rules and budget.reads_unit):
+                    continue
+                slot = self._slots.get((budget.index, tenant, tuple(inst)))
+                if slot is not None and slot.minute_rules and self._minute_checked(slot, self._frontier(tenant)):
+                    continue
+                self._reevaluate(budget, tuple(inst), tenant, effects)
         return effects
 
     def unit_figures(self, budget: str, instance: dict[str, str], now: float | None = None) -> dict[str, Any]:
@@ -568,20 +575,37 @@ class Engine:
             elif not result and not passed:
                 floor = rule_floor(rule, limit)
                 next_at = min(next_at, floor if floor > spend else 0.0)
-        entry = (budget.index, inst)
-        watched = self._watch.get(tkey)
         if recheck < INFINITY:
-            if watched is None:
-                self._watch[tkey] = watched = {}
-            if watched.get(entry) != recheck:
-                watched[entry] = recheck
-                item = (recheck, tkey, budget.index, inst)
-                if item not in self._queued:  # a due time flipping back must not queue it twice
-                    self._queued.add(item)
-                    heapq.heappush(self._due, item)
-        elif watched is not None:
-            watched.pop(entry, None)
+            self._watch_at(tkey, budget.index, inst, recheck)
+        else:
+            watched = self._watch.get(tkey)
+            if watched is not None:
+                watched.pop((budget.index, inst), None)
         return next_at
+
+    def _watch_at(self, tkey: str, index: int, inst: tuple[str, ...], due: float) -> None:
+        """Re-check the instance when the engine clock reaches ``due``."""
+        watched = self._watch.get(tkey)
+        if watched is None:
+            self._watch[tkey] = watched = {}
+        if watched.get((index, inst)) != due:
+            watched[(index, inst)] = due
+            item = (due, tkey, index, inst)
+            if item not in self._queued:  # a due time flipping back must not queue it twice
+                self._queued.add(item)
+                heapq.heappush(self._due, item)
+
+    def _minute_checked(self, slot: Slot, now: float) -> bool:
+        """For a budget whose rules see the world at minute resolution (unit.*, clock): True when
+        the instance was evaluated in this engine minute already; then the next minute's tick
+        re-checks it instead of every event of the minute (figures of hours and weeks move little
+        per event, and a busy use case has hundreds of events a minute)."""
+        minute = int(now // 60)
+        if slot.checked_minute != minute:
+            slot.checked_minute = minute
+            return False
+        self._watch_at(slot.tkey, slot.budget.index, slot.inst, (minute + 1) * 60.0)
+        return True
 
     def _hold(self, rule: CompiledRule, fire_key: tuple[Any, ...], firing: dict[str, Any], result: bool,
               now: float) -> tuple[bool, float | None]:
@@ -620,6 +644,8 @@ class Engine:
             due = minute_start + (60 - local.minute) * 60
             if calendar.local(due - 60).utcoffset() != local.utcoffset():
                 return minute_start + 60  # the offset changes first (Pacific/Chatham at :45)
+            if "unit" in rule.roots:  # its windows turn at the UTC hour
+                due = min(due, (now // 3600 + 1) * 3600)
             return due
         return minute_start + 60
 

@@ -183,11 +183,24 @@ def test_the_wait_runs_in_the_tenants_event_time_not_the_clock_of_ticks(ruleset_
 def test_an_outcome_evaluates_the_rules_it_can_turn_true(ruleset_from_yaml: Any) -> None:
     """The rule's guard (`unit.day.outcomes >= 2.0`) is met by the second outcome, with no event after it."""
     engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "2.0")))
-    _feed(engine, [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _event("e2", "2026-05-01T12:01:00Z", "0.30", "t2"),
-                   _outcome("o1", "2026-05-01T12:02:00Z", "resolved", "t1")])
+    assert _feed(engine, [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"),
+                          _event("e2", "2026-05-01T12:01:00Z", "0.30", "t2"),
+                          _outcome("o1", "2026-05-01T12:02:00Z", "resolved", "t1")]) == []
     fired = engine.process_outcome(Outcome.model_validate(_outcome("o2", "2026-05-01T12:03:00Z", "accepted", "t2")),
                                    position(9))
     assert [effect.rule for effect in fired] == ["watch"]
+
+
+def test_unit_rules_are_evaluated_once_a_minute_and_the_tick_catches_up(ruleset_from_yaml: Any) -> None:
+    """Budgets whose rules read only unit.* and the clock are evaluated at most once per engine
+    minute; a change later in the minute is seen by the next minute's tick, without traffic."""
+    engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "2.0")))
+    records = [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _event("e2", "2026-05-01T12:00:10Z", "0.30", "t2"),
+               _outcome("o1", "2026-05-01T12:00:20Z", "resolved", "t1"),
+               _outcome("o2", "2026-05-01T12:00:30Z", "accepted", "t2")]
+    assert _feed(engine, records) == []
+    assert engine.stats.cel_evaluations == 0  # guards only, once
+    assert [e.rule for e in engine.advance(engine.frontier("acme") + 31)] == ["watch"]  # 12:01:01
 
 
 def test_a_trace_record_stays_small_whatever_arrives(ruleset_from_yaml: Any) -> None:
@@ -280,7 +293,9 @@ def test_a_rule_set_without_unit_keeps_no_unit_state(ruleset_from_yaml: Any) -> 
 
 def test_the_alert_names_the_figures_it_fired_on(ruleset_from_yaml: Any) -> None:
     engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "3.0")))
-    (alert,) = _feed(engine, _mixed_stream())  # fires on the third outcome
+    stream = _mixed_stream()  # all in one minute: evaluated at most once a minute, re-checked by the tick
+    assert _feed(engine, stream) == []
+    (alert,) = engine.advance(engine.frontier("acme") + 60)
     assert alert.unit is not None and alert.unit["day"]["outcomes"] == 3
     assert "cost per outcome $0.0073 vs $0.0000" in alert.summary and "route mix gpt-4o 64%" in alert.summary
     assert "calls seen in traces 3 vs 0, reported 2 vs 0" in alert.summary
