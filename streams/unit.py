@@ -30,7 +30,9 @@ only for those), so a rule set without them pays nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, MutableMapping
+from statistics import NormalDist
 from typing import Any
 
 from spendwarden.streams.engine_state import Position
@@ -58,7 +60,7 @@ FIGURES = (
     "spend_usd", "calls", "outcomes", *OUTCOME_KINDS, "cost_per_outcome_usd", "cost_per_resolved_case_usd",
     "rejection_rate", "human_rejection_rate", "resolution_rate", "input_tokens_per_call",
     "output_tokens_per_call", "cache_hit_ratio", "repeat_cost_usd", "repeat_share", "unattributed_usd",
-    "unattributed_share", "trace_calls", "reported_calls",
+    "unattributed_share", "trace_calls", "reported_calls", "human_rejection_z",
 )
 # A trace record keeps at most this many outcome ids and (step, model) call counters, so it
 # stays far below Kafka's record limit whatever a producer sends (SeenIds deduplicates outcomes
@@ -120,7 +122,52 @@ FIGURE_OF: dict[str, Any] = {
     "trace_calls": _amount("trace_calls"),
     "reported_calls": _amount("reported_calls"),
 }
-assert tuple(FIGURE_OF) == FIGURES
+assert (*FIGURE_OF, "human_rejection_z") == FIGURES  # the z-score compares two windows (UnitView)
+# The window each current window's z-score is measured against.
+Z_REFERENCE = {"hour": "baseline", "day": "baseline", "week": "prior_week"}
+_H, _N = _S["human_rejected"], _S["outcomes"]
+
+
+def rejection_z(rejected: int, outcomes: int, ref_rejected: int, ref_outcomes: int) -> float:
+    """How surprising a window's human rejections are against its reference's share, as a
+    z-score: the normal quantile of the exact binomial chance of at least ``rejected`` among
+    ``outcomes`` at the reference share p0 (smoothed, (r + 0.5) / (n0 + 1), so a reference
+    without rejections is not certainty). 0 without outcomes on either side or without rejections; capped at +-10.
+
+    Why exact: at 25 outcomes and a 4% share, 5 rejections are a 1-in-180 chance, but the
+    normal approximation calls them 3.8 standard errors (1 in 14,000); a rule checked every
+    hour of every use case would page on luck."""
+    if not outcomes or not ref_outcomes:
+        return 0.0
+    if not rejected:
+        return 0.0  # no rejection is no sign of a rise
+    p0 = (ref_rejected + 0.5) / (ref_outcomes + 1)
+    tail = _binomial_tail(rejected, outcomes, p0)
+    z = _NORMAL.inv_cdf(min(1 - 1e-16, max(1e-300, 1 - tail)))
+    return max(-_Z_CAP, min(_Z_CAP, z))
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed from k upwards until the terms vanish."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_c = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    term = math.exp(log_c + k * log_p + (n - k) * log_q)
+    total, i = 0.0, k
+    while i <= n:
+        total += term
+        if term < total * 1e-15:
+            break
+        term *= (n - i) / (i + 1) * p / (1 - p)
+        i += 1
+    return min(1.0, total)
+
+
+_NORMAL = NormalDist()
+_Z_CAP = 10.0
 
 
 def route_mix(models: dict[str, int]) -> dict[str, float]:
@@ -162,11 +209,23 @@ class UnitView:
         return found
 
     def figure(self, window: str, name: str) -> float:
+        if name == "human_rejection_z":
+            return self.rejection_z(window)
         return FIGURE_OF[name](self.sums(window)[0], WINDOWS[window][2])
+
+    def rejection_z(self, window: str) -> float:
+        """``human_rejection_z`` of a window against its reference (0 for the references)."""
+        reference = Z_REFERENCE.get(window)
+        if reference is None:
+            return 0.0
+        now, then = self.sums(window)[0], self.sums(reference)[0]
+        return rejection_z(now[_H], now[_N], then[_H], then[_N])
 
     def window(self, window: str) -> dict[str, Any]:
         sums, models = self.sums(window)
-        return window_figures(sums, models, WINDOWS[window][2])
+        figures = window_figures(sums, models, WINDOWS[window][2])
+        figures["human_rejection_z"] = self.rejection_z(window)
+        return figures
 
     def context(self, reads: dict[str, tuple[str, ...] | None] | None = None) -> dict[str, dict[str, Any]]:
         """The ``unit`` CEL variable: every window whole by default, else what ``reads`` names
@@ -178,8 +237,7 @@ class UnitView:
             if figures is None:
                 context[name] = self.window(name)
             else:
-                sums, per = self.sums(name)[0], WINDOWS[name][2]
-                context[name] = {figure: FIGURE_OF[figure](sums, per) for figure in figures}
+                context[name] = {figure: self.figure(name, figure) for figure in figures}
         return context
 
 

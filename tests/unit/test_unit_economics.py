@@ -15,7 +15,7 @@ from spendwarden.replay.showback import ReportPeriod, Showback
 from spendwarden.streams.checkpoint import DirtyState, checkpoint_order
 from spendwarden.streams.engine import Engine, position
 from spendwarden.streams.events import Outcome
-from spendwarden.streams.unit import KEEP_HOURS
+from spendwarden.streams.unit import KEEP_HOURS, rejection_z
 from test_otlp_spans import INGEST, NOW, PRICEBOOK, Recorder, collector_json  # noqa: F401 (PRICEBOOK)
 from spendwarden.streams.otlp import decode_export, spans_to_events
 from spendwarden.streams.otlp_mapping import TraceMapping
@@ -312,3 +312,26 @@ def test_the_loader_refuses_unit_rules_it_cannot_run(rules_dir: Any, text: str, 
     with pytest.raises(RuleFileError, match=said) as caught:
         rules_dir(text)
     assert caught.value.line is not None
+
+
+@pytest.mark.parametrize(("rejected", "outcomes", "ref", "want"), [
+    (5, 27, (40, 999), 2.64),  # normal approximation: 3.8; exact: a 1-in-240 chance
+    (12, 30, (21, 210), 4.13),
+    (5, 25, (21, 210), 1.26),
+    (0, 30, (3, 100), 0.0),  # no rejection is no sign of a rise
+    (30, 1000, (50, 1000), -3.25),  # fewer than usual
+    (3, 0, (3, 100), 0.0),
+    (3, 30, (0, 0), 0.0),
+])
+def test_rejection_z_is_the_exact_binomial_chance_as_a_z_score(rejected: int, outcomes: int, ref: tuple[int, int],
+                                                                want: float) -> None:
+    assert rejection_z(rejected, outcomes, *ref) == pytest.approx(want, abs=0.01)
+
+
+def test_rejection_z_matches_a_brute_force_binomial_tail() -> None:
+    from math import comb
+    from statistics import NormalDist
+
+    p0 = (4 + 0.5) / (100 + 1)
+    tail = sum(comb(40, i) * p0 ** i * (1 - p0) ** (40 - i) for i in range(7, 41))
+    assert rejection_z(7, 40, 4, 100) == pytest.approx(NormalDist().inv_cdf(1 - tail), rel=1e-9)
