@@ -88,7 +88,8 @@ def time_parse_only(path: str) -> tuple[int, float]:
 
 
 def time_ingest_only(path: str, ingest: Ingest) -> tuple[int, float]:
-    parse = ingest.parse_record
+    """Ingest.parse_items, the worker's parser (cost events and marked outcomes)."""
+    parse = ingest.parse_items
     count = 0
     started = time.perf_counter()
     with open(path, "rb") as handle:

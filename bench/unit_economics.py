@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
 from spendwarden.replay.readers import open_events
 from spendwarden.replay.run import NullSink, replay
 from spendwarden.rules.loader import load_ruleset
@@ -36,25 +34,9 @@ from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.pricebook import Pricebook
 
 PACKS = Path(__file__).resolve().parent.parent / "rules" / "packs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def time_parse_only(path: str) -> tuple[int, float]:
-    loads, count = orjson.loads, 0
-    started = time.perf_counter()
-    with open(path, "rb") as handle:
-        for line in handle:
-            loads(line)
-            count += 1
-    return count, time.perf_counter() - started
-
-
-def time_ingest_only(path: str, ingest: Ingest) -> tuple[int, float]:
-    parse, count = ingest.parse_items, 0
-    started = time.perf_counter()
-    with open(path, "rb") as handle:
-        for line in handle:
-            count += len(parse(line.rstrip(b"\n"))[0])
-    return count, time.perf_counter() - started
+from engine import time_ingest_only, time_parse_only  # noqa: E402 - the same baselines as the engine bench
 
 
 def main() -> int:

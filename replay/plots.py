@@ -51,19 +51,15 @@ class HourlySpend:
         return events, rejections
 
     def parse_object(self, record: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
-        events, rejections = self.inner.parse_object(record)
-        self._add(events)
-        return events, rejections
+        items, rejections = self.inner.parse_object(record)  # outcome rows too; they cost nothing
+        self._add(items)
+        return items, rejections
 
     def parse_items(self, raw: bytes, now: float | None = None) -> tuple[list[Any], list[Any]]:
         """Events and outcomes (replay's reader since outcomes): the events' cost is summed."""
         items, rejections = self.inner.parse_items(raw, now)
         self._add(items)
         return items, rejections
-
-    def outcome(self, record: Mapping[str, Any], now: float | None = None) -> Any:
-        """An outcome row (CSV, Parquet) is passed on; it costs nothing."""
-        return self.inner.outcome(record, now)
 
     def _add(self, events: Iterable[Any]) -> None:
         for priced in events:

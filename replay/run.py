@@ -15,7 +15,6 @@ from typing import IO, Any, Callable, Iterable, Protocol
 
 import orjson
 
-from spendwarden.exceptions import RejectedEvent
 from spendwarden.gc_policy import engine_thresholds
 from spendwarden.rules.compiler import RuleSet
 from spendwarden.streams.effects import Effect
@@ -172,13 +171,7 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
             items, rejections = ingest.parse_items(raw)
         else:
             raw = orjson.dumps(record, default=str)
-            if record.get("record_type") == "outcome":
-                try:
-                    items, rejections = [ingest.outcome(record)], []
-                except RejectedEvent as exc:
-                    items, rejections = [], [Rejection.of(exc)]
-            else:
-                items, rejections = ingest.parse_object(record)
+            items, rejections = ingest.parse_object(record)
         for rejection in rejections:
             result.rejected[rejection.reason] += 1
             sink.rejected(where, rejection, raw)

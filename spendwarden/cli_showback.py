@@ -22,12 +22,11 @@ import click
 import orjson
 from pydantic import ValidationError
 
-from spendwarden.exceptions import ConfigError, RejectedEvent
+from spendwarden.exceptions import ConfigError
 from spendwarden.replay.showback import (
     DEFAULT_BY, OUTCOME_KINDS, PERIOD_HELP, SHOWBACK_DIMENSIONS, ReportPeriod, Showback, ShowbackRow,
 )
 from spendwarden.streams.events import Outcome
-from spendwarden.streams.ingest import Rejection
 from spendwarden.streams.money import usd_text
 
 _EXAMPLES = 5  # bad records quoted on stderr; the rest are only counted
@@ -141,11 +140,6 @@ def _read_events(sources: Sequence[Any], showback: Showback, ingest: Any, bad: _
         records += 1
         if isinstance(record, bytes):  # marked outcomes among the events count as outcomes, as live
             items, rejections = ingest.parse_items(record)
-        elif record.get("record_type") == "outcome":  # a CSV or Parquet row
-            try:
-                items, rejections = [ingest.outcome(record)], []
-            except RejectedEvent as exc:
-                items, rejections = [], [Rejection.of(exc)]
         else:
             items, rejections = ingest.parse_object(record)
         for rejection in rejections:

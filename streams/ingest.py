@@ -235,9 +235,13 @@ class Ingest:
     def _one(self, obj: object, now: float | None) -> PricedEvent:
         return self.price(self.validate(obj, now))
 
-    def parse_object(self, obj: object, now: float | None = None) -> tuple[list[PricedEvent], list[Rejection]]:
-        """Like parse_record for a record already decoded (CSV and Parquet rows)."""
+    def parse_object(self, obj: object, now: float | None = None
+                     ) -> tuple[list[PricedEvent | Outcome], list[Rejection]]:
+        """Like parse_items for a record already decoded (CSV and Parquet rows): a row marked
+        ``"record_type": "outcome"`` is an Outcome, any other a cost event."""
         try:
+            if obj.__class__ is dict and obj.get(RECORD_TYPE) == OUTCOME:  # type: ignore[attr-defined]
+                return [self.outcome(obj, now)], []
             return [self._one(obj, now)], []
         except RejectedEvent as exc:
             return [], [Rejection.of(exc)]
