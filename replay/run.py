@@ -196,6 +196,7 @@ def _replay(records: Iterable[tuple[int, bytes | dict[str, Any]]], rules: RuleSe
         if progress is not None and result.records % progress_every == 0:
             result.elapsed_s = time.perf_counter() - started
             progress(result)
+    emit(engine.catch_up())  # what a busy last minute left for the next tick, which will not come
     end = advance_to if advance_to is not None else result.last_ts
     if end is not None:
         while next_tick is not None and next_tick <= end:

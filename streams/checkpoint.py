@@ -54,8 +54,9 @@ class DirtyState(dict):  # type: ignore[type-arg]
 
 # Kinds of keys written after all others in a checkpoint: a unit bucket's update is derived from
 # its trace record (streams/unit.py), so a crash part-way through a checkpoint must never leave a
-# trace record saved without the buckets its events updated. The changelog producer keeps the
-# order of one partition's records, so what lands after a crash is a prefix of this order.
+# trace record saved without the buckets its events updated. The service sends them in a second
+# round, once every other key of the checkpoint is acknowledged (a batch that fails for good does
+# not stop later batches of its partition), so what lands is always a prefix of this order.
 WRITE_LAST = frozenset({"utrace"})
 
 

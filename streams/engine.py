@@ -145,6 +145,8 @@ class Engine:
         self._evidence_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._profiles: dict[tuple[str, int, tuple[str, ...]], Profile] = {}  # forecast profile per instance
         self._forecasts: dict[tuple[str, int, tuple[str, ...]], tuple[int, str, int, Forecast]] = {}
+        # (budget index, instance, tenant) whose evaluation a busy minute skipped (_minute_checked)
+        self._skipped: dict[tuple[Any, ...], None] = {}
         self._install(rules)
         self._rebuild_indexes()
 
@@ -170,6 +172,7 @@ class Engine:
         self._forecasts.clear()
         self._dim_key = attrgetter(*self._dims)
         self._memo.clear()
+        self._skipped.clear()  # budget indexes may have moved; set_rules re-evaluates everything
 
     def sync_state(self) -> None:
         """Write what lives only in memory between checkpoints (taught detectors) into the state
@@ -519,6 +522,8 @@ class Engine:
 
     def _reevaluate(self, budget: CompiledBudget, inst: tuple[str, ...], tkey: str, effects: list[Effect],
                     refresh: bool = False) -> None:
+        if self._skipped:
+            self._skipped.pop((budget.index, inst, tkey), None)
         limit = self.rules.limit_nanos(budget, tkey if budget.per_tenant else None)
         if limit is None:
             return
@@ -604,8 +609,24 @@ class Engine:
         if slot.checked_minute != minute:
             slot.checked_minute = minute
             return False
-        self._watch_at(slot.tkey, slot.budget.index, slot.inst, (minute + 1) * 60.0)
+        entry = (slot.budget.index, slot.inst)
+        self._skipped[entry + (slot.tkey,)] = None
+        due = (minute + 1) * 60.0
+        watched = self._watch.get(slot.tkey)
+        earlier = watched.get(entry) if watched is not None else None
+        if earlier is None or not now < earlier < due:  # keep an earlier re-check (a hold ending)
+            self._watch_at(slot.tkey, slot.budget.index, slot.inst, due)
         return True
+
+    def catch_up(self) -> list[Effect]:
+        """Evaluate the instances whose evaluation a busy minute skipped, at the engine's own
+        time: what the next minute's tick would do, for a caller whose input has ended (replay,
+        rule tests) and will not tick again."""
+        effects: list[Effect] = []
+        skipped, self._skipped = self._skipped, {}
+        for index, inst, tkey in skipped:
+            self._reevaluate(self._budgets[index], inst, tkey, effects)
+        return effects
 
     def _hold(self, rule: CompiledRule, fire_key: tuple[Any, ...], firing: dict[str, Any], result: bool,
               now: float) -> tuple[bool, float | None]:

@@ -32,7 +32,7 @@ from spendwarden.logs import get_logger
 from spendwarden.rules.loader import RuleStore, rule_files
 from spendwarden.settings import Settings
 from spendwarden.streams import reservations
-from spendwarden.streams.checkpoint import decode_key, decode_value, encode_key, encode_value
+from spendwarden.streams.checkpoint import WRITE_LAST, decode_key, decode_value, encode_key, encode_value
 from spendwarden.streams.effects import AlertFiring, AlertResolved, DecisionChanged, Effect, TooLate
 from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.engine_state import split_position
@@ -602,6 +602,7 @@ class Service:
             taken: list[tuple[int, list[tuple[Any, ...]]]] = []
             sent_usage: dict[int, list[tuple[Any, Any]]] = {}  # exported once acknowledged
             pending: list[Any] = []
+            later: list[tuple[bytes, Optional[bytes], int]] = []  # WRITE_LAST keys, sent in a second round
             markers: dict[int, tuple[Optional[int], Optional[int]]] = {}
             try:
                 for partition in list(partitions):
@@ -619,6 +620,9 @@ class Service:
                         if key[0] == USAGE:
                             sent_usage.setdefault(partition, []).append((key, value))
                         raw = None if value is None else encode_value(value)
+                        if key[0] in WRITE_LAST:
+                            later.append((encode_key(partition, key), raw, partition))
+                            continue
                         pending.append(await producer.send(topic, encode_key(partition, key), raw, partition,
                                                            None, None))
                     if keys or covered != self._marked.get(partition):
@@ -626,10 +630,15 @@ class Service:
                 if not markers:
                     return
                 self.metrics.checkpoints.inc()
-                self.metrics.checkpoint_records.inc(len(pending))
+                self.metrics.checkpoint_records.inc(len(pending) + len(later))
                 if pending:
                     await self._flush_producer()
                     await asyncio.gather(*pending)  # a key that failed to land must stop the commit
+                if later:  # only once everything they were derived with has landed (checkpoint_order)
+                    sent_later = [await producer.send(topic, key, raw, partition, None, None)
+                                  for key, raw, partition in later]
+                    await self._flush_producer()
+                    await asyncio.gather(*sent_later)
                 marked = []
                 for partition, covered in markers.items():
                     marker = {"next_offset": covered[0], "deltas_next": covered[1], "written_at": time.time()}

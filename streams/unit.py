@@ -132,38 +132,50 @@ def rejection_z(rejected: int, outcomes: int, ref_rejected: int, ref_outcomes: i
     """How surprising a window's human rejections are against its reference's share, as a
     z-score: the normal quantile of the exact binomial chance of at least ``rejected`` among
     ``outcomes`` at the reference share p0 (smoothed, (r + 0.5) / (n0 + 1), so a reference
-    without rejections is not certainty). 0 without outcomes on either side or without rejections; capped at +-10.
+    without rejections is not certainty); negative below the expected count. 0 without outcomes
+    on either side or without rejections; within +-10.
 
     Why exact: at 25 outcomes and a 4% share, 5 rejections are a 1-in-180 chance, but the
     normal approximation calls them 3.8 standard errors (1 in 14,000); a rule checked every
     hour of every use case would page on luck."""
-    if not outcomes or not ref_outcomes:
-        return 0.0
-    if not rejected:
+    if not outcomes or not ref_outcomes or not rejected:
         return 0.0  # no rejection is no sign of a rise
     p0 = (ref_rejected + 0.5) / (ref_outcomes + 1)
-    tail = _binomial_tail(rejected, outcomes, p0)
-    z = _NORMAL.inv_cdf(min(1 - 1e-16, max(1e-300, 1 - tail)))
+    if rejected > outcomes * p0:  # above the mean: the upper tail P(X >= k) is the small side
+        z = -_NORMAL.inv_cdf(max(1e-300, _binomial_sum(rejected, outcomes, p0, up=True)))
+    else:  # at or below it: the lower tail P(X <= k - 1) is
+        z = _NORMAL.inv_cdf(max(1e-300, _binomial_sum(rejected - 1, outcomes, p0, up=False)))
     return max(-_Z_CAP, min(_Z_CAP, z))
 
 
-def _binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed from k upwards until the terms vanish."""
-    if k <= 0:
-        return 1.0
+def _binomial_sum(k: int, n: int, p: float, *, up: bool) -> float:
+    """P(X >= k) (``up``) or P(X <= k) for X ~ Binomial(n, p), summed in log space from k away
+    from the mean (the terms only shrink that way), until they vanish; 0.0 when it underflows."""
+    if k < 0:
+        return 0.0 if not up else 1.0
     if k > n:
-        return 0.0
+        return 1.0 if not up else 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
-    log_c = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-    term = math.exp(log_c + k * log_p + (n - k) * log_q)
-    total, i = 0.0, k
-    while i <= n:
+    first = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+    log_ratio_up = log_p - log_q  # term(i + 1) / term(i) = (n - i) / (i + 1) * p / q
+    total, log_term, i = 1.0, 0.0, k  # terms relative to the first
+    while True:
+        if up:
+            if i >= n:
+                break
+            log_term += math.log((n - i) / (i + 1)) + log_ratio_up
+            i += 1
+        else:
+            if i <= 0:
+                break
+            log_term -= math.log((n - i + 1) / i) + log_ratio_up
+            i -= 1
+        term = math.exp(log_term)
         total += term
-        if term < total * 1e-15:
+        if term < total * 1e-16:
             break
-        term *= (n - i) / (i + 1) * p / (1 - p)
-        i += 1
-    return min(1.0, total)
+    log_total = first + math.log(total)
+    return 0.0 if log_total < -745 else min(1.0, math.exp(log_total))
 
 
 _NORMAL = NormalDist()

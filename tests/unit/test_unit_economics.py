@@ -194,13 +194,28 @@ def test_an_outcome_evaluates_the_rules_it_can_turn_true(ruleset_from_yaml: Any)
 def test_unit_rules_are_evaluated_once_a_minute_and_the_tick_catches_up(ruleset_from_yaml: Any) -> None:
     """Budgets whose rules read only unit.* and the clock are evaluated at most once per engine
     minute; a change later in the minute is seen by the next minute's tick, without traffic."""
-    engine = Engine(ruleset_from_yaml(RULES.replace("1000.0", "2.0")))
+    rules = ruleset_from_yaml(RULES.replace("1000.0", "2.0"))
+    engine, caught_up = Engine(rules), Engine(rules)
     records = [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _event("e2", "2026-05-01T12:00:10Z", "0.30", "t2"),
                _outcome("o1", "2026-05-01T12:00:20Z", "resolved", "t1"),
                _outcome("o2", "2026-05-01T12:00:30Z", "accepted", "t2")]
-    assert _feed(engine, records) == []
+    assert _feed(engine, records) == [] and _feed(caught_up, records) == []
     assert engine.stats.cel_evaluations == 0  # guards only, once
     assert [e.rule for e in engine.advance(engine.frontier("acme") + 31)] == ["watch"]  # 12:01:01
+    # A replay or a rule test whose input ends here has no next tick: catch_up does its work.
+    assert [e.rule for e in caught_up.catch_up()] == ["watch"] and caught_up.catch_up() == []
+
+
+def test_a_replay_ending_in_a_busy_minute_still_fires(ruleset_from_yaml: Any) -> None:
+    from spendwarden.replay.run import ListSink, replay
+
+    records = [_event("e1", "2026-05-01T12:00:00Z", "0.30", "t1"), _event("e2", "2026-05-01T12:00:10Z", "0.30", "t2"),
+               _outcome("o1", "2026-05-01T12:00:20Z", "resolved", "t1"),
+               _outcome("o2", "2026-05-01T12:00:30Z", "accepted", "t2")]
+    sink = ListSink()
+    replay(list(enumerate((orjson.dumps(r) for r in records), 1)), ruleset_from_yaml(RULES.replace("1000.0", "2.0")),
+           INGEST, sink)
+    assert [e.rule for e in sink.effects if e.kind == "alert_firing"] == ["watch"]
 
 
 def test_a_trace_record_stays_small_whatever_arrives(ruleset_from_yaml: Any) -> None:
@@ -322,6 +337,9 @@ def test_the_loader_refuses_unit_rules_it_cannot_run(rules_dir: Any, text: str, 
     (30, 1000, (50, 1000), -3.25),  # fewer than usual
     (3, 0, (3, 100), 0.0),
     (3, 30, (0, 0), 0.0),
+    (1, 2500, (300, 1000), -10.0),  # far fewer than usual: the first term underflows, still negative
+    (100, 50000, (2000, 50000), -10.0),
+    (100, 200, (5, 1000), 10.0),  # far more: beyond what 1 - tail could say
 ])
 def test_rejection_z_is_the_exact_binomial_chance_as_a_z_score(rejected: int, outcomes: int, ref: tuple[int, int],
                                                                 want: float) -> None:
