@@ -16,7 +16,8 @@ only for those), so a rule set without them pays nothing.
   none, those whose ``business_outcome_id`` is its id). A trace record ``("utrace", tenant,
   join key)`` holds the trace's cost per budget instance while the trace is active, and is dropped
   once the trace has had neither an event nor an outcome for ``outcome_wait_s`` of event time:
-  an outcome later than that joins nothing (``stats["unjoined"]``). Joined spend is the spend of
+  an outcome later than that joins nothing (it is held, ``stats["held"]``, for events that will
+  not come). Joined spend is the spend of
   events whose trace has an outcome, each event once however many outcomes its trace gets; an
   outcome counts once in every budget instance its trace's events fall in (as in showback).
   Buckets are by event time: spend and calls in the event's hour, an outcome and the spend its
@@ -33,17 +34,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, MutableMapping
 from statistics import NormalDist
-from typing import Any
+from typing import Any, get_args
 
 from spendwarden.streams.engine_state import Position
-from spendwarden.streams.events import CostEvent, Outcome
+from spendwarden.streams.events import CostEvent, Outcome, OutcomeKind
 from spendwarden.streams.money import NANOS_PER_USD
 
 HOUR_S = 3600
-OUTCOME_KINDS = ("resolved", "accepted", "rejected", "escalated", "human_rejected")
+OUTCOME_KINDS: tuple[str, ...] = get_args(OutcomeKind)
 FIELDS = ("spend", "calls", "input_tokens", "output_tokens", "cached_tokens", "repeat", "unattributed",
           "trace_calls", "reported_calls", "joined", "resolved_joined", "outcomes", *OUTCOME_KINDS)
-_AT = {name: i + 1 for i, name in enumerate(FIELDS)}  # index in a bucket, after its fence
+_S = {name: i for i, name in enumerate(FIELDS)}  # index in summed fields
+_AT = {name: i + 1 for name, i in _S.items()}  # index in a bucket, after its fence
 _MODELS = len(FIELDS) + 1  # index of the {model: nanos} route mix
 MODELS_KEPT = 8  # per bucket; the rest of the spend is under "other"
 # Windows in hours back from the current hour H, both ends included, and whether amounts are
@@ -82,11 +84,6 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
-def _at(name: str) -> int:
-    return FIELDS.index(name)
-
-
-_S = {name: _at(name) for name in FIELDS}
 _USD = NANOS_PER_USD
 Sums = list[int]  # FIELDS in order
 
@@ -294,8 +291,8 @@ class UnitFeed:
         self.state = state
         self.outcome_wait_s = outcome_wait_s
         self.repeat_after = repeat_after
-        # outcomes taken in; of them, held for a trace with no event yet (none may ever come)
-        self.stats = {"outcomes": 0, "held": 0}
+        # outcomes held for a trace with no event yet (none may ever come)
+        self.stats = {"held": 0}
         # (tenant, ukey) -> (current hour, {window: (sums, models)} of its closed hours)
         self._closed: dict[tuple[str, str], tuple[int, dict[str, tuple[list[int], dict[str, int]]]]] = {}
         self._hours: dict[int, set[tuple[Any, ...]]] = {}  # bucket keys by hour, for pruning
@@ -320,7 +317,7 @@ class UnitFeed:
         if not ukeys:
             return
         hour = int(ts // HOUR_S)
-        sighting = "trace_calls" if getattr(event, "origin", "reported") == "trace" else "reported_calls"
+        sighting = "trace_calls" if event.origin == "trace" else "reported_calls"
         if not counted:
             for ukey in ukeys:
                 bucket = self._bucket(tenant, ukey, hour, pos)
@@ -336,21 +333,17 @@ class UnitFeed:
             if record is None:
                 record = {"f": -1, "t": ts, "c": {}, "n": {}, "o": {}}
             if record["f"] < pos:
-                record = dict(record, f=pos, t=max(record["t"], ts))
+                record["f"], record["t"] = pos, max(record["t"], ts)
                 call = f"{event.workflow_step or ''}\t{event.model_or_service or ''}"
                 calls = record["n"]
                 if call in calls or len(calls) < TRACE_CALLS_KEPT:
-                    calls = dict(calls)
                     calls[call] = calls.get(call, 0) + 1
                     repeat = calls[call] > self.repeat_after
-                    record["n"] = calls
-                costs = dict(record["c"])
+                costs, outcomes = record["c"], record["o"]
                 for ukey in ukeys:
-                    if ukey not in costs and record["o"]:
-                        late_outcomes[ukey] = list(record["o"].values())
+                    if ukey not in costs and outcomes:
+                        late_outcomes[ukey] = list(outcomes.values())
                     costs[ukey] = costs.get(ukey, 0) + cost
-                record["c"] = costs
-                outcomes = record["o"]
                 joined = bool(outcomes)
                 resolved = "resolved" in outcomes.values()
                 self.state[("utrace", tenant, jkey)] = record
@@ -391,16 +384,14 @@ class UnitFeed:
         if record is None:
             # Events of the trace may still come: hold the outcome for them.
             record = {"f": -1, "t": ts, "c": {}, "n": {}, "o": {}}
-        if record["f"] >= pos or outcome.business_outcome_id in record["o"]:
+        outcomes = record["o"]
+        if record["f"] >= pos or outcome.business_outcome_id in outcomes:
             return []
-        self.stats["outcomes"] += 1
-        before = record["o"]
-        was_joined = bool(before)
-        was_resolved = "resolved" in before.values()
-        kept = before if len(before) >= TRACE_OUTCOMES_KEPT else {**before, outcome.business_outcome_id: outcome.outcome}
-        if outcome.outcome == "resolved" and not was_resolved and kept is before:  # never forget it resolved
-            kept = {**before, outcome.business_outcome_id: outcome.outcome}
-        record = dict(record, f=pos, t=max(record["t"], ts), o=kept)
+        was_joined = bool(outcomes)
+        was_resolved = "resolved" in outcomes.values()
+        if len(outcomes) < TRACE_OUTCOMES_KEPT or (outcome.outcome == "resolved" and not was_resolved):
+            outcomes[outcome.business_outcome_id] = outcome.outcome  # (never forget it resolved)
+        record["f"], record["t"] = pos, max(record["t"], ts)
         self.state[("utrace", tenant, jkey)] = record
         self._traces[(tenant, jkey)] = record["t"]
         if not record["c"]:
@@ -472,16 +463,15 @@ class UnitFeed:
         return dropped
 
     def _bucket(self, tenant: str, ukey: str, hour: int, pos: Position) -> list[Any] | None:
-        """The bucket to add ``pos`` to (a copy), or None when ``pos`` was applied already."""
+        """The bucket to add ``pos`` to, fenced at ``pos`` (the caller adds and stores it), or
+        None when ``pos`` was applied already. Changed in place, as the engine's hourly history."""
         found = self.state.get(("unit", tenant, ukey, hour))
         if found is None:
             return [pos, *([0] * len(FIELDS)), {}]
         if found[0] >= pos:
             return None
-        bucket = list(found)
-        bucket[0] = pos
-        bucket[_MODELS] = dict(found[_MODELS])
-        return bucket
+        found[0] = pos
+        return found
 
     def _store(self, tenant: str, ukey: str, hour: int, bucket: list[Any]) -> None:
         key = ("unit", tenant, ukey, hour)
