@@ -46,6 +46,11 @@ _MATCH_CACHE_MAX = 200_000
 _OUTCOME_ID = "\x00outcome:"  # outcome ids share the per-tenant id set with cost_event_ids
 
 
+def _unit_keys(slots: list[Slot]) -> list[str]:
+    """The unit-economics names of the instances an event counts into (those whose rules read unit.*)."""
+    return [slot.ukey for slot in slots if slot.ukey is not None]
+
+
 def rule_floor(rule: CompiledRule, limit: int) -> int:
     """Smallest spend (nano-dollars) at which all of a rule's budget-spend guards can hold."""
     floor = 0
@@ -215,22 +220,17 @@ class Engine:
         if previous is not None and previous != pos:
             self.stats.duplicates += 1
             if self._unit_active:  # who reported the call still counts (a gateway going silent)
-                self._unit.observe(tenant, event, ts, pos, 0, self._unit_keys(event), counted=False)
+                self._unit.observe(tenant, event, ts, pos, 0, _unit_keys(self._match(event)), counted=False)
             return []
-        if ts > self._clock.get(tenant, -INFINITY):  # own newest event time (the frontier may be the tick)
-            self._clock[tenant] = ts
-            state[("clock", tenant)] = ts
-            if ts > frontier:
-                frontier = ts
-        if ts > self._clock.get(GLOBAL, 0.0):
-            self._clock[GLOBAL] = ts
-            state[("clock", GLOBAL)] = ts
+        if self._note_time(tenant, ts) and ts > frontier:
+            frontier = ts
         self.stats.events += 1
 
         cost = priced.cost_nanos
         add_usage(state, tenant, event, cost, pos)
+        slots = self._match(event)
         if self._unit_active:  # before the rules below read unit.*
-            self._unit.observe(tenant, event, ts, pos, cost, self._unit_keys(event), counted=True)
+            self._unit.observe(tenant, event, ts, pos, cost, _unit_keys(slots), counted=True)
         hour = int(ts // 3600)
         day, hour_slot = divmod(hour, 24)
         hour_slot += 1  # index in a day's history list, after its fence
@@ -238,7 +238,7 @@ class Engine:
         late: list[str] = []
         touched = []
         applied = False
-        for slot in self._match(event):
+        for slot in slots:
             tkey = slot.tkey
             period = slot.period
             if period is None or not period.start <= ts < period.end:
@@ -315,18 +315,13 @@ class Engine:
         ts = epoch_seconds(outcome.ts) if ts is None else ts
         frontier = self._frontier(tenant)
         if ts < frontier - self.horizon:
-            self.stats.too_late += 1
+            self.stats.outcome_too_late += 1
             return []
         previous = self.seen.first_position(tenant, ts, _OUTCOME_ID + outcome.business_outcome_id, pos)
         if previous is not None and previous != pos:
             self.stats.outcome_duplicates += 1
             return []
-        if ts > self._clock.get(tenant, -INFINITY):
-            self._clock[tenant] = ts
-            self.state[("clock", tenant)] = ts
-        if ts > self._clock.get(GLOBAL, 0.0):
-            self._clock[GLOBAL] = ts
-            self.state[("clock", GLOBAL)] = ts
+        self._note_time(tenant, ts)
         self.stats.outcomes += 1
         effects: list[Effect] = []
         if self._unit_active:
@@ -498,8 +493,17 @@ class Engine:
         self._match_cache[key] = found
         return found
 
-    def _unit_keys(self, event: Any) -> list[str]:
-        return [slot.ukey for slot in self._match(event) if slot.ukey is not None]
+    def _note_time(self, tenant: str, ts: float) -> bool:
+        """Move the tenant's own newest event time (the frontier may be the tick) and the
+        global one; True when the tenant's moved."""
+        moved = ts > self._clock.get(tenant, -INFINITY)
+        if moved:
+            self._clock[tenant] = ts
+            self.state[("clock", tenant)] = ts
+        if ts > self._clock.get(GLOBAL, 0.0):
+            self._clock[GLOBAL] = ts
+            self.state[("clock", GLOBAL)] = ts
+        return moved
 
     def _slot(self, budget: CompiledBudget, tkey: str, inst: tuple[str, ...], limit: int) -> Slot:
         slot = Slot(budget, inst, tkey, limit, self._floor(budget, limit), self._calendar(tkey))

@@ -41,6 +41,7 @@ class EngineStats:
     decisions_changed: int = 0
     outcomes: int = 0  # distinct outcomes taken in (duplicates and too-late ones not)
     outcome_duplicates: int = 0
+    outcome_too_late: int = 0  # outcomes older than the dedupe horizon (not counted)
     rule_errors: dict[str, int] = field(default_factory=dict)
 
 

@@ -147,26 +147,25 @@ class WorkerCore:
                 source = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
                 result.dead_letters.append((record.key, rejection.to_dead_letter(record.value, source)))
             stats = engine.stats
-            before = (stats.duplicates, stats.too_late, stats.outcomes, stats.outcome_duplicates)
-            outcomes = outcomes_too_late = 0
+            before = (stats.duplicates, stats.too_late, stats.outcomes, stats.outcome_duplicates,
+                      stats.outcome_too_late)
+            outcomes = 0
             sink = result.effects.setdefault(record.partition, [])
             for index, item in enumerate(items):
                 if isinstance(item, Outcome):
                     outcomes += 1
-                    late = stats.too_late
                     sink.extend(engine.process_outcome(item, position(record.offset, index)))
-                    outcomes_too_late += stats.too_late - late
                     continue
                 sink.extend(engine.process(item, position(record.offset, index)))
                 if result.newest_event_ts is None or item.ts > result.newest_event_ts:
                     result.newest_event_ts = item.ts
             result.events += len(items) - outcomes
             result.duplicates += stats.duplicates - before[0]
-            result.too_late += stats.too_late - before[1] - outcomes_too_late
+            result.too_late += stats.too_late - before[1]
             if outcomes:
                 result.outcomes += stats.outcomes - before[2]
                 result.outcome_duplicates += stats.outcome_duplicates - before[3]
-                result.outcome_too_late += outcomes_too_late
+                result.outcome_too_late += stats.outcome_too_late - before[4]
             if engine.deltas:
                 grouped = result.deltas.setdefault(record.partition, {})
                 for budget, inst, pos, nanos, ts in engine.deltas:
