@@ -97,6 +97,25 @@ def _too_big(event: CostEvent) -> None:
             raise RejectedEvent("invalid", f"{name}: {_got(value)} is above the limit {ceiling:g}", name)
 
 
+def decode_items(raw: bytes, max_bytes: float = float("inf"), max_items: float = float("inf")
+                 ) -> tuple[list[object], bool]:
+    """A record's items and whether it was an array (array items get an index): one JSON object
+    or an array of them; RejectedEvent ``decode`` or ``too_large`` otherwise."""
+    if len(raw) > max_bytes:
+        raise RejectedEvent("too_large", f"record is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        value = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError, ValueError, RecursionError) as exc:
+        raise RejectedEvent("decode", f"not UTF-8 JSON: {str(exc)[:200]}") from None
+    if isinstance(value, dict):
+        return [value], False
+    if isinstance(value, list):
+        if len(value) > max_items:
+            raise RejectedEvent("too_large", f"array holds {len(value)} items; the limit is {max_items}")
+        return value, True
+    raise RejectedEvent("decode", f"expected a JSON object or an array of objects, got {type(value).__name__}")
+
+
 def validate_outcome(obj: object) -> Outcome:
     """An Outcome, or RejectedEvent('invalid') naming the field at fault (the marker is ignored)."""
     if not isinstance(obj, dict):
@@ -135,26 +154,7 @@ class Ingest:
         return self._decode(raw)[0]
 
     def _decode(self, raw: bytes) -> tuple[list[object], bool]:
-        """Items and whether the record was an array (array items get an index)."""
-        if len(raw) > self.max_record_bytes:
-            raise RejectedEvent(
-                "too_large", f"record is {len(raw)} bytes; the limit is {self.max_record_bytes}"
-            )
-        try:
-            value = orjson.loads(raw)
-        except (orjson.JSONDecodeError, TypeError, ValueError, RecursionError) as exc:
-            raise RejectedEvent("decode", f"not UTF-8 JSON: {str(exc)[:200]}") from None
-        if isinstance(value, dict):
-            return [value], False
-        if isinstance(value, list):
-            if len(value) > self.max_batch:
-                raise RejectedEvent(
-                    "too_large", f"array holds {len(value)} items; the limit is {self.max_batch}"
-                )
-            return value, True
-        raise RejectedEvent(
-            "decode", f"expected a JSON object or an array of objects, got {type(value).__name__}"
-        )
+        return decode_items(raw, self.max_record_bytes, self.max_batch)
 
     def validate(self, obj: object, now: float | None = None) -> CostEvent:
         """A CostEvent, or RejectedEvent('invalid'|'future') naming the field at fault."""
@@ -235,14 +235,18 @@ class Ingest:
     def _one(self, obj: object, now: float | None) -> PricedEvent:
         return self.price(self.validate(obj, now))
 
+    def _item(self, obj: object, now: float | None) -> PricedEvent | Outcome:
+        """An item marked ``"record_type": "outcome"`` as an Outcome, any other as a cost event."""
+        if obj.__class__ is dict and obj.get(RECORD_TYPE) == OUTCOME:  # type: ignore[attr-defined]
+            return self.outcome(obj, now)
+        return self._one(obj, now)
+
     def parse_object(self, obj: object, now: float | None = None
                      ) -> tuple[list[PricedEvent | Outcome], list[Rejection]]:
         """Like parse_items for a record already decoded (CSV and Parquet rows): a row marked
         ``"record_type": "outcome"`` is an Outcome, any other a cost event."""
         try:
-            if obj.__class__ is dict and obj.get(RECORD_TYPE) == OUTCOME:  # type: ignore[attr-defined]
-                return [self.outcome(obj, now)], []
-            return [self._one(obj, now)], []
+            return [self._item(obj, now)], []
         except RejectedEvent as exc:
             return [], [Rejection.of(exc)]
 
@@ -309,10 +313,7 @@ class Ingest:
         rejections: list[Rejection] = []
         for index, obj in enumerate(items):
             try:
-                if obj.__class__ is dict and obj.get(RECORD_TYPE) == OUTCOME:  # type: ignore[attr-defined]
-                    found.append(self.outcome(obj, now))
-                else:
-                    found.append(self._one(obj, now))
+                found.append(self._item(obj, now))
             except RejectedEvent as exc:
                 rejections.append(Rejection.of(exc, index if is_array else None))
         return found, rejections

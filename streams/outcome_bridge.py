@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from spendwarden.exceptions import RejectedEvent
-from spendwarden.streams.ingest import OUTCOME, RECORD_TYPE, Rejection, validate_outcome
+from spendwarden.streams.ingest import OUTCOME, RECORD_TYPE, Rejection, decode_items, validate_outcome
 from spendwarden.streams.trace_bridge import Bridged, json_chunks
 
 # What ``Bridged.stats`` counts (spendwarden_outcomes_total{kind}).
@@ -49,17 +47,7 @@ class OutcomeBridge:
         try:
             if raw is None:
                 raise RejectedEvent("decode", "empty record (no value): not an outcome")
-            try:
-                value = orjson.loads(raw)
-            except (orjson.JSONDecodeError, TypeError, ValueError, RecursionError) as exc:
-                raise RejectedEvent("decode", f"not UTF-8 JSON: {str(exc)[:200]}") from None
-            if isinstance(value, dict):
-                items, is_array = [value], False
-            elif isinstance(value, list):
-                items, is_array = value, True
-            else:
-                raise RejectedEvent("decode", "expected a JSON object or an array of objects, "
-                                    f"got {type(value).__name__}")
+            items, is_array = decode_items(raw)  # no limits in: the records out are chunked
         except RejectedEvent as exc:
             found.rejections.append(Rejection.of(exc))
             found.stats["rejected"] += 1
