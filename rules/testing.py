@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,51 +29,46 @@ from spendwarden.streams.pricebook import Pricebook
 TEST_SUFFIX = ".test.yaml"
 _INTERVAL = r"^[1-9][0-9]*[smhd]$"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_EVENT_FIELDS = frozenset(CostEvent.model_fields)
-_OUTCOME_FIELDS = frozenset(Outcome.model_fields)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FixtureEvent(BaseModel):
-    """A cost event (CostEvent fields) plus ``repeat``/``interval`` to write bursts in one line."""
+class _FixtureLine(BaseModel):
+    """Record fields plus ``repeat``/``interval`` to write bursts in one line. The record models
+    ignore unknown keys; in a fixture a typo (`tenant:`) must not pass silently."""
 
     model_config = ConfigDict(extra="allow")
+    _known: ClassVar[frozenset[str]]
+    _what: ClassVar[tuple[str, str]]  # (item, record kind) for the error message
 
     repeat: int = Field(default=1, ge=1, le=100_000)
     interval: Optional[str] = Field(default=None, pattern=_INTERVAL)
 
     @model_validator(mode="after")
-    def _known_fields(self) -> "FixtureEvent":
-        # CostEvent ignores unknown keys; in a fixture a typo (`tenant:`) must not pass silently.
-        unknown = sorted(set(self.model_extra or {}) - _EVENT_FIELDS)
+    def _known_fields(self) -> "_FixtureLine":
+        unknown = sorted(set(self.model_extra or {}) - self._known)
         if unknown:
-            known = ", ".join(sorted(_EVENT_FIELDS))
-            raise ValueError(f"unknown event field {unknown[0]!r} (cost event fields: {known})")
+            item, kind = self._what
+            raise ValueError(f"unknown {item} field {unknown[0]!r} ({kind} fields: {', '.join(sorted(self._known))})")
         if self.repeat > 1 and self.interval is None:
             raise ValueError("repeat needs an interval such as 30s, 5m, 1h or 1d")
         return self
 
 
-class FixtureOutcome(BaseModel):
+class FixtureEvent(_FixtureLine):
+    """A cost event (CostEvent fields) plus ``repeat``/``interval``."""
+
+    _known = frozenset(CostEvent.model_fields)
+    _what = ("event", "cost event")
+
+
+class FixtureOutcome(_FixtureLine):
     """A business outcome (Outcome fields) plus ``repeat``/``interval``, like a fixture event."""
 
-    model_config = ConfigDict(extra="allow")
-
-    repeat: int = Field(default=1, ge=1, le=100_000)
-    interval: Optional[str] = Field(default=None, pattern=_INTERVAL)
-
-    @model_validator(mode="after")
-    def _known_fields(self) -> "FixtureOutcome":
-        unknown = sorted(set(self.model_extra or {}) - _OUTCOME_FIELDS)
-        if unknown:
-            known = ", ".join(sorted(_OUTCOME_FIELDS))
-            raise ValueError(f"unknown outcome field {unknown[0]!r} (outcome fields: {known})")
-        if self.repeat > 1 and self.interval is None:
-            raise ValueError("repeat needs an interval such as 30s, 5m, 1h or 1d")
-        return self
+    _known = frozenset(Outcome.model_fields)
+    _what = ("outcome", "outcome")
 
 
 class FiringExpectation(_Strict):
