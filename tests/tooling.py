@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+
+def spendwarden_cli() -> str:
+    """The ``spendwarden`` command of the running interpreter's environment (the venv's)."""
+    found = Path(sys.executable).parent / "spendwarden"
+    return str(found) if found.exists() else shutil.which("spendwarden") or "spendwarden"
 
 
 def require_tool(name: str, require_env: str, package: str, *fallbacks: str) -> str:

@@ -18,22 +18,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import spendwarden.rules
+from tooling import spendwarden_cli
 
 PACK = Path(spendwarden.rules.__file__).parent / "packs" / "anomaly"
 DAYS, TENANTS = 30, 50
-
-
-def _spendwarden() -> str:
-    found = Path(sys.executable).parent / "spendwarden"
-    return str(found) if found.exists() else shutil.which("spendwarden") or "spendwarden"
 
 
 @pytest.mark.evaluation
@@ -45,10 +39,10 @@ def test_default_detectors_meet_the_issue_goals_on_a_fresh_seed(tmp_path: Path,
               f"replay with SPENDWARDEN_EVAL_SEED={seed})", flush=True)
     events, labels, report = tmp_path / "events.jsonl", tmp_path / "labels.json", tmp_path / "report"
     with events.open("wb") as out:
-        subprocess.run([_spendwarden(), "scenario", "mixed", "--days", str(DAYS), "--tenants", str(TENANTS),
+        subprocess.run([spendwarden_cli(), "scenario", "mixed", "--days", str(DAYS), "--tenants", str(TENANTS),
                         "--seed", str(seed), "--labels", str(labels), "--no-progress"],
                        stdout=out, check=True, timeout=1800)
-    subprocess.run([_spendwarden(), "replay", str(events), "--rules", str(PACK), "--labels", str(labels),
+    subprocess.run([spendwarden_cli(), "replay", str(events), "--rules", str(PACK), "--labels", str(labels),
                     "--report", str(report), "--no-progress"], check=True, timeout=3600,
                    stdout=subprocess.DEVNULL)
     events.unlink()  # 1.5 GB

@@ -11,22 +11,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import spendwarden.rules
+from tooling import spendwarden_cli
 
 PACK = Path(spendwarden.rules.__file__).parent / "packs" / "outcomes"
 DAYS, TENANTS, WARMUP, PER_KIND, PEAK = 16, 8, 8, 2, 400  # the outcomes pack replays slowly
-
-
-def _spendwarden() -> str:
-    found = Path(sys.executable).parent / "spendwarden"
-    return str(found) if found.exists() else shutil.which("spendwarden") or "spendwarden"
 
 
 @pytest.mark.evaluation
@@ -38,10 +32,10 @@ def test_outcome_rules_find_quality_regressions_and_silent_gateways(tmp_path: Pa
               f"replay with SPENDWARDEN_EVAL_SEED={seed})", flush=True)
     events, labels, report = tmp_path / "events.jsonl", tmp_path / "labels.json", tmp_path / "report"
     with events.open("wb") as out:
-        subprocess.run([_spendwarden(), "scenario", "outcomes", "--days", str(DAYS), "--tenants", str(TENANTS),
+        subprocess.run([spendwarden_cli(), "scenario", "outcomes", "--days", str(DAYS), "--tenants", str(TENANTS),
                         "--warmup-days", str(WARMUP), "--per-kind", str(PER_KIND), "--peak", str(PEAK), "--seed", str(seed),
                         "--labels", str(labels), "--no-progress"], stdout=out, check=True, timeout=600)
-    subprocess.run([_spendwarden(), "replay", str(events), "--rules", str(PACK), "--labels", str(labels),
+    subprocess.run([spendwarden_cli(), "replay", str(events), "--rules", str(PACK), "--labels", str(labels),
                     "--report", str(report), "--no-progress"], check=True, timeout=1200,
                    stdout=subprocess.DEVNULL)
     result = json.loads((report / "evaluation.json").read_text())

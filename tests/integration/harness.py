@@ -215,6 +215,16 @@ def make_topics(bootstrap: str, topics: dict[str, str]) -> None:
                                           for base, name in topics.items()]))
 
 
+def add_input_topic(worker: WorkerRun, bootstrap: str, topic_names: Callable[..., dict[str, str]], base: str,
+                    setting: str) -> None:
+    """A further input topic of the worker (traces, outcomes): made, named in ``worker.topics[base]``
+    and given to the worker as the env setting ``setting``."""
+    made = topic_names(base)
+    make_topics(bootstrap, made)
+    worker.extra_env[setting] = made[base]
+    worker.topics[base] = made[base]
+
+
 def event(i: int, cost: str, *, tenant: str = "acme", use_case: str = "chat", prefix: str = "e",
           ts: Optional[datetime] = None) -> dict[str, Any]:
     return {"cost_event_id": f"{prefix}{i}", "ts": (ts or datetime.now(timezone.utc)).isoformat(),

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from harness import WorkerRun, encode, event, make_topics, new_run, produce, read_topic
+from harness import WorkerRun, add_input_topic, encode, event, new_run, produce, read_topic
 
 UNIT_RULES = """
 rules:
@@ -26,10 +26,7 @@ rules:
 @pytest.fixture
 def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
     worker = new_run(broker, redis_url, topic_names, tmp_path, limit="1000", **{"unit.yaml": UNIT_RULES})
-    outcomes = topic_names("outcomes")
-    make_topics(broker, outcomes)
-    worker.extra_env["SPENDWARDEN_OUTCOMES_TOPIC"] = outcomes["outcomes"]
-    worker.topics["outcomes"] = outcomes["outcomes"]
+    add_input_topic(worker, broker, topic_names, "outcomes", "SPENDWARDEN_OUTCOMES_TOPIC")
     yield worker
     worker.kill()
 

@@ -20,16 +20,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from harness import WorkerRun, encode, make_topics, new_run, produce, read_topic
+from harness import WorkerRun, add_input_topic, encode, new_run, produce, read_topic
 
 
 @pytest.fixture
 def run(broker: str, redis_url: str, topic_names: Any, tmp_path: Path) -> Iterator[WorkerRun]:
     worker = new_run(broker, redis_url, topic_names, tmp_path, limit="1000")
-    traces = topic_names("traces")
-    make_topics(broker, traces)
-    worker.extra_env["SPENDWARDEN_TRACES_TOPIC"] = traces["traces"]
-    worker.topics["traces"] = traces["traces"]
+    add_input_topic(worker, broker, topic_names, "traces", "SPENDWARDEN_TRACES_TOPIC")
     yield worker
     worker.kill()
 

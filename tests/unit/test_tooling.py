@@ -18,7 +18,12 @@ def test_a_program_on_path_or_at_a_fallback_is_found() -> None:
 
 def test_a_missing_program_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPENDWARDEN_TEST_REQUIRE_X", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="Debian package none"):
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        require_tool(MISSING, "SPENDWARDEN_TEST_REQUIRE_X", "none")
+    assert str(skipped.value) == (f"{MISSING} is not installed (Debian package none); "
+                                  "SPENDWARDEN_TEST_REQUIRE_X=1 turns this skip into a failure")
+    monkeypatch.setenv("SPENDWARDEN_TEST_REQUIRE_X", "0")  # only 1 requires it
+    with pytest.raises(pytest.skip.Exception):
         require_tool(MISSING, "SPENDWARDEN_TEST_REQUIRE_X", "none")
     monkeypatch.setenv("SPENDWARDEN_TEST_REQUIRE_X", "1")
     with pytest.raises(pytest.fail.Exception, match="SPENDWARDEN_TEST_REQUIRE_X=1 requires it"):

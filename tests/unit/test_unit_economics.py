@@ -16,9 +16,7 @@ from spendwarden.streams.checkpoint import DirtyState, checkpoint_order
 from spendwarden.streams.engine import Engine, position
 from spendwarden.streams.events import Outcome
 from spendwarden.streams.unit import KEEP_HOURS, rejection_z
-from test_otlp_spans import INGEST, NOW, PRICEBOOK, Recorder, collector_json  # noqa: F401 (PRICEBOOK)
-from spendwarden.streams.otlp import decode_export, spans_to_events
-from spendwarden.streams.otlp_mapping import TraceMapping
+from test_otlp_spans import INGEST, PRICEBOOK, Recorder, convert
 
 RULES = """
 budgets:
@@ -80,8 +78,7 @@ def _spans() -> tuple[list[dict[str, Any]], Recorder]:
             "gen_ai.response.model": "claude-haiku-4", "gen_ai.usage.input_tokens": 2000,
             "gen_ai.usage.output_tokens": 300}):
         pass
-    by_tenant, rejections = spans_to_events(decode_export(orjson.dumps(collector_json(rec.request()))),
-                                            TraceMapping(), pricebook=PRICEBOOK)
+    by_tenant, rejections = convert(rec, pricebook=PRICEBOOK)
     assert not rejections and list(by_tenant) == ["acme"]
     return by_tenant["acme"], rec
 
