@@ -8,9 +8,11 @@ tenant priced so one of its use cases spends ~1,300 USD a day: about 10% of even
 scope across a threshold), loads every shipped rule pack at once (names prefixed by pack,
 tenants replaced by 1,000 generated ones with tiers and time zones), and measures:
 
-  parse-only   for line in file: orjson.loads(line)                 (the ceiling)
-  ingest-only  decode + validate (pydantic) + price, no engine
-  replay       the full replay driver: ingest + engine + ticks + effects
+  parse-only     for line in file: orjson.loads(line)                 (the ceiling)
+  validate-only  the CostEvent schema's own validator on each line, nothing else: the floor of
+                 any per-event design that validates with pydantic (docs/performance.md)
+  ingest-only    decode + validate (pydantic) + checks + price, no engine
+  replay         the full replay driver: ingest + engine + ticks + effects
 
 Prints a table and ends with one JSON line.
 """
@@ -35,6 +37,7 @@ from spendwarden.replay.bench_stream import bench_events
 from spendwarden.rules.compiler import SourceFile, compile_ruleset
 from spendwarden.rules.loader import read_source
 from spendwarden.rules.schema import RuleFile, TenantSpec
+from spendwarden.streams.events import CostEvent
 from spendwarden.streams.ingest import Ingest
 from spendwarden.streams.pricebook import Pricebook
 
@@ -87,6 +90,19 @@ def time_parse_only(path: str) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
+def time_validate_only(path: str) -> tuple[int, float]:
+    """pydantic-core's validator for CostEvent on the raw bytes (ingest's fast path without the
+    checks and pricing): no replay that validates every event with it can beat this rate."""
+    validate = CostEvent.__pydantic_validator__.validate_json
+    count = 0
+    started = time.perf_counter()
+    with open(path, "rb") as handle:
+        for line in handle:
+            validate(line)
+            count += 1
+    return count, time.perf_counter() - started
+
+
 def time_ingest_only(path: str, ingest: Ingest) -> tuple[int, float]:
     """Ingest.parse_items, the worker's parser (cost events and marked outcomes)."""
     parse = ingest.parse_items
@@ -124,6 +140,8 @@ def main() -> int:
 
         parsed, parse_s = time_parse_only(path)
         gc.collect()
+        validated, validate_s = time_validate_only(path)
+        gc.collect()
         ingested, ingest_s = time_ingest_only(path, ingest)
         gc.collect()
         result: ReplayResult = replay(open_events(path), rules, ingest, NullSink())
@@ -133,6 +151,7 @@ def main() -> int:
     crossing = engine.stats.alerts_fired
     rows = [
         ("parse-only (orjson.loads)", parsed, parse_s),
+        ("validate-only (pydantic)", validated, validate_s),
         ("ingest-only (validate + price)", ingested, ingest_s),
         ("replay (ingest + engine)", result.events, result.elapsed_s),
     ]
@@ -146,10 +165,15 @@ def main() -> int:
     print(f"\nalerts fired {crossing:,}, resolved {result.effects.get('alert_resolved', 0):,}, decision changes "
           f"{result.effects.get('decision', 0):,}, CEL evaluations {engine.stats.cel_evaluations:,}, "
           f"events that moved a scope across a threshold: {result.events_with_effects / result.events:.1%}")
+    validate_rate = validated / validate_s
     print(f"replay / parse-only ratio: {replay_rate / parse_rate:.3f}  (goal >= 0.25 and >= 100,000 events/s)")
+    print(f"validate-only / parse-only ratio: {validate_rate / parse_rate:.3f}  (the most any replay that validates "
+          f"each event with pydantic can reach, with no pricing and no engine)")
     print(json.dumps({
         "events": result.events,
         "parse_only_events_per_s": round(parse_rate),
+        "validate_only_events_per_s": round(validate_rate),
+        "validate_only_ratio": round(validate_rate / parse_rate, 3),
         "ingest_only_events_per_s": round(ingested / ingest_s),
         "engine_events_per_s": round(replay_rate),
         "ratio": round(replay_rate / parse_rate, 3),
