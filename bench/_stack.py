@@ -164,6 +164,14 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s:
         return None
 
 
+def py_spy() -> str:
+    """The py-spy executable beside this Python, or on PATH; a one-line error when neither."""
+    for candidate in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise SystemExit("--profiler py-spy needs py-spy: .venv/bin/python -m pip install py-spy")
+
+
 @dataclass
 class Worker:
     """`spendwarden worker` as a subprocess in its own session, with fresh app id, topics and dirs."""
@@ -173,6 +181,7 @@ class Worker:
     extra_env: dict[str, str] = field(default_factory=dict)
     rules_dir: Optional[Path] = None
     profile_to: Optional[Path] = None
+    profiler: str = "cprofile"  # or "py-spy": real time, sampled, all threads (pip install py-spy)
     port: int = field(default_factory=free_port)
     app_id: str = field(default_factory=lambda: f"sw-bench-{uuid.uuid4().hex[:8]}")
     process: Optional[subprocess.Popen[bytes]] = None
@@ -206,7 +215,10 @@ class Worker:
 
     def start(self) -> None:
         cmd = [sys.executable]
-        if self.profile_to is not None:
+        if self.profile_to is not None and self.profiler == "py-spy":
+            cmd = [py_spy(), "record", "--format", "raw", "--rate", "250", "--output", str(self.profile_to),
+                   "--", sys.executable]
+        elif self.profile_to is not None:
             cmd += ["-m", "cProfile", "-o", str(self.profile_to)]
         cmd += ["-m", "spendwarden.cli", "worker"]
         with open(self.log_path, "ab") as out:

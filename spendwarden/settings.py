@@ -75,8 +75,14 @@ class Settings(BaseSettings):
                                     "read before decisions are published")
     pricebook: Optional[Path] = Field(None, description="pricebook YAML; unset: the bundled illustrative one")
 
-    batch_max_records: int = Field(500, ge=1, description="records per processing batch (one checkpoint per batch)")
+    batch_max_records: int = Field(500, ge=1, description="records per processing batch")
     batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
+    commit_interval_s: float = Field(5.0, gt=0, description="how often processed offsets are committed; the state "
+                                     "keys changed since the last commit are checkpointed right before each commit, "
+                                     "so a longer interval writes fewer changelog records and re-reads more records "
+                                     "after a crash (Faust's broker_commit_interval; docs/service.md)")
+    commit_every: int = Field(50_000, ge=1, description="commit (and checkpoint) after this many processed records "
+                              "too, whichever comes first (Faust's broker_commit_every)")
     fetch_max_wait_ms: int = Field(10, ge=0, description="broker fetch wait; Faust fixes it at 1500 ms otherwise")
     tick_s: float = Field(1.0, gt=0, description="wall-clock tick: periods end and blocks lift with no traffic")
     heartbeat_ttl_s: float = Field(30.0, gt=0, description="gateways treat decisions as stale after this")

@@ -110,6 +110,7 @@ def faust_app_settings(s: Settings) -> dict[str, Any]:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=1.0,
         broker_max_poll_records=max(s.batch_max_records, 500),
+        broker_commit_interval=s.commit_interval_s, broker_commit_every=s.commit_every,
         stream_buffer_maxsize=max(4 * s.batch_max_records, 4096),
         web_host=s.http_host, web_port=s.http_port, web_enabled=True,
         producer_linger=0.005, logging_config=None,
