@@ -134,7 +134,7 @@ class Engine:
         self.reserved: dict[tuple[str, str, tuple[str, ...]], tuple[int, Period, Slot]] = {}
         self.settled: dict[str, list[str]] = {}
         self.stats = EngineStats()
-        self.facts = Facts(self.state)
+        self.facts = Facts()  # alert evidence, in memory (not money)
         self._tick = 0.0
         self._clock: dict[str, float] = {}
         self.seen = SeenIds(self.state)

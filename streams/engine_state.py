@@ -6,7 +6,6 @@ tenant, use case and local day); they are not money, so they are not fenced by p
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,22 +49,34 @@ TRACES = 5
 
 
 class Facts:
-    """Per (tenant, use case, local day): spend by model and workflow step, recent trace ids."""
+    """Per (tenant, local day, use case): spend by model and workflow step, recent trace ids.
 
-    __slots__ = ("state",)
+    Kept in memory, not in the state mapping: evidence is not money, is never checkpointed, and
+    in the mapping it cost a dirty mark per event in the worker and grew by a key per tenant,
+    use case and day forever. Each tenant keeps its last ``KEEP_DAYS`` local days (evidence is
+    read for the current day; one before it covers an alert at a day's edge).
+    """
 
-    def __init__(self, state: MutableMapping[Any, Any]) -> None:
-        self.state = state
+    __slots__ = ("days",)
+
+    KEEP_DAYS = 2
+
+    def __init__(self) -> None:
+        # tenant -> local day id (ISO date, so ids sort by time) -> use case -> facts
+        self.days: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 
     def add(self, tenant: str, event: Any, cost: int, day_id: str) -> None:
-        key = ("facts", tenant, event.use_case_id, day_id)
-        facts = self.state.get(key)
+        by_day = self.days.get(tenant)
+        if by_day is None:
+            by_day = self.days[tenant] = {}
+        use_cases = by_day.get(day_id)
+        if use_cases is None:
+            use_cases = by_day[day_id] = {}
+            if len(by_day) > self.KEEP_DAYS:
+                del by_day[min(by_day)]  # the oldest day (a late event's own day goes at once)
+        facts = use_cases.get(event.use_case_id)
         if facts is None:
-            facts = {"models": {}, "steps": {}, "traces": []}
-            index_key = ("facts_index", tenant, day_id)
-            use_cases = list(self.state.get(index_key, ()))
-            if event.use_case_id not in use_cases:
-                self.state[index_key] = use_cases + [event.use_case_id]
+            facts = use_cases[event.use_case_id] = {"models": {}, "steps": {}, "traces": []}
         models = facts["models"]
         model = event.model_or_service or event.component
         models[model] = models.get(model, 0) + cost
@@ -78,18 +89,15 @@ class Facts:
                 traces.append(event.trace_id)
                 if len(traces) > TRACES:
                     del traces[0]
-        self.state[key] = facts
 
     def _days(self, tenant: str | None, use_case: str | None, day_id: str) -> list[tuple[str, dict[str, Any]]]:
         if tenant is None:
             return []
-        use_cases = [use_case] if use_case else sorted(self.state.get(("facts_index", tenant, day_id), ()))
-        found = []
-        for uc in use_cases:
-            facts = self.state.get(("facts", tenant, uc, day_id))
-            if facts is not None:
-                found.append((uc, facts))
-        return found
+        use_cases = self.days.get(tenant, {}).get(day_id, {})
+        if use_case:
+            facts = use_cases.get(use_case)
+            return [] if facts is None else [(use_case, facts)]
+        return sorted(use_cases.items())
 
     def contributors(self, tenant: str | None, use_case: str | None, day_id: str) -> dict[str, list[list[Any]]]:
         """Top models, steps and (tenant-wide) use cases by spend today, as [name, usd] pairs."""

@@ -47,7 +47,6 @@ from spendwarden.streams.worker_core import BatchResult, Record, WorkerCore, rou
 
 log = get_logger("spendwarden.service")
 PROGRESS_CHANNEL = "sw:progress"
-_NOT_CHECKPOINTED = frozenset({"facts", "facts_index"})
 CHECKPOINT_MARKER = ("checkpoint",)
 DEAD_LETTER_RAW_BYTES = 64 * 1024
 
@@ -589,7 +588,7 @@ class Service:
         Going around ``Table.__setitem__`` skips Faust's per-record bookkeeping (a FutureMessage,
         callbacks and a copy in the table's own store) for each key; the records land in the
         same changelog partition and table recovery reads the changelog whoever wrote it.
-        Alert evidence (``facts``) is not money and stays in memory.
+        Alert evidence (``Facts``) is not in the state: it is not money and lives in memory.
 
         The keys are flushed, then one ``checkpoint`` record per partition is sent and flushed
         on its own, so the changelog always ends with a one-record batch. Recovery reads up to
@@ -616,8 +615,6 @@ class Service:
                     taken.append((partition, keys))
                     for key, value in self.core.dirty(partition):
                         keys.append(key)
-                        if key[0] in _NOT_CHECKPOINTED:
-                            continue
                         if key[0] == USAGE:
                             sent_usage.setdefault(partition, []).append((key, value))
                         raw = None if value is None else encode_value(value)

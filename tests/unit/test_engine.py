@@ -311,6 +311,35 @@ def test_alert_carries_contributors_and_trace_ids_of_its_scope(
     assert Decimal(alert.spend_usd) == 9 and Decimal(alert.limit_usd) == 10 and alert.used_ratio == 0.9
 
 
+def test_evidence_is_kept_for_each_tenants_last_two_local_days_outside_the_state(
+        make_event: Any, ruleset_from_yaml: Any) -> None:
+    """A week of traffic leaves no evidence in the state mapping (it is never checkpointed, and
+    there it grew by a key per tenant, use case and day), and two local days in memory."""
+    engine = Engine(ruleset_from_yaml("""
+        tenants:
+          tokyo: {timezone: Asia/Tokyo}
+        budgets:
+          - {name: uc-daily, for_each: [tenant_id, use_case_id], period: day, limit_usd: 100}
+        rules:
+          - {name: uc-high, budget: uc-daily, when: budget.used_ratio >= 0.9}
+    """))
+    feed = Feed(engine)
+    for day in range(1, 8):
+        for use_case in ("chat", "search"):
+            feed(make_event("1", tenant="tokyo", use_case=use_case, ts=f"2026-01-{day:02d}T12:00:00Z",
+                            trace_id=f"tr-{day}-{use_case}"))
+    assert not [key for key in engine.state if key[0] in ("facts", "facts_index")]
+    assert sorted(engine.facts.days["tokyo"]) == ["2026-01-06", "2026-01-07"]  # local days in Tokyo
+    # A late event of an old day does not push today out.
+    feed(make_event("1", tenant="tokyo", ts="2026-01-02T12:00:00Z", trace_id="tr-late"))
+    assert sorted(engine.facts.days["tokyo"]) == ["2026-01-06", "2026-01-07"]
+    effects = feed(make_event("90", tenant="tokyo", ts="2026-01-07T13:00:00Z", model="big-model",
+                              trace_id="tr-big"))
+    alert = of(AlertFiring, effects)[0]
+    assert alert.contributors["models"][0] == ["big-model", "90"]
+    assert alert.sample_trace_ids == ["tr-7-chat", "tr-big"]
+
+
 def test_guardless_rule_evaluates_correctly(make_event: Any, ruleset_from_yaml: Any) -> None:
     """`used_ratio >= 0.5 || local.hour == 3` has no guard and still fires on either side of the `||`."""
     rules = ruleset_from_yaml("""
