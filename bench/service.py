@@ -129,6 +129,11 @@ async def raw_ceiling(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[
     return {"events_per_s": events / (last[0] - first[0]), "seconds": last[0] - first[0], "events": events}
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median rate (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda run: run["events_per_s"])[(len(runs) - 1) // 2]
+
+
 async def bare_faust(stack: Stack, topic: str, total: int) -> dict[str, Any]:
     app_id = f"sw-bare-{uuid.uuid4().hex[:8]}"
     folder = stack.workdir / app_id
@@ -314,10 +319,20 @@ def profile_table(path: Path, top: int = 15) -> str:
     return "\n".join(out)
 
 
+_OWN_CODE = re.compile(r" \((?:.*/)?(?:streams|rules|detectors|replay|spendwarden)/[^/]+\.py:\d+\)$")
+
+
+def _project_frame(frame: str) -> bool:
+    """A frame of spendwarden's own code (py-spy names files by their package path), not the CLI
+    wrapper around the whole process."""
+    return bool(_OWN_CODE.search(frame)) and "spendwarden/cli.py" not in frame
+
+
 def sampled_table(path: Path, top: int = 20) -> str:
-    """py-spy's raw stacks (``frame;frame;... count``) as the functions holding the most samples,
-    by their own time and with their callees; every thread is sampled (the consumer thread mostly
-    waits in select), line numbers are folded into the function."""
+    """py-spy's raw stacks (``frame;frame;... count``) as the functions holding the most samples:
+    any function by its own time, spendwarden's own with their callees (Faust, asyncio and the
+    rest are what the bare agent pays too). Every thread is sampled (the consumer thread mostly
+    waits in select); line numbers are folded into the function."""
     own: dict[str, int] = {}
     inside: dict[str, int] = {}
     total = 0
@@ -327,14 +342,15 @@ def sampled_table(path: Path, top: int = 20) -> str:
             continue
         samples = int(count)
         total += samples
-        frames = [re.sub(r" \((?:.*/)?([^/]+\.py):\d+\)", r" (\1)", frame) for frame in stack.split(";")]
+        raw = stack.split(";")
+        frames = [re.sub(r" \((?:.*/)?([^/]+\.py):\d+\)", r" (\1)", frame) for frame in raw]
         own[frames[-1]] = own.get(frames[-1], 0) + samples
-        for frame in set(frames):
+        for frame in {name for name, where in zip(frames, raw) if _project_frame(where)}:
             inside[frame] = inside.get(frame, 0) + samples
     if not total:
         return "(no samples)"
     out = [f"{total:,} samples at 250/s, all threads (py-spy)"]
-    for title, table in (("own time", own), ("with callees", inside)):
+    for title, table in (("own time", own), ("with callees, spendwarden's code", inside)):
         out.append(f"\n  top {top} by {title}:")
         for name, samples in sorted(table.items(), key=lambda item: item[1], reverse=True)[:top]:
             out.append(f"  {samples / total:>6.1%}  {name[:110]}")
@@ -368,10 +384,15 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
     results["raw"] = await raw_ceiling(stack.bootstrap, single, ends_a)
     log(f"raw ceiling {results['raw']['events_per_s']:,.0f} events/s")
-    results["faust"] = await bare_faust(stack, single, sum(ends_a.values()))
-    log(f"bare Faust {results['faust']['events_per_s']:,.0f} events/s")
-    results["single"] = await worker_backlog(stack, single, ends_a, 1, rules_dir)
-    log(f"worker single {results['single']['events_per_s']:,.0f} events/s")
+    # Bare agent and worker alternate, so a machine that drifts during the run drifts for both.
+    faust_runs, single_runs = [], []
+    for _ in range(args.repeat):
+        faust_runs.append(await bare_faust(stack, single, sum(ends_a.values())))
+        log(f"bare Faust {faust_runs[-1]['events_per_s']:,.0f} events/s")
+        single_runs.append(await worker_backlog(stack, single, ends_a, 1, rules_dir))
+        log(f"worker single {single_runs[-1]['events_per_s']:,.0f} events/s")
+    results["faust"], results["single"] = median_run(faust_runs), median_run(single_runs)
+    results["repeats"] = [[round(f["events_per_s"]), round(w["events_per_s"])] for f, w in zip(faust_runs, single_runs)]
     results["batched"] = await worker_backlog(stack, batched, ends_b, args.batch, rules_dir)
     log(f"worker batched {results['batched']['events_per_s']:,.0f} events/s")
     profile_path = stack.workdir / "worker.prof"
@@ -417,6 +438,9 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
     ]
     for name, res, goal in rows:
         print(f"{name:<44} {res['events']:>9,} {res['seconds']:>8.2f} {res['events_per_s']:>9,.0f}  {goal}")
+    if len(r["repeats"]) > 1:
+        print(f"   2 and 3a are the medians of {len(r['repeats'])} alternating runs (events/s, bare Faust / worker): "
+              + ", ".join(f"{f:,} / {w:,} ({w / f:.0%})" for f, w in r["repeats"]))
     for name, res in (("3a", single), ("3b", batched), ("profiled", prof)):
         extra = "" if res.get("complete") else "  INCOMPLETE: " + res.get("log_tail", "")[-400:]
         print(f"   {name}: wall incl. startup {res['wall_incl_startup_s']:.1f}s, {res['batches']} batches, "
@@ -450,6 +474,7 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
         "bare_faust_events_per_s": round(faust["events_per_s"]),
         "worker_single_events_per_s": round(single["events_per_s"]),
         "worker_single_vs_bare_faust": round(single_ratio, 3),
+        "runs_bare_faust_and_worker_single": r["repeats"],
         "worker_batch": args.batch,
         "worker_batched_events_per_s": round(batched["events_per_s"]),
         "worker_batched_vs_raw": round(batched_ratio, 4),
@@ -480,6 +505,9 @@ def main() -> int:
                         help="which backlog to run again under the profiler")
     parser.add_argument("--profiler", choices=("cprofile", "py-spy"), default="cprofile",
                         help="cProfile (deterministic, inflates many small calls) or py-spy (sampled real time)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the bare agent and the single-event worker this many times, alternating; "
+                             "the table shows the median of each (this machine's run-to-run spread is wide)")
     parser.add_argument("--rate", type=int, default=2000, help="records/s of the latency run")
     parser.add_argument("--latency-s", type=float, default=20)
     parser.add_argument("--cost-scale", type=float, default=10.0,
