@@ -141,6 +141,7 @@ def test_prometheus_reads_exact_spend_and_evaluates_the_shipped_rules(run: Worke
 def test_spend_counters_never_go_down_across_a_kill(run: WorkerRun) -> None:
     """SIGKILL in the middle of a stream: whatever /metrics showed before, the restarted worker
     never shows less, and it ends at the exact total of the unique events."""
+    run.extra_env["SPENDWARDEN_COMMIT_INTERVAL_S"] = "1"  # counters follow checkpoints: some before the kill
     run.start()
     run.wait_ready()
     events = [priced(i, "0.25", "acme", "gpt-x", (100, 10, 0)) for i in range(400)]

@@ -103,6 +103,9 @@ def test_kill_minus_nine_at_random_instants_leaves_totals_exact(run: WorkerRun) 
         produce(run.bootstrap, run.topics["events"], encode(events), pace=lambda n: time.sleep(0.004))
         done.set()
 
+    # Commit (and checkpoint) every second, not every 5 s: kills 0.5-2.5 s apart then land between
+    # checkpoints and in the middle of them, with part of the state saved, as on a busy worker.
+    run.extra_env["SPENDWARDEN_COMMIT_INTERVAL_S"] = "1"
     run.start()
     run.wait_ready()
     thread = threading.Thread(target=producer)
