@@ -216,8 +216,8 @@ class Worker:
     def start(self) -> None:
         cmd = [sys.executable]
         if self.profile_to is not None and self.profiler == "py-spy":
-            cmd = [py_spy(), "record", "--format", "raw", "--rate", "250", "--output", str(self.profile_to),
-                   "--", sys.executable]
+            cmd = [py_spy(), "record", "--format", "raw", "--rate", "250", "--full-filenames",
+                   "--output", str(self.profile_to), "--", sys.executable]
         elif self.profile_to is not None:
             cmd += ["-m", "cProfile", "-o", str(self.profile_to)]
         cmd += ["-m", "spendwarden.cli", "worker"]

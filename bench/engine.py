@@ -10,7 +10,7 @@ tenants replaced by 1,000 generated ones with tiers and time zones), and measure
 
   parse-only     for line in file: orjson.loads(line)                 (the ceiling)
   validate-only  the CostEvent schema's own validator on each line, nothing else: the floor of
-                 any per-event design that validates with pydantic (docs/performance.md)
+                 any per-event design that validates with pydantic (docs/engine.md#performance)
   ingest-only    decode + validate (pydantic) + checks + price, no engine
   replay         the full replay driver: ingest + engine + ticks + effects
 

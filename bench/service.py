@@ -130,8 +130,10 @@ async def raw_ceiling(bootstrap: str, topic: str, ends: dict[int, int]) -> dict[
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median rate (the lower middle one of an even count)."""
-    return sorted(runs, key=lambda run: run["events_per_s"])[(len(runs) - 1) // 2]
+    """The run of median rate among the complete ones (the lower middle one of an even count);
+    an incomplete run is reported as such only when no run completed."""
+    complete = [run for run in runs if run.get("complete")] or runs
+    return sorted(complete, key=lambda run: run["events_per_s"])[(len(complete) - 1) // 2]
 
 
 async def bare_faust(stack: Stack, topic: str, total: int) -> dict[str, Any]:
@@ -319,20 +321,38 @@ def profile_table(path: Path, top: int = 15) -> str:
     return "\n".join(out)
 
 
-_OWN_CODE = re.compile(r" \((?:.*/)?(?:streams|rules|detectors|replay|spendwarden)/[^/]+\.py:\d+\)$")
+REPO = Path(__file__).resolve().parent.parent
+# Frames that hold the whole process or Faust's iteration of a stream, not work of spendwarden's own.
+_WRAPPERS = ("run_worker ", "_build_app.<locals>.", "<module> ")
 
 
 def _project_frame(frame: str) -> bool:
-    """A frame of spendwarden's own code (py-spy names files by their package path), not the CLI
-    wrapper around the whole process."""
-    return bool(_OWN_CODE.search(frame)) and "spendwarden/cli.py" not in frame
+    """A frame of spendwarden's own code: a file under the repository but not in its virtualenv,
+    and not one of the wrappers around the process or an agent's stream loop."""
+    match = re.search(r" \((/[^:]+):\d+\)$", frame)
+    if match is None or frame.startswith(_WRAPPERS):
+        return False
+    path = match.group(1)
+    return path.startswith(str(REPO) + "/") and "/site-packages/" not in path and "/.venv/" not in path
+
+
+def _short(frame: str) -> str:
+    """``name (path:line)`` as ``name (path)``, the path relative to the repository or the
+    installed package, so lines fold into their function and same-named files stay apart."""
+    def shorten(match: re.Match[str]) -> str:
+        path = match.group(1)
+        for marker in ("/site-packages/", f"{REPO}/", "/lib/python3.11/"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+                break
+        return f" ({path})"
+    return re.sub(r" \(([^:]+):\d+\)$", shorten, frame)
 
 
 def sampled_table(path: Path, top: int = 20) -> str:
     """py-spy's raw stacks (``frame;frame;... count``) as the functions holding the most samples:
     any function by its own time, spendwarden's own with their callees (Faust, asyncio and the
-    rest are what the bare agent pays too). Every thread is sampled (the consumer thread mostly
-    waits in select); line numbers are folded into the function."""
+    rest are what the bare agent pays too). py-spy leaves out samples of threads it finds idle."""
     own: dict[str, int] = {}
     inside: dict[str, int] = {}
     total = 0
@@ -343,13 +363,13 @@ def sampled_table(path: Path, top: int = 20) -> str:
         samples = int(count)
         total += samples
         raw = stack.split(";")
-        frames = [re.sub(r" \((?:.*/)?([^/]+\.py):\d+\)", r" (\1)", frame) for frame in raw]
-        own[frames[-1]] = own.get(frames[-1], 0) + samples
-        for frame in {name for name, where in zip(frames, raw) if _project_frame(where)}:
+        leaf = _short(raw[-1])
+        own[leaf] = own.get(leaf, 0) + samples
+        for frame in {_short(frame) for frame in raw if _project_frame(frame)}:
             inside[frame] = inside.get(frame, 0) + samples
     if not total:
         return "(no samples)"
-    out = [f"{total:,} samples at 250/s, all threads (py-spy)"]
+    out = [f"{total:,} samples at 250/s of every thread not found idle (py-spy)"]
     for title, table in (("own time", own), ("with callees, spendwarden's code", inside)):
         out.append(f"\n  top {top} by {title}:")
         for name, samples in sorted(table.items(), key=lambda item: item[1], reverse=True)[:top]:
@@ -440,7 +460,7 @@ def report(args: argparse.Namespace, stack: Stack, r: dict[str, Any]) -> None:
         print(f"{name:<44} {res['events']:>9,} {res['seconds']:>8.2f} {res['events_per_s']:>9,.0f}  {goal}")
     if len(r["repeats"]) > 1:
         print(f"   2 and 3a are the medians of {len(r['repeats'])} alternating runs (events/s, bare Faust / worker): "
-              + ", ".join(f"{f:,} / {w:,} ({w / f:.0%})" for f, w in r["repeats"]))
+              + ", ".join(f"{f:,} / {w:,} ({w / f if f else 0:.0%})" for f, w in r["repeats"]))
     for name, res in (("3a", single), ("3b", batched), ("profiled", prof)):
         extra = "" if res.get("complete") else "  INCOMPLETE: " + res.get("log_tail", "")[-400:]
         print(f"   {name}: wall incl. startup {res['wall_incl_startup_s']:.1f}s, {res['batches']} batches, "
@@ -507,12 +527,15 @@ def main() -> int:
                         help="cProfile (deterministic, inflates many small calls) or py-spy (sampled real time)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the bare agent and the single-event worker this many times, alternating; "
-                             "the table shows the median of each (this machine's run-to-run spread is wide)")
+                             "the table shows the median of each (this machine's run-to-run spread is wide). "
+                             "Past 1, the optional 500 ms fetch-wait latency comparison is left out (time budget)")
     parser.add_argument("--rate", type=int, default=2000, help="records/s of the latency run")
     parser.add_argument("--latency-s", type=float, default=20)
     parser.add_argument("--cost-scale", type=float, default=10.0,
                         help="multiply event costs so that budgets get crossed")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
     stack = Stack()
     try:
         stack.start()

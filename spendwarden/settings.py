@@ -80,9 +80,11 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(5.0, gt=0, description="how often processed offsets are committed; the state "
                                      "keys changed since the last commit are checkpointed right before each commit, "
                                      "so a longer interval writes fewer changelog records and re-reads more records "
-                                     "after a crash (Faust's broker_commit_interval; docs/service.md)")
+                                     "after a crash, while Redis steps back to the checkpoint (Faust's "
+                                     "broker_commit_interval; docs/service.md)")
     commit_every: int = Field(50_000, ge=1, description="commit (and checkpoint) after this many processed records "
-                              "too, whichever comes first (Faust's broker_commit_every)")
+                              "too (of every topic the worker reads), whichever comes first (Faust's "
+                              "broker_commit_every)")
     fetch_max_wait_ms: int = Field(10, ge=0, description="broker fetch wait; Faust fixes it at 1500 ms otherwise")
     tick_s: float = Field(1.0, gt=0, description="wall-clock tick: periods end and blocks lift with no traffic")
     heartbeat_ttl_s: float = Field(30.0, gt=0, description="gateways treat decisions as stale after this")

@@ -53,13 +53,14 @@ class Facts:
 
     Kept in memory, not in the state mapping: evidence is not money, is never checkpointed, and
     in the mapping it cost a dirty mark per event in the worker and grew by a key per tenant,
-    use case and day forever. Each tenant keeps its last ``KEEP_DAYS`` local days (evidence is
-    read for the current day; one before it covers an alert at a day's edge).
+    use case and day forever. Each tenant keeps only its newest local day: alerts read the day of
+    the tenant's engine time, which no event of the tenant is ahead of, so an older day is never
+    read again (a late event's facts land in its own day and are dropped at once).
     """
 
     __slots__ = ("days",)
 
-    KEEP_DAYS = 2
+    KEEP_DAYS = 1
 
     def __init__(self) -> None:
         # tenant -> local day id (ISO date, so ids sort by time) -> use case -> facts

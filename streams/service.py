@@ -2,9 +2,10 @@
 
 - One agent reads ``ai.cost-events`` in batches (``take_events``) so Faust's per-record cost is
   paid once per record, and the engine's per-event work runs on in-memory state.
-- After each batch the changed state keys go to a table (``CheckpointTable``) whose changelog
-  Faust flushes before committing source offsets: the committed position never passes what
-  was checkpointed, and the engine's position fences make replays after a crash exact.
+- Right before each offset commit (every ``commit_interval_s`` or ``commit_every`` records) the
+  state keys changed since the last one go to the changelog of a table (``CheckpointTable``):
+  the committed position never passes what was checkpointed, and the engine's position fences
+  make replays after a crash exact.
 - Decisions go to Redis (fenced by the Kafka group generation and the source position) and to
   the compacted ``spendwarden.decisions`` topic; alerts to ``spendwarden.alerts``; bad records
   to ``spendwarden.dead-letter``; events older than the dedupe horizon to ``spendwarden.late``.

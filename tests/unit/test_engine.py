@@ -311,10 +311,10 @@ def test_alert_carries_contributors_and_trace_ids_of_its_scope(
     assert Decimal(alert.spend_usd) == 9 and Decimal(alert.limit_usd) == 10 and alert.used_ratio == 0.9
 
 
-def test_evidence_is_kept_for_each_tenants_last_two_local_days_outside_the_state(
+def test_evidence_is_kept_for_each_tenants_current_local_day_outside_the_state(
         make_event: Any, ruleset_from_yaml: Any) -> None:
     """A week of traffic leaves no evidence in the state mapping (it is never checkpointed, and
-    there it grew by a key per tenant, use case and day), and two local days in memory."""
+    there it grew by a key per tenant, use case and day), and the current local day in memory."""
     engine = Engine(ruleset_from_yaml("""
         tenants:
           tokyo: {timezone: Asia/Tokyo}
@@ -329,10 +329,10 @@ def test_evidence_is_kept_for_each_tenants_last_two_local_days_outside_the_state
             feed(make_event("1", tenant="tokyo", use_case=use_case, ts=f"2026-01-{day:02d}T12:00:00Z",
                             trace_id=f"tr-{day}-{use_case}"))
     assert not [key for key in engine.state if key[0] in ("facts", "facts_index")]
-    assert sorted(engine.facts.days["tokyo"]) == ["2026-01-06", "2026-01-07"]  # local days in Tokyo
+    assert list(engine.facts.days["tokyo"]) == ["2026-01-07"]  # the local day in Tokyo (21:00)
     # A late event of an old day does not push today out.
     feed(make_event("1", tenant="tokyo", ts="2026-01-02T12:00:00Z", trace_id="tr-late"))
-    assert sorted(engine.facts.days["tokyo"]) == ["2026-01-06", "2026-01-07"]
+    assert list(engine.facts.days["tokyo"]) == ["2026-01-07"]
     effects = feed(make_event("90", tenant="tokyo", ts="2026-01-07T13:00:00Z", model="big-model",
                               trace_id="tr-big"))
     alert = of(AlertFiring, effects)[0]
