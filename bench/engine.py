@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
@@ -79,28 +79,26 @@ def all_packs(tenant_count: int, extra: Sequence[RuleFile] = ()) -> Any:
     return compile_ruleset(sources)
 
 
-def time_parse_only(path: str) -> tuple[int, float]:
-    loads = orjson.loads
+def time_each_line(path: str, call: Callable[[bytes], Any]) -> tuple[int, float]:
+    """Lines and seconds for ``call`` on every line of the file, results dropped."""
     count = 0
     started = time.perf_counter()
     with open(path, "rb") as handle:
         for line in handle:
-            loads(line)
+            call(line)
             count += 1
     return count, time.perf_counter() - started
+
+
+def time_parse_only(path: str) -> tuple[int, float]:
+    """orjson.loads per line: the ceiling."""
+    return time_each_line(path, orjson.loads)
 
 
 def time_validate_only(path: str) -> tuple[int, float]:
     """pydantic-core's validator for CostEvent on the raw bytes (ingest's fast path without the
     checks and pricing): no replay that validates every event with it can beat this rate."""
-    validate = CostEvent.__pydantic_validator__.validate_json
-    count = 0
-    started = time.perf_counter()
-    with open(path, "rb") as handle:
-        for line in handle:
-            validate(line)
-            count += 1
-    return count, time.perf_counter() - started
+    return time_each_line(path, CostEvent.__pydantic_validator__.validate_json)
 
 
 def time_ingest_only(path: str, ingest: Ingest) -> tuple[int, float]:
