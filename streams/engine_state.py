@@ -55,15 +55,13 @@ class Facts:
     in the mapping it cost a dirty mark per event in the worker and grew by a key per tenant,
     use case and day forever. Each tenant keeps only its newest local day: alerts read the day of
     the tenant's engine time, which no event of the tenant is ahead of, so an older day is never
-    read again (a late event's facts land in its own day and are dropped at once).
+    read again (a late event of an older day adds nothing).
     """
 
     __slots__ = ("days",)
 
-    KEEP_DAYS = 1
-
     def __init__(self) -> None:
-        # tenant -> local day id (ISO date, so ids sort by time) -> use case -> facts
+        # tenant -> {its newest local day id (ISO date, so ids sort by time): use case -> facts}
         self.days: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 
     def add(self, tenant: str, event: Any, cost: int, day_id: str) -> None:
@@ -72,9 +70,10 @@ class Facts:
             by_day = self.days[tenant] = {}
         use_cases = by_day.get(day_id)
         if use_cases is None:
+            if by_day and day_id < next(iter(by_day)):
+                return  # a late event of an older day: never read
+            by_day.clear()
             use_cases = by_day[day_id] = {}
-            if len(by_day) > self.KEEP_DAYS:
-                del by_day[min(by_day)]  # the oldest day (a late event's own day goes at once)
         facts = use_cases.get(event.use_case_id)
         if facts is None:
             facts = use_cases[event.use_case_id] = {"models": {}, "steps": {}, "traces": []}
